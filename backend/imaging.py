@@ -1,0 +1,219 @@
+"""Decoding, encoding and validating images without losing depth or alpha.
+
+Pixels travel inside Restora as numpy arrays shaped (height, width, channels) with 1 (gray),
+2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, dtype uint8 or uint16. Pillow reads headers
+and 8-bit images; OpenCV reads and writes 16-bit colour, which Pillow would truncate to 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from backend.errors import ImageDecodeError, ImageTooLargeError, ImageTooSmallError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+MIN_SIDE = 2
+
+
+def max_input_pixels() -> int:
+    return int(os.environ.get("RESTORA_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+    mode: str
+
+
+def check_size(width: int, height: int, max_pixels: int | None = None, what: str = "image") -> None:
+    """Refuse empty, degenerate and enormous images before any pixel is decoded."""
+    limit = max_input_pixels() if max_pixels is None else max_pixels
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageTooSmallError(
+            f"The {what} is {width}x{height} pixels; it must be at least {MIN_SIDE}x{MIN_SIDE}.",
+            "Select a larger region or layer.",
+        )
+    if width * height > limit:
+        raise ImageTooLargeError(
+            f"The {what} is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than "
+            f"the limit of {limit / 1e6:.0f} megapixels.",
+            "Crop it or raise the limit with RESTORA_MAX_PIXELS.",
+        )
+
+
+def probe(data: bytes, max_pixels: int | None = None) -> ImageInfo:
+    """Read only the header: format, size and mode. Raises before a decompression bomb decodes."""
+    if not data:
+        raise ImageDecodeError("The image file is empty.", "Choose a PNG, JPEG, WebP or TIFF file.")
+    PILImage.MAX_IMAGE_PIXELS = None  # our own limit below names the size; Pillow's would not
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            info = ImageInfo(im.width, im.height, im.format or "", im.mode)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(
+            f"This is not an image Restora can read ({exc}).",
+            "Use PNG, JPEG, WebP, BMP or TIFF.",
+        ) from None
+    check_size(info.width, info.height, max_pixels)
+    return info
+
+
+def _is_16bit_colour(im: PILImage.Image) -> bool:
+    """Pillow opens 16-bit RGB(A) PNG/TIFF as 8-bit; its raw mode still says 16."""
+    tile = getattr(im, "tile", None) or []
+    rawmode = tile[0][3] if tile and len(tile[0]) > 3 else None
+    if isinstance(rawmode, tuple):
+        rawmode = rawmode[0] if rawmode else None
+    return (
+        im.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode
+    )
+
+
+def _decode_opencv(data: bytes) -> np.ndarray:
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ImageDecodeError("The image data is corrupt.", "Re-export the image and try again.")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+    return np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, None])
+
+
+def _from_pillow(im: PILImage.Image) -> np.ndarray:
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im)
+        return np.clip(arr, 0, 65535).astype(np.uint16)[:, :, None]
+    elif mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        return (np.clip(arr, 0.0, 1.0) * 65535 + 0.5).astype(np.uint16)[:, :, None]
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "RGBa" or mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGBA")
+    arr = np.asarray(im)
+    return np.ascontiguousarray(arr if arr.ndim == 3 else arr[:, :, None])
+
+
+def decode(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Decode image bytes to (H, W, C) uint8/uint16, keeping bit depth and alpha."""
+    info = probe(data, max_pixels)
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            if _is_16bit_colour(im):
+                arr = _decode_opencv(data)
+            else:
+                im.load()
+                arr = _from_pillow(im)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(
+            f"The {info.format or 'image'} data is corrupt or truncated ({exc}).",
+            "Re-export the image and try again.",
+        ) from None
+    if arr.shape[0] != info.height or arr.shape[1] != info.width:
+        raise ImageDecodeError("The image decoded to an unexpected size.", "Re-export the image.")
+    return arr
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"Cannot read {p}: {exc.strerror}.", "Check the path.") from None
+    try:
+        return decode(data, max_pixels)
+    except (ImageDecodeError, ImageTooLargeError, ImageTooSmallError) as exc:
+        exc.message = f"{p.name}: {exc.message}"
+        raise
+
+
+_PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
+            ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+def format_for(path: str | os.PathLike[str]) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in _FORMATS:
+        raise ImageDecodeError(
+            f"Cannot write '{ext or 'no extension'}' files.",
+            "Name the output .png, .jpg, .webp, .tif or .bmp.",
+        )
+    return _FORMATS[ext]
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", compress_level: int = 6, quality: int = 95) -> bytes:
+    """Encode (H, W, C) pixels. 16-bit is kept for PNG and TIFF, reduced to 8 bits elsewhere."""
+    channels = pixels.shape[2]
+    if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF") and channels != 2:
+        import cv2
+
+        arr = pixels if channels == 1 else pixels[:, :, [2, 1, 0, 3][:channels]]
+        ext = ".png" if fmt == "PNG" else ".tiff"
+        params = [cv2.IMWRITE_PNG_COMPRESSION, min(compress_level, 9)] if fmt == "PNG" else []
+        ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr), params)
+        if not ok:
+            raise ImageDecodeError("Could not encode the 16-bit image.", "Try another format.")
+        return buf.tobytes()
+    if pixels.dtype == np.uint16:
+        pixels = to_uint8(pixels)
+    if fmt in ("JPEG", "BMP") and channels in (2, 4):
+        pixels = pixels[:, :, : channels - 1]  # these formats have no alpha
+        channels -= 1
+    im = PILImage.fromarray(pixels[:, :, 0] if channels == 1 else pixels, _PIL_MODES[channels])
+    out = io.BytesIO()
+    if fmt == "PNG":
+        im.save(out, "PNG", compress_level=compress_level)
+    elif fmt in ("JPEG", "WEBP"):
+        im.save(out, fmt, quality=quality)
+    else:
+        im.save(out, fmt)
+    return out.getvalue()
+
+
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray, compress_level: int = 6) -> None:
+    """Write atomically: a half-written file never replaces a good one."""
+    p = Path(path)
+    data = encode(pixels, format_for(p), compress_level)
+    tmp = p.with_name(f".{p.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def max_value(dtype: np.dtype) -> float:
+    return 65535.0 if dtype == np.uint16 else 255.0
+
+
+def split_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour (1 or 3 channels) and alpha (or None when absent or fully opaque)."""
+    channels = pixels.shape[2]
+    if channels in (1, 3):
+        return pixels, None
+    colour, alpha = pixels[:, :, : channels - 1], pixels[:, :, channels - 1 :]
+    if alpha.min() == max_value(pixels.dtype):
+        return colour, None
+    return colour, alpha

@@ -1,0 +1,107 @@
+"""Running one spandrel model on one tile: device, precision, padding, memory format."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.errors import OutOfMemoryError
+
+
+def padded_size(height: int, width: int, req: Any) -> tuple[int, int]:
+    """The smallest size >= (height, width) that meets spandrel's SizeRequirements."""
+    h, w = max(height, req.minimum), max(width, req.minimum)
+    if req.square:
+        h = w = max(h, w)
+    m = req.multiple_of
+    return -(-h // m) * m, -(-w // m) * m
+
+
+def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad at the bottom/right, mirroring the image where it is big enough to mirror."""
+    dh, dw = height - x.shape[2], width - x.shape[3]
+    if dh == 0 and dw == 0:
+        return x
+    mode = "reflect" if dh < x.shape[2] and dw < x.shape[3] else "replicate"
+    return F.pad(x, (0, dw, 0, dh), mode=mode)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "bf16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare(descriptor: Any, device: torch.device, precision: str) -> Any:
+    """Move the model to the device, in the weight dtype and memory format that is fastest."""
+    descriptor.to(device)
+    if precision == "fp16":
+        descriptor.half()
+    elif precision == "bf16" and device.type != "cpu":
+        descriptor.bfloat16()
+    else:
+        descriptor.float()  # CPU bf16 runs through autocast over fp32 weights
+    if device.type == "cpu":
+        descriptor.model.to(memory_format=torch.channels_last)
+    descriptor.eval()
+    return descriptor
+
+
+@torch.inference_mode()
+def run_tensor(descriptor: Any, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """(1, C, h, w) float in [0, 1] -> (1, C, h*s, w*s) float32 on the CPU."""
+    device = descriptor.device
+    h, w = x.shape[2], x.shape[3]
+    ph, pw = padded_size(h, w, descriptor.size_requirements)
+    x = pad_to(x.to(device), ph, pw)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.to(descriptor.dtype)
+    with _autocast(device, precision):
+        y = descriptor(x)
+    s = descriptor.scale
+    return y[:, :, : h * s, : w * s].float().clamp_(0, 1).cpu()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "MPS backend out of memory" in text
+    )
+
+
+def free_device_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+class TileRunner:
+    """Callable used by `tiled_apply`: float32 (h, w, 3) numpy tile -> upscaled numpy tile."""
+
+    def __init__(self, descriptor: Any, precision: str) -> None:
+        self.descriptor = descriptor
+        self.precision = precision
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
+        try:
+            y = run_tensor(self.descriptor, x, self.precision)
+        except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemoryError(
+                    f"Out of memory on a {tile.shape[1]}x{tile.shape[0]} tile.",
+                    "Use a smaller --tile.",
+                ) from exc
+            raise
+        return y[0].numpy().transpose(1, 2, 0)

@@ -1,0 +1,126 @@
+"""Loading model files safely: no pickled code ever runs.
+
+.safetensors files hold tensors only. .pth/.ckpt/.pt files are pickles; they are opened with
+PyTorch's weights-only unpickler, which refuses any global that is not a tensor type, so a
+file crafted to run code fails with a clear error instead of running it. TorchScript archives
+(code by nature) are refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from backend.errors import ModelFormatError
+
+MODEL_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt")
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    import torch
+
+    ext = path.suffix.lower()
+    if ext not in MODEL_EXTENSIONS:
+        raise ModelFormatError(f"{path.name}: '{ext}' is not a model file extension.",
+                               f"Use one of {', '.join(MODEL_EXTENSIONS)}.")
+    if ext == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFormatError(f"{path.name} is not a valid safetensors file ({exc}).",
+                                   "Download the file again.") from None
+    if _is_torchscript(path):
+        raise ModelFormatError(f"{path.name} is a TorchScript archive, which contains code.",
+                               "Use a .pth or .safetensors state dict of the same model.")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except pickle.UnpicklingError as exc:
+        raise ModelFormatError(
+            f"{path.name} was refused: it contains objects other than tensors ({_short(exc)}).",
+            "Restora never runs code from model files; use a .safetensors version of the model.",
+        ) from None
+    except Exception as exc:  # garbage bytes make the unpickler raise almost anything
+        raise ModelFormatError(f"{path.name} is not a PyTorch model file ({_short(exc)}).",
+                               "Check that the download completed.") from None
+    return _unwrap(obj, path)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _is_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not _is_zip(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/code/") or "/code/" in n for n in z.namelist()[:200])
+    except zipfile.BadZipFile:
+        return False
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
+    """Checkpoints nest the weights under 'params_ema', 'state_dict', ... : take the tensors."""
+    import torch
+
+    for _ in range(3):
+        if not isinstance(obj, dict):
+            break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        for key in ("params_ema", "params", "state_dict", "model", "net_g", "g_ema"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+        else:
+            break
+    if isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    raise ModelFormatError(f"{path.name} holds no model weights.", "Is it a model file?")
+
+
+def load_descriptor(path: Path) -> Any:
+    """Load a file through spandrel (with the extra architectures registered)."""
+    from spandrel import ModelLoader, UnsupportedModelError
+
+    install_extra_architectures()
+    state_dict = load_state_dict(path)
+    try:
+        from spandrel import canonicalize_state_dict
+
+        state_dict = canonicalize_state_dict(state_dict)
+        return ModelLoader().load_from_state_dict(state_dict)
+    except UnsupportedModelError:
+        raise ModelFormatError(f"{path.name}: no supported architecture matches its weights.",
+                               "See `restora models list` for what is supported.") from None
+    except Exception as exc:  # architecture detection on foreign weights can fail anywhere
+        raise ModelFormatError(f"{path.name}: the weights do not load ({_short(exc)}).",
+                               "The file may be damaged or of an unsupported variant.") from None
+
+
+_extras_installed = False
+
+
+def install_extra_architectures() -> None:
+    global _extras_installed
+    if _extras_installed:
+        return
+    from spandrel import MAIN_REGISTRY
+
+    try:
+        from spandrel_extra_arches import EXTRA_REGISTRY
+    except ImportError:
+        EXTRA_REGISTRY = None
+    if EXTRA_REGISTRY is not None:
+        MAIN_REGISTRY.add(*EXTRA_REGISTRY)
+    _extras_installed = True

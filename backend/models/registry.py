@@ -1,0 +1,159 @@
+"""The model registry: every model file in the models folders, what it is and whether it runs.
+
+Folders are laid out like ComfyUI's (upscale_models/, facerestore_models/, ...), so a user can
+add an existing ComfyUI or A1111 models folder. Files are identified by loading them through
+spandrel once; the result is cached by path, size and modification time, so listing is fast
+after the first time. A file that is not a model is listed as unusable with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend import paths
+from backend.errors import ModelFormatError, ModelNotFoundError
+from backend.models.loading import MODEL_EXTENSIONS, load_descriptor
+
+DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
+INDEX_VERSION = 1
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: str
+    folder: str
+    size_bytes: int
+    usable: bool
+    reason: str = ""
+    architecture: str = ""
+    purpose: str = ""
+    scale: int = 0
+    input_channels: int = 0
+    output_channels: int = 0
+    size_minimum: int = 0
+    size_multiple_of: int = 1
+    size_square: bool = False
+    tiling: str = ""
+    dtypes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe(path: Path, folder: str) -> ModelEntry:
+    """Load `path` through spandrel and describe it; never raises for a bad file."""
+    size = path.stat().st_size
+    base = ModelEntry(name=path.stem, path=str(path), folder=folder, size_bytes=size, usable=False)
+    if path.suffix.lower() == ".param":
+        base.reason = "ncnn model: import it with `restora models import-ncnn`"
+        return base
+    if folder not in paths.SPANDREL_FOLDERS:
+        base.reason = f"{folder} files are used by tasks that come later"
+        return base
+    try:
+        d = load_descriptor(path)
+    except ModelFormatError as exc:
+        base.reason = exc.message.removeprefix(f"{path.name}: ").removeprefix(f"{path.name} ")
+        return base
+    req = d.size_requirements
+    dtypes = ["fp32"] + (["fp16"] if d.supports_half else []) + (
+        ["bf16"] if d.supports_bfloat16 else [])
+    return ModelEntry(
+        name=path.stem, path=str(path), folder=folder, size_bytes=size, usable=True,
+        architecture=d.architecture.name, purpose=d.purpose, scale=d.scale,
+        input_channels=d.input_channels, output_channels=d.output_channels,
+        size_minimum=req.minimum, size_multiple_of=req.multiple_of, size_square=req.square,
+        tiling=d.tiling.name.lower(), dtypes=dtypes, tags=list(d.tags),
+    )
+
+
+class Registry:
+    """Finds model files in the models folders and keeps their descriptions cached."""
+
+    def __init__(self, folders: list[Path] | None = None, index_file: Path | None = None) -> None:
+        self.folders = folders if folders is not None else paths.models_dirs()
+        self.index_file = index_file or paths.cache_dir() / "model-index.json"
+        self._entries: list[ModelEntry] | None = None
+
+    def files(self) -> list[tuple[Path, str]]:
+        found: list[tuple[Path, str]] = []
+        for root in self.folders:
+            if not root.is_dir():
+                continue
+            for sub in sorted(root.iterdir()):
+                kind = paths.FOLDER_ALIASES.get(sub.name, sub.name)
+                if not sub.is_dir() or kind not in paths.MODEL_FOLDERS:
+                    continue
+                for f in sorted(sub.rglob("*")):
+                    ext = f.suffix.lower()
+                    if f.is_file() and (ext in MODEL_EXTENSIONS or ext == ".param"):
+                        found.append((f, kind))
+        return found
+
+    def entries(self, refresh: bool = False) -> list[ModelEntry]:
+        if self._entries is not None and not refresh:
+            return self._entries
+        index = self._read_index()
+        entries, new_index = [], {}
+        for f, kind in self.files():
+            st = f.stat()
+            key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{kind}"
+            cached = index.get(key)
+            entry = ModelEntry(**cached) if cached else describe(f, kind)
+            new_index[key] = entry.to_dict()
+            entries.append(entry)
+        self._write_index(new_index)
+        self._entries = _unique_names(entries)
+        return self._entries
+
+    def find(self, name: str, folder: str | None = None) -> ModelEntry:
+        """Look a model up by name (file stem), file name, or folder/file; never by raw path."""
+        candidates = [e for e in self.entries() if folder is None or e.folder == folder]
+        for e in candidates:
+            rel = f"{e.folder}/{Path(e.path).name}"
+            if name in (e.name, Path(e.path).name, rel):
+                if not e.usable:
+                    raise ModelFormatError(f"Model '{name}' cannot be used: {e.reason}.",
+                                           "Replace the file or choose another model.")
+                return e
+        usable = sorted(e.name for e in candidates if e.usable)
+        shown = ", ".join(usable[:12]) or "none"
+        raise ModelNotFoundError(
+            f"No model named '{name}'. Available: {shown}.",
+            "Run `restora models list`; put model files in "
+            f"{self.folders[-1] / (folder or 'upscale_models')}.",
+        )
+
+    def _read_index(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.index_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
+            return {}
+        return data.get("entries", {})
+
+    def _write_index(self, entries: dict[str, Any]) -> None:
+        try:
+            self.index_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.index_file.with_name(f".{self.index_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": INDEX_VERSION, "entries": entries}))
+            os.replace(tmp, self.index_file)
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+
+def _unique_names(entries: list[ModelEntry]) -> list[ModelEntry]:
+    """The first file of a name keeps it; later ones are named folder/file so both stay usable."""
+    seen: set[str] = set()
+    for e in entries:
+        if e.name in seen:
+            e.name = f"{e.folder}/{Path(e.path).name}"
+        seen.add(e.name)
+    return entries

@@ -1,0 +1,172 @@
+"""Super-resolution with any spandrel SR or restoration model, tiled to fit any image.
+
+Steps: 1. check the request, 2. choose the tile, 3. upscale the colour, 4. upscale the alpha
+separately (it is never dropped), 5. resize to the requested scale or width. On out-of-memory
+the tile is halved and the image is run again, down to the smallest tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.errors import (
+    CancelledError,
+    ImageTooLargeError,
+    InvalidParameterError,
+    OutOfMemoryError,
+)
+from backend.imaging import check_size, max_value, split_alpha
+from backend.models.runtime import MIN_TILE, LoadedModel
+from backend.tiling import tiled_apply
+
+DEFAULT_MAX_OUTPUT_PIXELS = 600_000_000
+ALPHA_MODES = ("model", "resize")
+MAX_SCALE = 16.0
+
+
+@dataclass
+class UpscaleParams:
+    scale: float | None = None  # output scale; None = the model's own
+    width: int | None = None  # target output width (keeps aspect); overrides scale
+    tile: int | None = None  # None = automatic; 0 = whole image in one pass
+    overlap: int = 32
+    alpha: str = "model"  # "model": run alpha through the model too; "resize": Lanczos only
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+
+    def validate(self) -> None:
+        if self.scale is not None and not (0 < self.scale <= MAX_SCALE):
+            raise InvalidParameterError(f"scale must be between 0 and {MAX_SCALE:g}, not {self.scale}.",
+                                        "For example --scale 2.")
+        if self.width is not None and self.width < 1:
+            raise InvalidParameterError(f"width must be positive, not {self.width}.", "")
+        if self.tile is not None and self.tile != 0 and self.tile < 16:
+            raise InvalidParameterError(f"tile must be 0 (no tiling) or at least 16, not {self.tile}.",
+                                        "Leave it out to choose automatically.")
+        if not 0 <= self.overlap <= 256:
+            raise InvalidParameterError(f"overlap must be 0..256, not {self.overlap}.", "")
+        if self.alpha not in ALPHA_MODES:
+            raise InvalidParameterError(f"alpha must be one of {ALPHA_MODES}, not '{self.alpha}'.", "")
+
+
+class CancelToken:
+    """Set from any thread; the job notices between tiles."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise CancelledError("The job was cancelled.", "")
+
+
+#: progress(fraction 0..1, stage)
+ProgressSink = Callable[[float, str], None]
+
+
+def output_size(width: int, height: int, model_scale: int, params: UpscaleParams) -> tuple[int, int]:
+    if params.width:
+        return params.width, max(1, round(height * params.width / width))
+    scale = params.scale if params.scale is not None else model_scale
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
+        progress: ProgressSink | None = None, cancel: CancelToken | None = None,
+        free_bytes: int | None = None) -> np.ndarray:
+    """Upscale (H, W, C) uint8/uint16 pixels; returns the same channels and dtype."""
+    # 1. check
+    params.validate()
+    height, width = pixels.shape[:2]
+    check_size(width, height, max_pixels=2**62)
+    out_w, out_h = output_size(width, height, model.scale, params)
+    if out_w * out_h > params.max_output_pixels:
+        raise ImageTooLargeError(
+            f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
+            f"than the limit of {params.max_output_pixels / 1e6:.0f}.",
+            "Upscale a selection, or choose a smaller scale.")
+    colour, alpha = split_alpha(pixels)
+    has_alpha_channel = pixels.shape[2] in (2, 4)
+
+    # 2. tile size
+    if params.tile is None:
+        from backend.devices import free_memory
+
+        tile = model.auto_tile(free_bytes if free_bytes is not None else free_memory(model.device))
+    else:
+        tile = params.tile or max(width, height)
+    if model.descriptor.tiling.name != "SUPPORTED" and params.tile is None:
+        tile = max(tile, width, height)  # the model needs the whole image to work well
+
+    passes = 1 + (alpha is not None)
+
+    def report(stage_index: int, stage: str) -> Callable[[int, int], None]:
+        def tick(done: int, total: int) -> None:
+            if cancel:
+                cancel.raise_if_cancelled()
+            if progress:
+                progress(min((stage_index + done / total) / passes, 0.999), stage)
+        return tick
+
+    # 3 + 4. upscale, halving the tile on out-of-memory
+    while True:
+        try:
+            from backend.inference import TileRunner
+
+            runner = TileRunner(model.descriptor, model.precision)
+            if cancel:
+                cancel.raise_if_cancelled()
+            up_colour = tiled_apply(colour, runner, model.scale, tile, params.overlap,
+                                    progress=report(0, "upscaling"))
+            up_alpha = None
+            if alpha is not None:
+                if params.alpha == "model":
+                    up_alpha = tiled_apply(alpha, runner, model.scale, tile, params.overlap,
+                                           progress=report(1, "alpha"))
+                else:
+                    up_alpha = _resize(alpha, width * model.scale, height * model.scale)
+            break
+        except OutOfMemoryError:
+            from backend.inference import free_device_memory
+
+            free_device_memory(model.device)
+            if tile <= MIN_TILE:
+                raise
+            tile = max(MIN_TILE, tile // 2)
+
+    # 5. assemble and resize
+    if has_alpha_channel:
+        if up_alpha is None:
+            up_alpha = np.full(up_colour.shape[:2] + (1,), max_value(pixels.dtype), pixels.dtype)
+        result = np.concatenate([up_colour, up_alpha], axis=2)
+    else:
+        result = up_colour
+    if (out_w, out_h) != (result.shape[1], result.shape[0]):
+        if progress:
+            progress(0.999, "resizing")
+        result = _resize(result, out_w, out_h)
+    if progress:
+        progress(1.0, "done")
+    return result
+
+
+def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """High-quality resize: area averaging when shrinking, Lanczos when enlarging."""
+    import cv2
+
+    shrinking = width * height < pixels.shape[0] * pixels.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    channels = pixels.shape[2]
+    out = cv2.resize(pixels, (width, height), interpolation=interp)
+    return out if out.ndim == 3 else out.reshape(height, width, channels)

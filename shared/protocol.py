@@ -1,0 +1,420 @@
+"""Restora's wire protocol: what the server and the plug-ins send each other, as plain dataclasses.
+
+Standard library only: this file is copied into the Krita and GIMP plug-ins, whose Python has
+no numpy or pydantic. The server describes its OpenAPI document from these same classes, so a
+field added here is a field on the wire.
+
+Every message is a JSON object: `Message.to_json()` makes one and `Message.from_json()` reads
+one, ignoring keys it does not know (a newer peer may send more) and raising `ProtocolError`
+that names the field when one is missing or of the wrong type.
+
+Images travel separately from the JSON, losslessly, as PNG or as raw pixels
+(`RAW_PIXELS_MEDIA_TYPE`, see `PixelFormat`): upload with `POST /v1/images`, then name the
+returned id in a `JobRequest`.
+"""
+
+import dataclasses
+import hashlib
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+from .geometry import Bounds, Extent
+
+#: Bumped when a change would break a peer; the plug-in compares it with /v1/health on connect.
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 8765
+
+#: Raw pixels: rows top to bottom, each row left to right, channels interleaved (G, GA, RGB or
+#: RGBA), 8-bit or 16-bit little-endian. The shape travels as media-type parameters.
+RAW_PIXELS_MEDIA_TYPE = "application/x-restora-pixels"
+PNG_MEDIA_TYPE = "image/png"
+EVENT_STREAM_MEDIA_TYPE = "text/event-stream"
+
+#: Client-chosen job ids and client ids: short, printable, safe in a URL path.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol; the text names the field."""
+
+
+class Task(str, Enum):
+    """What a job does. A task the server does not run yet is listed as unavailable."""
+
+    UPSCALE = "upscale"
+    FACE_RESTORE = "face-restore"
+    REFINE = "refine"
+    TILED_REFINE = "tiled-refine"
+    INSTRUCT_EDIT = "instruct-edit"
+    COLORIZE = "colorize"
+    INPAINT = "inpaint"
+    DENOISE = "denoise"
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
+
+
+class EventType(str, Enum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: a queued job was removed, or a finished one forgotten, with DELETE /v1/jobs/{id}
+    REMOVED = "removed"
+
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """JSON conversion shared by every protocol dataclass."""
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls: type[M], data: Any) -> M:
+        return _from_json(cls, data, cls.__name__)
+
+
+@dataclass
+class ErrorBody(Message):
+    """A failure a person can act on: a stable code, what happened, and what to do."""
+
+    code: str
+    message: str
+    hint: str = ""
+
+
+@dataclass
+class ErrorResponse(Message):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorBody
+
+
+@dataclass(frozen=True)
+class PixelFormat(Message):
+    """The shape of raw pixels; travels as parameters of `RAW_PIXELS_MEDIA_TYPE`."""
+
+    width: int
+    height: int
+    channels: int  # 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
+    depth: int = 8  # bits per channel: 8 or 16 (little-endian)
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * self.channels * self.depth // 8
+
+    def media_type(self) -> str:
+        return (f"{RAW_PIXELS_MEDIA_TYPE}; width={self.width}; height={self.height}; "
+                f"channels={self.channels}; depth={self.depth}")
+
+    def check(self) -> None:
+        if self.channels not in (1, 2, 3, 4):
+            raise ProtocolError(f"channels must be 1, 2, 3 or 4, not {self.channels}")
+        if self.depth not in (8, 16):
+            raise ProtocolError(f"depth must be 8 or 16, not {self.depth}")
+        if self.width < 1 or self.height < 1:
+            raise ProtocolError(f"width and height must be positive, not {self.width}x{self.height}")
+
+    @classmethod
+    def parse(cls, content_type: str) -> "PixelFormat":
+        """Read `application/x-restora-pixels; width=W; height=H; channels=C; depth=D`."""
+        kind, _, rest = content_type.partition(";")
+        if kind.strip().lower() != RAW_PIXELS_MEDIA_TYPE:
+            raise ProtocolError(f"not {RAW_PIXELS_MEDIA_TYPE}: {kind.strip()!r}")
+        params: dict[str, str] = {}
+        for part in rest.split(";"):
+            key, eq, value = part.partition("=")
+            if eq:
+                params[key.strip().lower()] = value.strip().strip('"')
+        values: dict[str, int] = {}
+        for name in ("width", "height", "channels", "depth"):
+            if name not in params:
+                if name == "depth":
+                    continue
+                raise ProtocolError(f"the {RAW_PIXELS_MEDIA_TYPE} content type needs a "
+                                    f"'{name}' parameter")
+            try:
+                values[name] = int(params[name])
+            except ValueError:
+                raise ProtocolError(f"content type parameter '{name}' must be an integer, "
+                                    f"not {params[name]!r}") from None
+        fmt = cls(**values)
+        fmt.check()
+        return fmt
+
+    def content_id(self, data: bytes | bytearray | memoryview) -> str:
+        """The id the server gives these pixels: sha256 over the shape and the raw bytes.
+
+        A plug-in can compute it itself and skip an upload the server already holds
+        (GET /v1/images/{id}).
+        """
+        digest = hashlib.sha256(f"{self.width}x{self.height}x{self.channels}x{self.depth}\n"
+                                .encode())
+        digest.update(data)
+        return digest.hexdigest()
+
+
+@dataclass
+class ImageInfo(Message):
+    """What POST /v1/images answers: the id to name in a job, and the pixels' shape."""
+
+    id: str
+    width: int
+    height: int
+    channels: int
+    depth: int
+
+
+@dataclass
+class JobRequest(Message):
+    """A job: which task, which model, the task's parameters, and which uploaded images.
+
+    `bounds` says where `image` sits on the editor's canvas (default: at 0, 0) and `canvas`
+    is the canvas size; the result's `Placement` is computed from them. With a `mask` (the
+    selection, one 8-bit channel, same size as the image) the job restores in place: the
+    default scale is 1, and the result's alpha is the mask feathered by `feather` pixels
+    (default: 8% of the selection's diagonal, at least 4), zero outside the selection.
+    """
+
+    task: Task
+    image: str  # an id from POST /v1/images
+    model: str | None = None  # None: the task's default model
+    params: dict[str, Any] = field(default_factory=dict)
+    mask: str | None = None  # an id from POST /v1/images
+    feather: float | None = None
+    bounds: Bounds | None = None
+    canvas: Extent | None = None
+    id: str | None = None  # client-chosen job id: resubmitting the same request is harmless
+    client: str | None = None  # events for this job go to GET /v1/events?client=...
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass
+class Placement(Message):
+    """Where a result goes: its rectangle on the output canvas (the input canvas scaled)."""
+
+    bounds: Bounds
+    canvas: Extent | None  # the canvas size after the job; None when the request gave none
+    scale_x: float
+    scale_y: float
+
+
+@dataclass
+class ResultInfo(Message):
+    width: int
+    height: int
+    channels: int
+    depth: int
+    placement: Placement
+    expires: float  # Unix time after which the server forgets the result
+
+
+@dataclass
+class JobStatus(Message):
+    id: str
+    client: str | None
+    task: Task
+    model: str
+    state: JobState
+    progress: float = 0.0  # 0..1
+    stage: str = ""
+    position: int | None = None  # jobs ahead of this one while it is queued
+    error: ErrorBody | None = None
+    result: ResultInfo | None = None
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+
+
+@dataclass
+class JobEvent(Message):
+    """One event of GET /v1/events: `seq` increases by at least one per event on a server."""
+
+    seq: int
+    type: EventType
+    job: str
+    client: str | None
+    time: float
+    state: JobState
+    progress: float = 0.0
+    stage: str = ""
+    position: int | None = None
+    error: ErrorBody | None = None
+    result: ResultInfo | None = None
+
+
+@dataclass
+class ParamInfo(Message):
+    """One parameter of a task, so that a plug-in can build its form without code per task."""
+
+    name: str
+    type: str  # "int", "float", "str" or "bool"
+    default: Any = None
+    optional: bool = False
+    choices: list[Any] | None = None
+
+
+@dataclass
+class TaskInfo(Message):
+    task: Task
+    available: bool  # False for tasks that come in later versions
+    default_model: str | None = None
+    accepts_mask: bool = False
+    params: list[ParamInfo] = field(default_factory=list)
+
+
+@dataclass
+class ModelInfo(Message):
+    name: str
+    tasks: list[Task]
+    folder: str
+    usable: bool
+    reason: str = ""
+    architecture: str = ""
+    purpose: str = ""
+    scale: int = 0
+    input_channels: int = 0
+    output_channels: int = 0
+    size_minimum: int = 0
+    size_multiple_of: int = 1
+    size_square: bool = False
+    tiling: str = ""
+    dtypes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+    loaded: bool = False
+
+
+@dataclass
+class MemoryInfo(Message):
+    device_total: int | None = None  # bytes; None where the device does not say
+    device_free: int | None = None
+    ram_available: int | None = None
+
+
+@dataclass
+class Health(Message):
+    """GET /v1/health. Without the token (when one is set) only the first four are filled."""
+
+    status: str
+    protocol_version: int
+    version: str
+    auth_required: bool
+    instance: str | None = None  # changes on every server start: old job ids are gone
+    ready: bool = False  # the device is chosen and the models to preload are loaded
+    device: str | None = None
+    device_name: str | None = None
+    memory: MemoryInfo | None = None
+    queued: int = 0
+    running: str | None = None
+    loaded_models: list[str] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)  # the tasks this server runs
+    max_upload_bytes: int | None = None
+    max_pixels: int | None = None
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ProtocolError(f"{what} must be 1-64 letters, digits, '.', '_' or '-' starting "
+                            f"with a letter or digit, not {value!r}")
+    return value
+
+
+# --- JSON conversion -------------------------------------------------------------------------
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    return value
+
+
+_hints_cache: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _hints_cache:
+        module = sys.modules.get(cls.__module__)
+        _hints_cache[cls] = typing.get_type_hints(cls, vars(module) if module else None)
+    return _hints_cache[cls]
+
+
+def _from_json(tp: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _from_json(inner[0], data, where)
+    if origin in (list, tuple):
+        if not isinstance(data, list):
+            raise ProtocolError(f"{where} must be a list, not {type(data).__name__}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return [_from_json(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
+    if origin is dict or tp is dict:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where} must be an object, not {type(data).__name__}")
+        return dict(data)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(data)
+        except ValueError:
+            known = ", ".join(repr(m.value) for m in tp)
+            raise ProtocolError(f"{where} must be one of {known}, not {data!r}") from None
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{where} must be an object, not {type(data).__name__}")
+        hints = _hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _from_json(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ProtocolError(f"{where}.{f.name} is missing")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise ProtocolError(f"{where} must be a number, not {data!r}")
+        return float(data)
+    if tp is int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise ProtocolError(f"{where} must be an integer, not {data!r}")
+        return data
+    if tp is bool:
+        if not isinstance(data, bool):
+            raise ProtocolError(f"{where} must be true or false, not {data!r}")
+        return data
+    if tp is str:
+        if not isinstance(data, str):
+            raise ProtocolError(f"{where} must be a string, not {data!r}")
+        return data
+    return data

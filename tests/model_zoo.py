@@ -1,0 +1,137 @@
+"""Tiny random-weight networks of the families Restora supports, for loader round trips.
+
+Each entry builds the real architecture class with small hyper-parameters; tests save its
+state dict to a file and load it back through Restora's registry and spandrel's detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    family: str  # spandrel architecture id
+    build: Callable[[], torch.nn.Module]
+    scale: int
+    folder: str = "upscale_models"
+
+
+def _compact(scale: int = 4) -> torch.nn.Module:
+    from spandrel.architectures.Compact import Compact
+
+    return Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
+
+
+def _esrgan() -> torch.nn.Module:
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)
+
+
+def _swinir() -> torch.nn.Module:
+    from spandrel.architectures.SwinIR import SwinIR
+
+    return SwinIR(upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[2],
+                  mlp_ratio=2, upsampler="pixelshuffledirect")
+
+
+def _span() -> torch.nn.Module:
+    from spandrel.architectures.SPAN import SPAN
+
+    return SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=4)
+
+
+def _omnisr() -> torch.nn.Module:
+    from spandrel.architectures.OmniSR import OmniSR
+
+    return OmniSR(num_in_ch=3, num_out_ch=3, num_feat=16, window_size=4, res_num=1, up_scale=2)
+
+
+def _realcugan() -> torch.nn.Module:
+    from spandrel.architectures.RealCUGAN import UpCunet2x
+
+    return UpCunet2x(in_channels=3, out_channels=3)
+
+
+def _scunet() -> torch.nn.Module:
+    from spandrel.architectures.SCUNet import SCUNet
+
+    return SCUNet(in_nc=3, config=[1, 1, 1, 1, 1, 1, 1], dim=64)
+
+
+def _nafnet() -> torch.nn.Module:
+    from spandrel.architectures.NAFNet import NAFNet
+
+    return NAFNet(img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
+
+
+def _drunet() -> torch.nn.Module:
+    from spandrel.architectures.DRUNet import DRUNet
+
+    return DRUNet(in_nc=4, out_nc=3, nc=[8, 16, 32, 64], nb=2)
+
+
+def _dncnn() -> torch.nn.Module:
+    from spandrel.architectures.DnCNN import DnCNN
+
+    return DnCNN(in_nc=3, out_nc=3, nc=8, nb=5)
+
+
+def _plksr() -> torch.nn.Module:
+    from spandrel.architectures.PLKSR import PLKSR
+
+    return PLKSR(dim=16, n_blocks=2, upscaling_factor=2, kernel_size=7, split_ratio=0.25)
+
+
+def _safmn() -> torch.nn.Module:
+    from spandrel.architectures.SAFMN import SAFMN
+
+    return SAFMN(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=2)
+
+
+def _rcan() -> torch.nn.Module:
+    from spandrel.architectures.RCAN import RCAN
+
+    return RCAN(n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4, scale=2)
+
+
+TINY_MODELS: dict[str, TinyModel] = {
+    "compact": TinyModel("Compact", _compact, 4),
+    "esrgan": TinyModel("ESRGAN", _esrgan, 4),
+    "swinir": TinyModel("SwinIR", _swinir, 2),
+    "span": TinyModel("SPAN", _span, 4),
+    "omnisr": TinyModel("OmniSR", _omnisr, 2),
+    "realcugan": TinyModel("RealCUGAN", _realcugan, 2),
+    "scunet": TinyModel("SCUNet", _scunet, 1),
+    "nafnet": TinyModel("NAFNet", _nafnet, 1),
+    "drunet": TinyModel("DRUNet", _drunet, 1),
+    "dncnn": TinyModel("DnCNN", _dncnn, 1),
+    "plksr": TinyModel("PLKSR", _plksr, 2),
+    "safmn": TinyModel("SAFMN", _safmn, 2),
+    "rcan": TinyModel("RCAN", _rcan, 2),
+}
+
+
+def save_tiny(key: str, models_root: Path, file_name: str | None = None,
+              fmt: str = "safetensors", seed: int = 0) -> Path:
+    """Build `key` with seeded random weights and save it under models_root/<folder>/."""
+    spec = TINY_MODELS[key]
+    torch.manual_seed(seed)
+    net = spec.build()
+    state: dict[str, Any] = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    folder = models_root / spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{file_name or 'tiny-' + key}.{fmt}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, str(path))
+    return path

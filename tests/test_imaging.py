@@ -1,0 +1,83 @@
+"""Decoding keeps depth and alpha; bad files are refused with a clear error before decoding."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.errors import ImageDecodeError, ImageTooLargeError, ImageTooSmallError
+from backend.imaging import decode, encode, split_alpha
+
+
+def _png(arr: np.ndarray, mode: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(arr, mode).save(out, "PNG")
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height but carries almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_rgba_roundtrip_exact() -> None:
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (17, 23, 4), dtype=np.uint8)
+    out = decode(encode(arr, "PNG", 1))
+    assert out.dtype == np.uint8 and np.array_equal(out, arr)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_roundtrip_exact(channels: int) -> None:
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 65536, (9, 13, channels), dtype=np.uint16)
+    out = decode(encode(arr, "PNG", 1))
+    assert out.dtype == np.uint16 and out.shape == arr.shape
+    assert np.array_equal(out, arr)
+
+
+def test_gray_and_palette_modes() -> None:
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    assert decode(_png(gray, "L")).shape == (8, 8, 1)
+    pal = Image.fromarray(np.zeros((8, 8, 3), np.uint8)).convert("P")
+    buf = io.BytesIO()
+    pal.save(buf, "PNG", transparency=0)
+    assert decode(buf.getvalue()).shape == (8, 8, 4)
+    la = np.zeros((8, 8, 2), np.uint8)
+    assert decode(_png(la, "LA")).shape == (8, 8, 2)
+
+
+def test_opaque_alpha_is_reported_absent() -> None:
+    arr = np.full((4, 4, 4), 255, np.uint8)
+    colour, alpha = split_alpha(arr)
+    assert colour.shape == (4, 4, 3) and alpha is None
+
+
+@pytest.mark.parametrize(("data", "error", "words"), [
+    (b"", ImageDecodeError, "empty"),
+    (b"this is not an image at all", ImageDecodeError, "not an image"),
+    (png_header_only(100_000, 100_000), ImageTooLargeError, "megapixels"),
+    (png_header_only(1, 1), ImageTooSmallError, "at least"),
+    (png_header_only(0, 5), (ImageDecodeError, ImageTooSmallError), ""),
+], ids=["empty", "text", "bomb-header", "one-pixel", "zero-width"])
+def test_bad_inputs_are_refused(data: bytes, error: type, words: str) -> None:
+    with pytest.raises(error) as info:
+        decode(data)
+    assert words in str(info.value)
+
+
+def test_truncated_png_is_refused() -> None:
+    arr = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data = _png(arr, "RGB")
+    with pytest.raises(ImageDecodeError, match="corrupt|truncated|not an image"):
+        decode(data[: len(data) // 2])
