@@ -181,7 +181,8 @@ def _models_list(args: argparse.Namespace) -> int:
             req.append("square")
         rows.append((
             e.name, e.folder, e.architecture or "-", e.purpose or "-",
-            f"x{e.scale}" if e.scale else "-", ",".join(e.dtypes) or "-", " ".join(req) or "-",
+            (f"x{e.output_scale} (x{e.scale} net)" if e.output_scale not in (0, e.scale)
+             else f"x{e.scale}") if e.scale else "-", ",".join(e.dtypes) or "-", " ".join(req) or "-",
             f"{e.size_bytes / 1e6:.1f}", "ok" if e.usable else f"unusable: {e.reason}",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -312,7 +313,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         except RestoraError as exc:
             bar.close()
             failures += 1
-            _error(exc.message if str(src) in exc.message else f"{src}: {exc.message}", exc.hint)
+            message = exc.message.removeprefix(f"{src.name}: ")
+            _error(f"{src}: {message}", exc.hint)
     if failures:
         print(f"{failures} of {len(inputs)} images failed.", file=sys.stderr)
         return 2

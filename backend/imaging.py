@@ -57,11 +57,12 @@ def probe(data: bytes, max_pixels: int | None = None) -> ImageInfo:
     try:
         with PILImage.open(io.BytesIO(data)) as im:
             info = ImageInfo(im.width, im.height, im.format or "", im.mode)
+    except PILImage.UnidentifiedImageError:
+        raise ImageDecodeError("This is not an image Restora can read.",
+                               "Use PNG, JPEG, WebP, BMP or TIFF.") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(
-            f"This is not an image Restora can read ({exc}).",
-            "Use PNG, JPEG, WebP, BMP or TIFF.",
-        ) from None
+        raise ImageDecodeError(f"The image header is damaged ({exc}).",
+                               "Re-export the image and try again.") from None
     check_size(info.width, info.height, max_pixels)
     return info
 

@@ -19,7 +19,7 @@ from backend.errors import ModelFormatError, ModelNotFoundError
 from backend.models.loading import MODEL_EXTENSIONS, load_descriptor
 
 DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 @dataclass
@@ -33,6 +33,7 @@ class ModelEntry:
     architecture: str = ""
     purpose: str = ""
     scale: int = 0
+    output_scale: int = 0  # the result's scale when the file says to resize the network's output
     input_channels: int = 0
     output_channels: int = 0
     size_minimum: int = 0
@@ -67,10 +68,25 @@ def describe(path: Path, folder: str) -> ModelEntry:
     return ModelEntry(
         name=path.stem, path=str(path), folder=folder, size_bytes=size, usable=True,
         architecture=d.architecture.name, purpose=d.purpose, scale=d.scale,
+        output_scale=_declared_output_scale(path) or d.scale,
         input_channels=d.input_channels, output_channels=d.output_channels,
         size_minimum=req.minimum, size_multiple_of=req.multiple_of, size_square=req.square,
         tiling=d.tiling.name.lower(), dtypes=dtypes, tags=list(d.tags),
     )
+
+
+def _declared_output_scale(path: Path) -> int | None:
+    """Models imported from ncnn may be an x4 network whose output the graph resized (x2, x3)."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            value = (f.metadata() or {}).get("output_scale")
+        return int(value) if value else None
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 class Registry:

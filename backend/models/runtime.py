@@ -36,7 +36,13 @@ class LoadedModel:
 
     @property
     def scale(self) -> int:
+        """The network's own scale: what one pass through it does."""
         return int(self.descriptor.scale)
+
+    @property
+    def default_output_scale(self) -> int:
+        """The scale the model is meant to deliver (an ncnn x2 model may be an x4 net + resize)."""
+        return self.entry.output_scale or self.scale
 
     def feature_channels(self) -> int:
         widest = 3

@@ -75,10 +75,11 @@ class CancelToken:
 ProgressSink = Callable[[float, str], None]
 
 
-def output_size(width: int, height: int, model_scale: int, params: UpscaleParams) -> tuple[int, int]:
+def output_size(width: int, height: int, default_scale: int,
+                params: UpscaleParams) -> tuple[int, int]:
     if params.width:
         return params.width, max(1, round(height * params.width / width))
-    scale = params.scale if params.scale is not None else model_scale
+    scale = params.scale if params.scale is not None else default_scale
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -90,7 +91,7 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
     params.validate()
     height, width = pixels.shape[:2]
     check_size(width, height, max_pixels=2**62)
-    out_w, out_h = output_size(width, height, model.scale, params)
+    out_w, out_h = output_size(width, height, model.default_output_scale, params)
     if out_w * out_h > params.max_output_pixels:
         raise ImageTooLargeError(
             f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "

@@ -13,6 +13,7 @@ host's 127.0.0.1 from inside the root, and calling a user plug-in
 procedure with arguments via the PDB. Writes one JSON object to
 $RESTORA_PROOF_OUT and prints it after "GIMP_PROOF_JSON ".
 """
+
 import json
 import os
 import sys
@@ -33,8 +34,9 @@ res = {"gimp_version": Gimp.version(), "python": sys.version.split()[0]}
 
 # 1. Image with one RGBA layer.
 image = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
-layer = Gimp.Layer.new(image, "Background", W, H, Gimp.ImageType.RGBA_IMAGE,
-                       100.0, Gimp.LayerMode.NORMAL)
+layer = Gimp.Layer.new(
+    image, "Background", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+)
 image.insert_layer(layer, None, 0)
 
 # 2. Write a gradient through a GEGL buffer, flush, read back.
@@ -46,8 +48,9 @@ buf = layer.get_buffer()
 buf.set(Gegl.Rectangle.new(0, 0, W, H), FMT, bytes(data))
 buf.flush()
 layer.update(0, 0, W, H)
-back = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, W, H), 1.0, FMT,
-                                    Gegl.AbyssPolicy.CLAMP))
+back = bytes(
+    layer.get_buffer().get(Gegl.Rectangle.new(0, 0, W, H), 1.0, FMT, Gegl.AbyssPolicy.CLAMP)
+)
 res["layer_format"] = Babl.format_get_encoding(layer.get_format())
 res["pixel_roundtrip_ok"] = back == bytes(data)
 
@@ -85,16 +88,19 @@ if proc is not None:
     # The plug-in's new layer, read back from batch (crossed two processes).
     layers = image.get_layers()
     res["layers"] = []
-    for l in layers:
-        _, ox, oy = l.get_offsets()
-        res["layers"].append({"name": l.get_name(),
-                              "bounds": [ox, oy, l.get_width(), l.get_height()]})
+    for lay in layers:
+        _, ox, oy = lay.get_offsets()
+        res["layers"].append(
+            {"name": lay.get_name(), "bounds": [ox, oy, lay.get_width(), lay.get_height()]}
+        )
     top = layers[0]
     tw, th = top.get_width(), top.get_height()
-    got = bytes(top.get_buffer().get(Gegl.Rectangle.new(0, 0, tw, th), 1.0, FMT,
-                                     Gegl.AbyssPolicy.CLAMP))
-    src = bytes(layer.get_buffer().get(Gegl.Rectangle.new(10, 8, tw, th), 1.0, FMT,
-                                       Gegl.AbyssPolicy.CLAMP))
+    got = bytes(
+        top.get_buffer().get(Gegl.Rectangle.new(0, 0, tw, th), 1.0, FMT, Gegl.AbyssPolicy.CLAMP)
+    )
+    src = bytes(
+        layer.get_buffer().get(Gegl.Rectangle.new(10, 8, tw, th), 1.0, FMT, Gegl.AbyssPolicy.CLAMP)
+    )
     want = bytearray(255 - b for b in src)
     want[3::4] = src[3::4]
     res["plugin_pixels_ok"] = got == bytes(want)

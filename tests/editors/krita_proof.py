@@ -17,6 +17,7 @@ Facts this pins down (Krita 5.1.5):
   * doc.projection(x, y, w, h) gives a QImage of the composited image
     (ordinary RGB semantics), after doc.refreshProjection() + waitForDone().
 """
+
 import json
 import sys
 
@@ -70,17 +71,16 @@ def main(args):
     # 4. Read back.
     back_base = bytes(base.pixelData(0, 0, W, H))
     back_top = bytes(top.pixelData(px, py, pw, ph))
-    raw_first = list(back_top[:4])           # native bytes of a red pixel
+    raw_first = list(back_top[:4])  # native bytes of a red pixel
     qimg = doc.projection(0, 0, W, H)
-    c_in = qimg.pixelColor(px + 1, py + 1)    # inside the red patch
-    c_out = qimg.pixelColor(0, 0)             # gradient pixel (0, 0)
+    c_in = qimg.pixelColor(px + 1, py + 1)  # inside the red patch
+    c_out = qimg.pixelColor(0, 0)  # gradient pixel (0, 0)
 
     result = {
         "krita_version": app.version(),
         "document": [doc.width(), doc.height(), doc.colorModel(), doc.colorDepth()],
         "layers": [
-            {"name": n.name(), "type": n.type(), "bounds": rect(n)}
-            for n in root.childNodes()
+            {"name": n.name(), "type": n.type(), "bounds": rect(n)} for n in root.childNodes()
         ],
         "selection": [dsel.x(), dsel.y(), dsel.width(), dsel.height()] if dsel else None,
         "base_roundtrip_ok": back_base == bgra_from_rgba(bytes(rgba)),

@@ -12,6 +12,7 @@ through the #! line). It registers one image procedure,
   * optionally GETs `url` (proves HTTP from a plug-in inside the root),
 and returns a JSON summary string as its first return value.
 """
+
 import json
 import sys
 import urllib.request
@@ -33,10 +34,11 @@ def run(procedure, run_mode, image, drawables, config, data):
     url = config.get_property("url")
     if not drawables:
         return procedure.new_return_values(
-            Gimp.PDBStatusType.CALLING_ERROR, GLib.Error("no drawable"))
+            Gimp.PDBStatusType.CALLING_ERROR, GLib.Error("no drawable")
+        )
     drawable = drawables[0]
 
-    ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    _ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
     _, ox, oy = drawable.get_offsets()
     if not non_empty:
         x1, y1 = ox, oy
@@ -44,13 +46,15 @@ def run(procedure, run_mode, image, drawables, config, data):
     w, h = x2 - x1, y2 - y1
 
     src = drawable.get_buffer()
-    pixels = bytes(src.get(Gegl.Rectangle.new(x1 - ox, y1 - oy, w, h), 1.0, FMT,
-                           Gegl.AbyssPolicy.CLAMP))
+    pixels = bytes(
+        src.get(Gegl.Rectangle.new(x1 - ox, y1 - oy, w, h), 1.0, FMT, Gegl.AbyssPolicy.CLAMP)
+    )
     inv = bytearray(255 - b for b in pixels)
     inv[3::4] = pixels[3::4]  # keep alpha
 
-    layer = Gimp.Layer.new(image, f"{label} x{scale}", w, h,
-                           Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    layer = Gimp.Layer.new(
+        image, f"{label} x{scale}", w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+    )
     image.insert_layer(layer, None, 0)  # parent None, position 0 = top
     layer.set_offsets(x1, y1)
     dst = layer.get_buffer()
@@ -63,12 +67,20 @@ def run(procedure, run_mode, image, drawables, config, data):
         with urllib.request.urlopen(url, timeout=10) as r:
             http = r.read().decode()
 
-    summary = json.dumps({
-        "proc": PROC, "run_mode": int(run_mode), "label": label, "scale": scale,
-        "strength": strength, "selection": [x1, y1, x2, y2],
-        "n_pixels_read": len(pixels) // 4, "new_layer": layer.get_name(),
-        "http": http, "python": sys.version.split()[0],
-    })
+    summary = json.dumps(
+        {
+            "proc": PROC,
+            "run_mode": int(run_mode),
+            "label": label,
+            "scale": scale,
+            "strength": strength,
+            "selection": [x1, y1, x2, y2],
+            "n_pixels_read": len(pixels) // 4,
+            "new_layer": layer.get_name(),
+            "http": http,
+            "python": sys.version.split()[0],
+        }
+    )
     retval = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
     # new_return_values() already holds defaults for the declared return
     # values at index 1..; replace the "summary" slot.
@@ -90,10 +102,14 @@ class RestoraProof(Gimp.PlugIn):
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label("Restora proof (invert selection)")
         procedure.add_menu_path("<Image>/Filters/Development")
-        procedure.set_documentation("Restora test plug-in", "Inverts the selection into a new layer", name)
+        procedure.set_documentation(
+            "Restora test plug-in", "Inverts the selection into a new layer", name
+        )
         procedure.set_attribution("Restora", "Restora", "2025")
         rw = GObject.ParamFlags.READWRITE
-        procedure.add_string_argument("label", "Label", "Name prefix of the new layer", "restora", rw)
+        procedure.add_string_argument(
+            "label", "Label", "Name prefix of the new layer", "restora", rw
+        )
         procedure.add_int_argument("scale", "Scale", "Scale factor", 1, 8, 2, rw)
         procedure.add_double_argument("strength", "Strength", "Strength", 0.0, 1.0, 0.5, rw)
         procedure.add_string_argument("url", "URL", "Optional URL to GET", "", rw)
