@@ -25,6 +25,7 @@ from backend.tiling import tiled_apply
 DEFAULT_MAX_OUTPUT_PIXELS = 600_000_000
 ALPHA_MODES = ("model", "resize")
 MAX_SCALE = 16.0
+BORDER = 8  # input pixels mirrored around the image (ncnn's Real-ESRGAN mirrors 10 per tile)
 
 
 @dataclass
@@ -97,8 +98,12 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
             f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
             f"than the limit of {params.max_output_pixels / 1e6:.0f}.",
             "Upscale a selection, or choose a smaller scale.")
-    colour, alpha = split_alpha(pixels)
     has_alpha_channel = pixels.shape[2] in (2, 4)
+    # mirror the borders so the network sees image, not zero padding, at the edges
+    border = min(BORDER, height - 1, width - 1)
+    if border:
+        pixels = np.pad(pixels, ((border, border), (border, border), (0, 0)), mode="reflect")
+    colour, alpha = split_alpha(pixels)
 
     # 2. tile size
     if params.tile is None:
@@ -106,9 +111,9 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
 
         tile = model.auto_tile(free_bytes if free_bytes is not None else free_memory(model.device))
     else:
-        tile = params.tile or max(width, height)
+        tile = params.tile or max(pixels.shape[:2])
     if model.descriptor.tiling.name != "SUPPORTED" and params.tile is None:
-        tile = max(tile, width, height)  # the model needs the whole image to work well
+        tile = max(tile, *pixels.shape[:2])  # the model needs the whole image to work well
 
     passes = 1 + (alpha is not None)
 
@@ -136,7 +141,7 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
                     up_alpha = tiled_apply(alpha, runner, model.scale, tile, params.overlap,
                                            progress=report(1, "alpha"))
                 else:
-                    up_alpha = _resize(alpha, width * model.scale, height * model.scale)
+                    up_alpha = _resize(alpha, up_colour.shape[1], up_colour.shape[0])
             break
         except OutOfMemoryError:
             from backend.inference import free_device_memory
@@ -146,7 +151,11 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
                 raise
             tile = max(MIN_TILE, tile // 2)
 
-    # 5. assemble and resize
+    # 5. crop the mirrored border, assemble and resize
+    if border:
+        crop = (slice(border * model.scale, -border * model.scale),) * 2
+        up_colour = up_colour[crop]
+        up_alpha = up_alpha[crop] if up_alpha is not None else None
     if has_alpha_channel:
         if up_alpha is None:
             up_alpha = np.full(up_colour.shape[:2] + (1,), max_value(pixels.dtype), pixels.dtype)
