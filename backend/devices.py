@@ -39,10 +39,13 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("CUDA was asked for but no NVIDIA GPU is usable here.",
-                          "Use --device cpu, or install a CUDA build of PyTorch.")
-    if name == "mps" and not (getattr(torch.backends, "mps", None)
-                              and torch.backends.mps.is_available()):
+        raise DeviceError(
+            "CUDA was asked for but no NVIDIA GPU is usable here.",
+            "Use --device cpu, or install a CUDA build of PyTorch.",
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise DeviceError("MPS was asked for but is not available.", "Use --device cpu.")
     return torch.device(name)
 
@@ -100,8 +103,9 @@ class Precision:
     tile_seconds: float | None = None  # measured seconds for one PROBE_SIZE tile, if known
 
 
-def choose_precision(descriptor: Any, device: torch.device, requested: str = "auto",
-                     cache_file: Path | None = None) -> Precision:
+def choose_precision(
+    descriptor: Any, device: torch.device, requested: str = "auto", cache_file: Path | None = None
+) -> Precision:
     """Pick fp32 / fp16 / bf16 for this model on this device."""
     if requested not in DTYPES:
         raise DeviceError(f"Unknown precision '{requested}'.", f"Use one of: {', '.join(DTYPES)}.")
@@ -132,7 +136,9 @@ def _cpu_key(descriptor: Any) -> str:
 
     n_params = sum(p.numel() for p in descriptor.model.parameters())
     ident = f"{platform.processor()}|{_cpu_model()}|{torch.__version__}|{os.cpu_count()}"
-    return f"{descriptor.architecture.id}:{n_params}:{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
+    return (
+        f"{descriptor.architecture.id}:{n_params}:{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
+    )
 
 
 def _cpu_model() -> str:
@@ -156,8 +162,11 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precisi
             cache = {}
     if key in cache:
         hit = cache[key]
-        return Precision(hit["dtype"], f"cpu: measured fp32 {hit['fp32']:.3f}s, bf16 "
-                         f"{hit['bf16']:.3f}s per tile", hit[hit["dtype"]])
+        return Precision(
+            hit["dtype"],
+            f"cpu: measured fp32 {hit['fp32']:.3f}s, bf16 {hit['bf16']:.3f}s per tile",
+            hit[hit["dtype"]],
+        )
     fp32_s = time_model(descriptor, "fp32")
     # one bf16 run first: where bf16 is emulated it is many times slower, so stop there
     first = time_model(descriptor, "bf16", repeats=0)
@@ -172,8 +181,11 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precisi
             os.replace(tmp, cache_file)
         except OSError:
             pass
-    return Precision(choice, f"cpu: measured fp32 {fp32_s:.3f}s, bf16 {bf16_s:.3f}s per tile",
-                     fp32_s if choice == "fp32" else bf16_s)
+    return Precision(
+        choice,
+        f"cpu: measured fp32 {fp32_s:.3f}s, bf16 {bf16_s:.3f}s per tile",
+        fp32_s if choice == "fp32" else bf16_s,
+    )
 
 
 PROBE_SIZE = 64
@@ -188,7 +200,9 @@ def time_model(descriptor: Any, precision: str, size: int = PROBE_SIZE, repeats:
     req = descriptor.size_requirements
     size = max(size, req.minimum)
     size = -(-size // req.multiple_of) * req.multiple_of
-    x = torch.rand(1, descriptor.input_channels, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(
+        1, descriptor.input_channels, size, size, generator=torch.Generator().manual_seed(0)
+    )
     times = []
     for _ in range(repeats + 1):  # the first run pays for kernel selection and allocation
         start = time.perf_counter()

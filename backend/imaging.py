@@ -58,11 +58,13 @@ def probe(data: bytes, max_pixels: int | None = None) -> ImageInfo:
         with PILImage.open(io.BytesIO(data)) as im:
             info = ImageInfo(im.width, im.height, im.format or "", im.mode)
     except PILImage.UnidentifiedImageError:
-        raise ImageDecodeError("This is not an image Restora can read.",
-                               "Use PNG, JPEG, WebP, BMP or TIFF.") from None
+        raise ImageDecodeError(
+            "This is not an image Restora can read.", "Use PNG, JPEG, WebP, BMP or TIFF."
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"The image header is damaged ({exc}).",
-                               "Re-export the image and try again.") from None
+        raise ImageDecodeError(
+            f"The image header is damaged ({exc}).", "Re-export the image and try again."
+        ) from None
     check_size(info.width, info.height, max_pixels)
     return info
 
@@ -73,9 +75,7 @@ def _is_16bit_colour(im: PILImage.Image) -> bool:
     rawmode = tile[0][3] if tile and len(tile[0]) > 3 else None
     if isinstance(rawmode, tuple):
         rawmode = rawmode[0] if rawmode else None
-    return (
-        im.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode
-    )
+    return im.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode
 
 
 def _decode_opencv(data: bytes) -> np.ndarray:
@@ -147,8 +147,15 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
 
 
 _PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
-            ".tiff": "TIFF", ".bmp": "BMP"}
+_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 
 
 def format_for(path: str | os.PathLike[str]) -> str:
@@ -161,7 +168,9 @@ def format_for(path: str | os.PathLike[str]) -> str:
     return _FORMATS[ext]
 
 
-def encode(pixels: np.ndarray, fmt: str = "PNG", compress_level: int = 6, quality: int = 95) -> bytes:
+def encode(
+    pixels: np.ndarray, fmt: str = "PNG", compress_level: int = 6, quality: int = 95
+) -> bytes:
     """Encode (H, W, C) pixels. 16-bit is kept for PNG and TIFF, reduced to 8 bits elsewhere."""
     channels = pixels.shape[2]
     if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF") and channels != 2:

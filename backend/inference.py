@@ -72,7 +72,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "MPS backend out of memory" in text
+        "out of memory" in text
+        or "can't allocate memory" in text
+        or "MPS backend out of memory" in text
     )
 
 

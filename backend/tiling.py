@@ -38,8 +38,10 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[Span]:
     overlap = min(overlap, tile // 2)
     count = math.ceil((length - overlap) / (tile - overlap))
     last = length - tile
-    return [Span(round(i * last / (count - 1)), round(i * last / (count - 1)) + tile)
-            for i in range(count)]
+    return [
+        Span(round(i * last / (count - 1)), round(i * last / (count - 1)) + tile)
+        for i in range(count)
+    ]
 
 
 def blend_weights(spans: list[Span], index: int, scale: int, length: int) -> np.ndarray:

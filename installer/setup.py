@@ -48,9 +48,6 @@ def main() -> int:
     parser.add_argument("--dev", action="store_true", help="also install the test tools")
     parser.add_argument("--skip-models", action="store_true", help="do not import default models")
     args = parser.parse_args()
-    if sys.version_info < (3, 10):
-        print("Restora needs Python 3.10 or newer; this is " + sys.version.split()[0], file=sys.stderr)
-        return 1
 
     key = install_key(args.dev)
     if not venv_python().exists():
@@ -66,8 +63,12 @@ def main() -> int:
 
     check = subprocess.run([str(venv_python()), "-c", "import cv2"], capture_output=True, text=True)
     if check.returncode != 0:
-        print("OpenCV cannot load a system library:\n" + check.stderr.strip().splitlines()[-1]
-              + "\nOn Debian/Ubuntu: sudo apt-get install libgl1 libglib2.0-0", file=sys.stderr)
+        print(
+            "OpenCV cannot load a system library:\n"
+            + check.stderr.strip().splitlines()[-1]
+            + "\nOn Debian/Ubuntu: sudo apt-get install libgl1 libglib2.0-0",
+            file=sys.stderr,
+        )
         return 1
     if not args.skip_models:
         run([venv_restora(), "models", "install-defaults"])

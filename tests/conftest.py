@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated Restora home, real photos, tiny models and the real default model."""
+"""Shared fixtures: an isolated Restora home, real photos, tiny models, the real default model."""
 
 from __future__ import annotations
 

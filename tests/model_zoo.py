@@ -37,8 +37,16 @@ def _esrgan() -> torch.nn.Module:
 def _swinir() -> torch.nn.Module:
     from spandrel.architectures.SwinIR import SwinIR
 
-    return SwinIR(upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[2],
-                  mlp_ratio=2, upsampler="pixelshuffledirect")
+    return SwinIR(
+        upscale=2,
+        img_size=16,
+        window_size=4,
+        embed_dim=12,
+        depths=[1],
+        num_heads=[2],
+        mlp_ratio=2,
+        upsampler="pixelshuffledirect",
+    )
 
 
 def _span() -> torch.nn.Module:
@@ -68,7 +76,9 @@ def _scunet() -> torch.nn.Module:
 def _nafnet() -> torch.nn.Module:
     from spandrel.architectures.NAFNet import NAFNet
 
-    return NAFNet(img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
+    return NAFNet(
+        img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]
+    )
 
 
 def _drunet() -> torch.nn.Module:
@@ -118,13 +128,20 @@ TINY_MODELS: dict[str, TinyModel] = {
 }
 
 
-def save_tiny(key: str, models_root: Path, file_name: str | None = None,
-              fmt: str = "safetensors", seed: int = 0) -> Path:
+def save_tiny(
+    key: str,
+    models_root: Path,
+    file_name: str | None = None,
+    fmt: str = "safetensors",
+    seed: int = 0,
+) -> Path:
     """Build `key` with seeded random weights and save it under models_root/<folder>/."""
     spec = TINY_MODELS[key]
     torch.manual_seed(seed)
     net = spec.build()
-    state: dict[str, Any] = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    state: dict[str, Any] = {
+        k: v.detach().clone().contiguous() for k, v in net.state_dict().items()
+    }
     folder = models_root / spec.folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{file_name or 'tiny-' + key}.{fmt}"

@@ -20,8 +20,13 @@ CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "backend.cli"]
 
 
 def restora(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_help_is_instant_and_does_not_import_torch() -> None:
@@ -31,11 +36,17 @@ def test_help_is_instant_and_does_not_import_torch() -> None:
     assert result.returncode == 0 and "upscale" in result.stdout
     assert elapsed < 1.0, elapsed
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, contextlib, io\nfrom backend.cli import main\n"
-         "with contextlib.redirect_stdout(io.StringIO()):\n"
-         "    try: main(['upscale', '--help'])\n    except SystemExit: pass\n"
-         "print('torch' in sys.modules, 'numpy' in sys.modules)"],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, contextlib, io\nfrom backend.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try: main(['upscale', '--help'])\n    except SystemExit: pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.split() == ["False", "False"]
 
 
@@ -78,10 +89,13 @@ def test_batch_folder_with_scale(models_root: Path, tmp_path: Path, face_crop) -
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
-@pytest.mark.parametrize("case", ["corrupt", "empty", "one-pixel", "zero", "bomb", "text-pth",
-                                  "unknown-model", "missing"])
-def test_bad_inputs_fail_clearly_and_write_nothing(case: str, models_root: Path,
-                                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "case",
+    ["corrupt", "empty", "one-pixel", "zero", "bomb", "text-pth", "unknown-model", "missing"],
+)
+def test_bad_inputs_fail_clearly_and_write_nothing(
+    case: str, models_root: Path, tmp_path: Path
+) -> None:
     save_tiny("compact", models_root)
     src = tmp_path / "in.png"
     model = "tiny-compact"

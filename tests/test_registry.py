@@ -44,7 +44,7 @@ def test_pickle_that_runs_code_is_refused(models_root: Path, tmp_path: Path) -> 
     marker.unlink(missing_ok=True)
     evil = models_root / "upscale_models" / "evil.pth"
     evil.write_bytes(pickle.dumps({"weight": _Exploit()}))
-    with pytest.raises(ModelFormatError, match="refused|not a PyTorch"):
+    with pytest.raises(ModelFormatError, match=r"refused|not a PyTorch"):
         load_state_dict(evil)
     entries = {e.name: e for e in Registry([models_root]).entries()}
     assert not entries["evil"].usable

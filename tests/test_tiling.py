@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ def test_spans_cover_axis_with_overlap(length: int, tile: int, overlap: int) -> 
     spans = tile_spans(length, tile, overlap)
     assert spans[0].start == 0 and spans[-1].end == length
     assert all(s.size == min(tile, length) for s in spans)
-    for a, b in zip(spans, spans[1:]):
+    for a, b in itertools.pairwise(spans):
         assert a.end - b.start >= min(overlap, tile // 2)  # enough overlap to blend
         assert b.start > a.start
 
@@ -40,8 +42,9 @@ def test_pointwise_model_tiles_exactly(dtype: type, channels: int) -> None:
     maxval = np.iinfo(dtype).max
     img = rng.integers(0, maxval, size=(150, 211, channels), dtype=dtype)
     progress: list[tuple[int, int]] = []
-    out = tiled_apply(img, _nearest_x2, 2, tile=64, overlap=16,
-                      progress=lambda d, t: progress.append((d, t)))
+    out = tiled_apply(
+        img, _nearest_x2, 2, tile=64, overlap=16, progress=lambda d, t: progress.append((d, t))
+    )
     assert out.dtype == dtype and out.shape == (300, 422, channels)
     expected = img.repeat(2, axis=0).repeat(2, axis=1)
     assert np.abs(out.astype(np.int64) - expected.astype(np.int64)).max() <= 1

@@ -42,7 +42,7 @@ def test_alpha_is_upscaled_not_dropped(tiny, face_crop) -> None:
 
 
 def test_opaque_rgba_stays_rgba(tiny, face_crop) -> None:
-    rgba = np.concatenate([face_crop, np.full(face_crop.shape[:2] + (1,), 255, np.uint8)], 2)
+    rgba = np.concatenate([face_crop, np.full((*face_crop.shape[:2], 1), 255, np.uint8)], 2)
     out = upscale.run(rgba, tiny, UpscaleParams())
     assert out.shape[2] == 4 and out[..., 3].min() == 255
 
@@ -58,15 +58,20 @@ def test_scale_and_width(tiny, face_crop) -> None:
     h, w = face_crop.shape[:2]
     assert upscale.run(face_crop, tiny, UpscaleParams(scale=2)).shape[:2] == (h * 2, w * 2)
     assert upscale.run(face_crop, tiny, UpscaleParams(scale=1.5)).shape[:2] == (
-        round(h * 1.5), round(w * 1.5))
+        round(h * 1.5),
+        round(w * 1.5),
+    )
     assert upscale.run(face_crop, tiny, UpscaleParams(width=200)).shape[:2] == (
-        round(h * 200 / w), 200)
+        round(h * 200 / w),
+        200,
+    )
 
 
 def test_progress_and_cancel(tiny, face_crop) -> None:
     seen: list[float] = []
-    upscale.run(face_crop, tiny, UpscaleParams(tile=32, overlap=8),
-                progress=lambda f, s: seen.append(f))
+    upscale.run(
+        face_crop, tiny, UpscaleParams(tile=32, overlap=8), progress=lambda f, s: seen.append(f)
+    )
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 4
 
     token = CancelToken()
@@ -78,8 +83,13 @@ def test_progress_and_cancel(tiny, face_crop) -> None:
             token.cancel()
 
     with pytest.raises(CancelledError):
-        upscale.run(face_crop, tiny, UpscaleParams(tile=32, overlap=8),
-                    progress=cancel_after_two, cancel=token)
+        upscale.run(
+            face_crop,
+            tiny,
+            UpscaleParams(tile=32, overlap=8),
+            progress=cancel_after_two,
+            cancel=token,
+        )
     assert len(calls) == 2  # stopped at the next tile, not at the end
 
 
@@ -102,13 +112,16 @@ def test_out_of_memory_halves_the_tile(tiny, face_crop, monkeypatch) -> None:
     assert max(tiles) == 80 and tiles[-1] <= 40
 
 
-@pytest.mark.parametrize(("params", "words"), [
-    (UpscaleParams(scale=0), "scale"),
-    (UpscaleParams(scale=100), "scale"),
-    (UpscaleParams(tile=3), "tile"),
-    (UpscaleParams(alpha="magic"), "alpha"),
-    (UpscaleParams(overlap=-1), "overlap"),
-])
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        (UpscaleParams(scale=0), "scale"),
+        (UpscaleParams(scale=100), "scale"),
+        (UpscaleParams(tile=3), "tile"),
+        (UpscaleParams(alpha="magic"), "alpha"),
+        (UpscaleParams(overlap=-1), "overlap"),
+    ],
+)
 def test_bad_parameters(tiny, face_crop, params: UpscaleParams, words: str) -> None:
     with pytest.raises(InvalidParameterError, match=words):
         upscale.run(face_crop, tiny, params)

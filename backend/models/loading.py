@@ -23,8 +23,10 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 
     ext = path.suffix.lower()
     if ext not in MODEL_EXTENSIONS:
-        raise ModelFormatError(f"{path.name}: '{ext}' is not a model file extension.",
-                               f"Use one of {', '.join(MODEL_EXTENSIONS)}.")
+        raise ModelFormatError(
+            f"{path.name}: '{ext}' is not a model file extension.",
+            f"Use one of {', '.join(MODEL_EXTENSIONS)}.",
+        )
     if ext == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -32,11 +34,14 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelFormatError(f"{path.name} is not a valid safetensors file ({exc}).",
-                                   "Download the file again.") from None
+            raise ModelFormatError(
+                f"{path.name} is not a valid safetensors file ({exc}).", "Download the file again."
+            ) from None
     if _is_torchscript(path):
-        raise ModelFormatError(f"{path.name} is a TorchScript archive, which contains code.",
-                               "Use a .pth or .safetensors state dict of the same model.")
+        raise ModelFormatError(
+            f"{path.name} is a TorchScript archive, which contains code.",
+            "Use a .pth or .safetensors state dict of the same model.",
+        )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
@@ -45,8 +50,10 @@ def load_state_dict(path: Path) -> dict[str, Any]:
             "Restora never runs code from model files; use a .safetensors version of the model.",
         ) from None
     except Exception as exc:  # garbage bytes make the unpickler raise almost anything
-        raise ModelFormatError(f"{path.name} is not a PyTorch model file ({_short(exc)}).",
-                               "Check that the download completed.") from None
+        raise ModelFormatError(
+            f"{path.name} is not a PyTorch model file ({_short(exc)}).",
+            "Check that the download completed.",
+        ) from None
     return _unwrap(obj, path)
 
 
@@ -101,11 +108,15 @@ def load_descriptor(path: Path) -> Any:
         state_dict = canonicalize_state_dict(state_dict)
         return ModelLoader().load_from_state_dict(state_dict)
     except UnsupportedModelError:
-        raise ModelFormatError(f"{path.name}: no supported architecture matches its weights.",
-                               "See `restora models list` for what is supported.") from None
+        raise ModelFormatError(
+            f"{path.name}: no supported architecture matches its weights.",
+            "See `restora models list` for what is supported.",
+        ) from None
     except Exception as exc:  # architecture detection on foreign weights can fail anywhere
-        raise ModelFormatError(f"{path.name}: the weights do not load ({_short(exc)}).",
-                               "The file may be damaged or of an unsupported variant.") from None
+        raise ModelFormatError(
+            f"{path.name}: the weights do not load ({_short(exc)}).",
+            "The file may be damaged or of an unsupported variant.",
+        ) from None
 
 
 _extras_installed = False

@@ -63,15 +63,27 @@ def describe(path: Path, folder: str) -> ModelEntry:
         base.reason = exc.message.removeprefix(f"{path.name}: ").removeprefix(f"{path.name} ")
         return base
     req = d.size_requirements
-    dtypes = ["fp32"] + (["fp16"] if d.supports_half else []) + (
-        ["bf16"] if d.supports_bfloat16 else [])
+    dtypes = (
+        ["fp32"] + (["fp16"] if d.supports_half else []) + (["bf16"] if d.supports_bfloat16 else [])
+    )
     return ModelEntry(
-        name=path.stem, path=str(path), folder=folder, size_bytes=size, usable=True,
-        architecture=d.architecture.name, purpose=d.purpose, scale=d.scale,
+        name=path.stem,
+        path=str(path),
+        folder=folder,
+        size_bytes=size,
+        usable=True,
+        architecture=d.architecture.name,
+        purpose=d.purpose,
+        scale=d.scale,
         output_scale=_declared_output_scale(path) or d.scale,
-        input_channels=d.input_channels, output_channels=d.output_channels,
-        size_minimum=req.minimum, size_multiple_of=req.multiple_of, size_square=req.square,
-        tiling=d.tiling.name.lower(), dtypes=dtypes, tags=list(d.tags),
+        input_channels=d.input_channels,
+        output_channels=d.output_channels,
+        size_minimum=req.minimum,
+        size_multiple_of=req.multiple_of,
+        size_square=req.square,
+        tiling=d.tiling.name.lower(),
+        dtypes=dtypes,
+        tags=list(d.tags),
     )
 
 
@@ -135,8 +147,10 @@ class Registry:
             rel = f"{e.folder}/{Path(e.path).name}"
             if name in (e.name, Path(e.path).name, rel):
                 if not e.usable:
-                    raise ModelFormatError(f"Model '{name}' cannot be used: {e.reason}.",
-                                           "Replace the file or choose another model.")
+                    raise ModelFormatError(
+                        f"Model '{name}' cannot be used: {e.reason}.",
+                        "Replace the file or choose another model.",
+                    )
                 return e
         usable = sorted(e.name for e in candidates if e.usable)
         shown = ", ".join(usable[:12]) or "none"

@@ -39,17 +39,23 @@ class UpscaleParams:
 
     def validate(self) -> None:
         if self.scale is not None and not (0 < self.scale <= MAX_SCALE):
-            raise InvalidParameterError(f"scale must be between 0 and {MAX_SCALE:g}, not {self.scale}.",
-                                        "For example --scale 2.")
+            raise InvalidParameterError(
+                f"scale must be between 0 and {MAX_SCALE:g}, not {self.scale}.",
+                "For example --scale 2.",
+            )
         if self.width is not None and self.width < 1:
             raise InvalidParameterError(f"width must be positive, not {self.width}.", "")
         if self.tile is not None and self.tile != 0 and self.tile < 16:
-            raise InvalidParameterError(f"tile must be 0 (no tiling) or at least 16, not {self.tile}.",
-                                        "Leave it out to choose automatically.")
+            raise InvalidParameterError(
+                f"tile must be 0 (no tiling) or at least 16, not {self.tile}.",
+                "Leave it out to choose automatically.",
+            )
         if not 0 <= self.overlap <= 256:
             raise InvalidParameterError(f"overlap must be 0..256, not {self.overlap}.", "")
         if self.alpha not in ALPHA_MODES:
-            raise InvalidParameterError(f"alpha must be one of {ALPHA_MODES}, not '{self.alpha}'.", "")
+            raise InvalidParameterError(
+                f"alpha must be one of {ALPHA_MODES}, not '{self.alpha}'.", ""
+            )
 
 
 class CancelToken:
@@ -76,17 +82,23 @@ class CancelToken:
 ProgressSink = Callable[[float, str], None]
 
 
-def output_size(width: int, height: int, default_scale: int,
-                params: UpscaleParams) -> tuple[int, int]:
+def output_size(
+    width: int, height: int, default_scale: int, params: UpscaleParams
+) -> tuple[int, int]:
     if params.width:
         return params.width, max(1, round(height * params.width / width))
     scale = params.scale if params.scale is not None else default_scale
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
-        progress: ProgressSink | None = None, cancel: CancelToken | None = None,
-        free_bytes: int | None = None) -> np.ndarray:
+def run(
+    pixels: np.ndarray,
+    model: LoadedModel,
+    params: UpscaleParams,
+    progress: ProgressSink | None = None,
+    cancel: CancelToken | None = None,
+    free_bytes: int | None = None,
+) -> np.ndarray:
     """Upscale (H, W, C) uint8/uint16 pixels; returns the same channels and dtype."""
     # 1. check
     params.validate()
@@ -97,7 +109,8 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
         raise ImageTooLargeError(
             f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
             f"than the limit of {params.max_output_pixels / 1e6:.0f}.",
-            "Upscale a selection, or choose a smaller scale.")
+            "Upscale a selection, or choose a smaller scale.",
+        )
     has_alpha_channel = pixels.shape[2] in (2, 4)
     # mirror the borders so the network sees image, not zero padding, at the edges
     border = min(BORDER, height - 1, width - 1)
@@ -123,6 +136,7 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
                 cancel.raise_if_cancelled()
             if progress:
                 progress(min((stage_index + done / total) / passes, 0.999), stage)
+
         return tick
 
     # 3 + 4. upscale, halving the tile on out-of-memory
@@ -133,13 +147,20 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
             runner = TileRunner(model.descriptor, model.precision)
             if cancel:
                 cancel.raise_if_cancelled()
-            up_colour = tiled_apply(colour, runner, model.scale, tile, params.overlap,
-                                    progress=report(0, "upscaling"))
+            up_colour = tiled_apply(
+                colour, runner, model.scale, tile, params.overlap, progress=report(0, "upscaling")
+            )
             up_alpha = None
             if alpha is not None:
                 if params.alpha == "model":
-                    up_alpha = tiled_apply(alpha, runner, model.scale, tile, params.overlap,
-                                           progress=report(1, "alpha"))
+                    up_alpha = tiled_apply(
+                        alpha,
+                        runner,
+                        model.scale,
+                        tile,
+                        params.overlap,
+                        progress=report(1, "alpha"),
+                    )
                 else:
                     up_alpha = _resize(alpha, up_colour.shape[1], up_colour.shape[0])
             break
@@ -158,7 +179,7 @@ def run(pixels: np.ndarray, model: LoadedModel, params: UpscaleParams,
         up_alpha = up_alpha[crop] if up_alpha is not None else None
     if has_alpha_channel:
         if up_alpha is None:
-            up_alpha = np.full(up_colour.shape[:2] + (1,), max_value(pixels.dtype), pixels.dtype)
+            up_alpha = np.full((*up_colour.shape[:2], 1), max_value(pixels.dtype), pixels.dtype)
         result = np.concatenate([up_colour, up_alpha], axis=2)
     else:
         result = up_colour
