@@ -101,12 +101,13 @@ class Precision:
     dtype: str
     reason: str
     tile_seconds: float | None = None  # measured seconds for one PROBE_SIZE tile, if known
+    channels_last: bool = False  # NHWC activations: faster for bf16 on AMX, often not for fp32
 
 
 def choose_precision(
     descriptor: Any, device: torch.device, requested: str = "auto", cache_file: Path | None = None
 ) -> Precision:
-    """Pick fp32 / fp16 / bf16 for this model on this device."""
+    """Pick fp32 / fp16 / bf16 (and, on a CPU, the memory format) for this model here."""
     if requested not in DTYPES:
         raise DeviceError(f"Unknown precision '{requested}'.", f"Use one of: {', '.join(DTYPES)}.")
     half, bf16 = descriptor.supports_half, descriptor.supports_bfloat16
@@ -116,7 +117,8 @@ def choose_precision(
                 f"{descriptor.architecture.name} does not support {requested}.",
                 "Use --precision auto or fp32.",
             )
-        return Precision(requested, "requested")
+        channels_last = device.type == "cpu" and requested == "bf16"
+        return Precision(requested, "requested", channels_last=channels_last)
     if device.type in ("cuda", "mps"):
         if half:
             return Precision("fp16", f"{device.type}: architecture supports fp16")
@@ -126,8 +128,6 @@ def choose_precision(
             if torch.cuda.is_bf16_supported():
                 return Precision("bf16", "cuda: no fp16 support, bf16 available")
         return Precision("fp32", f"{device.type}: no reduced precision available")
-    if not bf16:
-        return Precision("fp32", "cpu: architecture has no bf16 support")
     return _measured_cpu_precision(descriptor, cache_file)
 
 
@@ -136,9 +136,8 @@ def _cpu_key(descriptor: Any) -> str:
 
     n_params = sum(p.numel() for p in descriptor.model.parameters())
     ident = f"{platform.processor()}|{_cpu_model()}|{torch.__version__}|{os.cpu_count()}"
-    return (
-        f"{descriptor.architecture.id}:{n_params}:{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
-    )
+    digest = hashlib.sha1(ident.encode()).hexdigest()[:12]
+    return f"v2:{descriptor.architecture.id}:{n_params}:{digest}"
 
 
 def _cpu_model() -> str:
@@ -152,46 +151,66 @@ def _cpu_model() -> str:
     return platform.machine()
 
 
+#: CPU configurations tried, as (name, dtype, channels_last); the first is the baseline.
+CPU_CANDIDATES = (("fp32", "fp32", False), ("fp32+nhwc", "fp32", True), ("bf16+nhwc", "bf16", True))
+
+
 def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precision:
     key = _cpu_key(descriptor)
-    cache: dict[str, Any] = {}
-    if cache_file and cache_file.exists():
-        try:
-            cache = json.loads(cache_file.read_text())
-        except (OSError, ValueError):
-            cache = {}
-    if key in cache:
-        hit = cache[key]
-        return Precision(
-            hit["dtype"],
-            f"cpu: measured fp32 {hit['fp32']:.3f}s, bf16 {hit['bf16']:.3f}s per tile",
-            hit[hit["dtype"]],
-        )
-    fp32_s = time_model(descriptor, "fp32")
-    # one bf16 run first: where bf16 is emulated it is many times slower, so stop there
-    first = time_model(descriptor, "bf16", repeats=0)
-    bf16_s = first if first > 2 * fp32_s else time_model(descriptor, "bf16", repeats=1)
-    choice = "bf16" if fp32_s / bf16_s >= BF16_MIN_SPEEDUP else "fp32"
-    if cache_file:
-        cache[key] = {"dtype": choice, "fp32": fp32_s, "bf16": bf16_s}
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass
-    return Precision(
-        choice,
-        f"cpu: measured fp32 {fp32_s:.3f}s, bf16 {bf16_s:.3f}s per tile",
-        fp32_s if choice == "fp32" else bf16_s,
-    )
+    cache = _read_json(cache_file)
+    times: dict[str, float] = cache.get(key) or {}
+    if not times:
+        for name, dtype, nhwc in CPU_CANDIDATES:
+            if dtype == "bf16" and not descriptor.supports_bfloat16:
+                continue
+            # one run first: an emulated format is many times slower, so stop there
+            first = time_model(descriptor, dtype, repeats=0, channels_last=nhwc)
+            best = min(times.values(), default=first)
+            times[name] = first if first > 2 * best else time_model(
+                descriptor, dtype, repeats=1, channels_last=nhwc)
+        if cache_file:
+            cache[key] = times
+            _write_json(cache_file, cache)
+    # a reduced precision must clearly win; fp32's two memory formats compete freely
+    fp32_name = min((n for n in times if n.startswith("fp32")), key=times.__getitem__)
+    choice = fp32_name
+    if "bf16+nhwc" in times and times[fp32_name] / times["bf16+nhwc"] >= BF16_MIN_SPEEDUP:
+        choice = "bf16+nhwc"
+    _, dtype, nhwc = next(c for c in CPU_CANDIDATES if c[0] == choice)
+    measured = ", ".join(f"{n} {t:.3f}s" for n, t in times.items())
+    return Precision(dtype, f"cpu: measured per tile {measured}", times[choice], nhwc)
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if not path or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache only costs a re-measurement
 
 
 PROBE_SIZE = 64
 
 
-def time_model(descriptor: Any, precision: str, size: int = PROBE_SIZE, repeats: int = 2) -> float:
+def time_model(
+    descriptor: Any,
+    precision: str,
+    size: int = PROBE_SIZE,
+    repeats: int = 2,
+    channels_last: bool = False,
+) -> float:
     """Best-of-`repeats` seconds for one `size`x`size` tile, after one warm-up run."""
     import torch
 
@@ -206,6 +225,6 @@ def time_model(descriptor: Any, precision: str, size: int = PROBE_SIZE, repeats:
     times = []
     for _ in range(repeats + 1):  # the first run pays for kernel selection and allocation
         start = time.perf_counter()
-        run_tensor(descriptor, x, precision)
+        run_tensor(descriptor, x, precision, channels_last)
         times.append(time.perf_counter() - start)
     return min(times[1:] or times)

@@ -36,8 +36,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-def prepare(descriptor: Any, device: torch.device, precision: str) -> Any:
-    """Move the model to the device, in the weight dtype and memory format that is fastest."""
+def prepare(descriptor: Any, device: torch.device, precision: str, channels_last: bool) -> Any:
+    """Move the model to the device, in the weight dtype and memory format chosen for it."""
     descriptor.to(device)
     if precision == "fp16":
         descriptor.half()
@@ -45,20 +45,29 @@ def prepare(descriptor: Any, device: torch.device, precision: str) -> Any:
         descriptor.bfloat16()
     else:
         descriptor.float()  # CPU bf16 runs through autocast over fp32 weights
-    if device.type == "cpu":
-        descriptor.model.to(memory_format=torch.channels_last)
+    set_memory_format(descriptor, channels_last)
     descriptor.eval()
     return descriptor
 
 
+def set_memory_format(descriptor: Any, channels_last: bool) -> None:
+    if getattr(descriptor, "_restora_nhwc", None) != channels_last:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        descriptor.model.to(memory_format=fmt)
+        descriptor._restora_nhwc = channels_last
+
+
 @torch.inference_mode()
-def run_tensor(descriptor: Any, x: torch.Tensor, precision: str) -> torch.Tensor:
+def run_tensor(
+    descriptor: Any, x: torch.Tensor, precision: str, channels_last: bool = False
+) -> torch.Tensor:
     """(1, C, h, w) float in [0, 1] -> (1, C, h*s, w*s) float32 on the CPU."""
     device = descriptor.device
+    set_memory_format(descriptor, channels_last)
     h, w = x.shape[2], x.shape[3]
     ph, pw = padded_size(h, w, descriptor.size_requirements)
     x = pad_to(x.to(device), ph, pw)
-    if device.type == "cpu":
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x = x.to(descriptor.dtype)
     with _autocast(device, precision):
@@ -91,14 +100,15 @@ def free_device_memory(device: torch.device) -> None:
 class TileRunner:
     """Callable used by `tiled_apply`: float32 (h, w, 3) numpy tile -> upscaled numpy tile."""
 
-    def __init__(self, descriptor: Any, precision: str) -> None:
+    def __init__(self, descriptor: Any, precision: str, channels_last: bool = False) -> None:
         self.descriptor = descriptor
         self.precision = precision
+        self.channels_last = channels_last
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
         try:
-            y = run_tensor(self.descriptor, x, self.precision)
+            y = run_tensor(self.descriptor, x, self.precision, self.channels_last)
         except RuntimeError as exc:
             if is_out_of_memory(exc):
                 raise OutOfMemoryError(

@@ -32,6 +32,7 @@ class LoadedModel:
     device: Any
     precision: str
     precision_reason: str
+    channels_last: bool = False
     seconds_per_pixel: float | None = None
 
     @property
@@ -75,12 +76,12 @@ def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto")
     descriptor = load_descriptor(Path(entry.path))
     descriptor.to(dev).eval()
     chosen = choose_precision(descriptor, dev, precision, paths.cache_dir() / "precision.json")
-    prepare(descriptor, dev, chosen.dtype)
-    loaded = LoadedModel(entry, descriptor, dev, chosen.dtype, chosen.reason)
+    prepare(descriptor, dev, chosen.dtype, chosen.channels_last)
+    loaded = LoadedModel(entry, descriptor, dev, chosen.dtype, chosen.reason, chosen.channels_last)
     if dev.type == "cpu":
         size = max(PROBE_SIZE, descriptor.size_requirements.minimum)
         seconds = chosen.tile_seconds if size == PROBE_SIZE else None
         if seconds is None:
-            seconds = time_model(descriptor, chosen.dtype, size, repeats=1)
+            seconds = time_model(descriptor, chosen.dtype, size, 1, chosen.channels_last)
         loaded.seconds_per_pixel = seconds / size**2
     return loaded

@@ -144,7 +144,7 @@ def run(
         try:
             from backend.inference import TileRunner
 
-            runner = TileRunner(model.descriptor, model.precision)
+            runner = TileRunner(model.descriptor, model.precision, model.channels_last)
             if cancel:
                 cancel.raise_if_cancelled()
             up_colour = tiled_apply(
