@@ -13,7 +13,9 @@ Figures are medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,6 +51,19 @@ def median_seconds(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def large_memory(size: int, models_dir: str | None) -> dict:
     """Run in a fresh process so ru_maxrss is this upscale's peak, not the benchmark's."""
     code = f"""
@@ -60,9 +75,9 @@ from backend.models.registry import Registry
 from backend.models.runtime import load_model
 from backend.tasks import upscale
 img = photo({size})
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 m = load_model(Registry(paths.models_dirs({[models_dir] if models_dir else []!r}))
                .find("realesr-animevideov3-x4"))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 tiles = []
 out = upscale.run(img, m, upscale.UpscaleParams())
