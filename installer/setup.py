@@ -72,7 +72,7 @@ def main() -> int:
         return 1
     if not args.skip_models:
         run([venv_restora(), "models", "install-defaults"])
-    print(f"\nReady. Try: {venv_restora().relative_to(ROOT)} upscale photo.png -o photo-x4.png")
+    print(f"\nReady. Try: {venv_restora().relative_to(ROOT)} upscale docs/sample.png -o sample-x4.png")
     return 0
 
 

@@ -8,9 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # OpenCV needs libGL/glib; the ncnn engine the importer is checked against needs Vulkan's loader
-# and Mesa's CPU driver.
+# and Mesa's CPU driver; the GIMP dialog tests draw on Xvfb and type through XTest.
 need=()
-for pkg in libgl1 libglib2.0-0 libvulkan1 libomp5-14 mesa-vulkan-drivers; do
+for pkg in libgl1 libglib2.0-0 libvulkan1 libomp5-14 mesa-vulkan-drivers xvfb libxtst6; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
