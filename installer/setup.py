@@ -72,7 +72,8 @@ def main() -> int:
         return 1
     if not args.skip_models:
         run([venv_restora(), "models", "install-defaults"])
-    print(f"\nReady. Try: {venv_restora().relative_to(ROOT)} upscale docs/sample.png -o sample-x4.png")
+    restora = venv_restora().relative_to(ROOT)
+    print(f"\nReady. Try: {restora} upscale docs/sample.png -o sample-x4.png")
     return 0
 
 
