@@ -123,8 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="default 8765")
     serve.add_argument("--token", default=None, help="required when listening beyond loopback")
     serve.add_argument("--preload", action="append", metavar="MODEL", help="load a model at start")
-    serve.add_argument("--config", default=None, help="settings file (TOML)")
+    serve.add_argument(
+        "--config",
+        default=None,
+        help="settings file (TOML, or JSON); default: server.toml in the config "
+        "folder if present; see docs/server.md",
+    )
     serve.add_argument("-d", "--device", default=None, help="auto, cpu, cuda or mps")
+    serve.add_argument(
+        "-p", "--precision", default=None, help="auto (measured), fp32, fp16 or bf16"
+    )
     _add_models_dir(serve)
     return parser
 

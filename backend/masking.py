@@ -34,21 +34,26 @@ def selection_bounds(mask: np.ndarray) -> Bounds | None:
     if rows.size == 0:
         return None
     cols = np.flatnonzero(plane.any(axis=0))
-    return Bounds(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
-                  int(rows[-1] - rows[0] + 1))
+    return Bounds(
+        int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    )
 
 
 def resolve_feather(mask: np.ndarray, feather: float | None) -> float:
     """The feather radius in mask pixels: the given one, or the default for this selection."""
     if feather is not None:
         if not 0 <= feather <= 4096:
-            raise InvalidParameterError(f"feather must be 0..4096 pixels, not {feather}.",
-                                        "0 keeps the selection's own edge.")
+            raise InvalidParameterError(
+                f"feather must be 0..4096 pixels, not {feather}.",
+                "0 keeps the selection's own edge.",
+            )
         return float(feather)
     box = selection_bounds(mask)
     if box is None:
-        raise InvalidParameterError("The mask selects nothing (every pixel is 0).",
-                                    "Make a selection, or send no mask to process the whole image.")
+        raise InvalidParameterError(
+            "The mask selects nothing (every pixel is 0).",
+            "Make a selection, or send no mask to process the whole image.",
+        )
     return float(default_feather(box.extent))
 
 

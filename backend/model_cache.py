@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from backend.errors import OutOfMemoryError
 
@@ -47,9 +47,14 @@ def _release_device_memory(device: str) -> None:
 
 
 class ModelCache:
-    def __init__(self, device: str = "auto", precision: str = "auto", max_models: int = 3,
-                 loader: Callable[[ModelEntry, str, str], LoadedModel] = _default_loader,
-                 free_memory: Callable[[str], int] = _default_free_memory) -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        precision: str = "auto",
+        max_models: int = 3,
+        loader: Callable[[ModelEntry, str, str], LoadedModel] = _default_loader,
+        free_memory: Callable[[str], int] = _default_free_memory,
+    ) -> None:
         self.device = device
         self.precision = precision
         self.max_models = max_models
@@ -91,9 +96,10 @@ class ModelCache:
             except (RuntimeError, MemoryError) as again:
                 if not _is_out_of_memory(again):
                     raise
-                raise OutOfMemoryError(f"Not enough memory to load {entry.name}.",
-                                       "Close other programs using the GPU, or use a smaller "
-                                       "model.") from None
+                raise OutOfMemoryError(
+                    f"Not enough memory to load {entry.name}.",
+                    "Close other programs using the GPU, or use a smaller model.",
+                ) from None
         with self._lock:
             self._models[key] = model
         log.info("loaded %s on %s (%s)", entry.name, model.device, model.precision)
@@ -130,7 +136,3 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     from backend.inference import is_out_of_memory
 
     return is_out_of_memory(exc)
-
-
-def describe(model: Any) -> str:
-    return f"{model.entry.name} ({model.device}, {model.precision})"

@@ -82,21 +82,31 @@ class Settings:
             raise UnsafeExposureError(
                 f"Refusing to listen on {self.host} without a token: anyone on the network "
                 "could run jobs.",
-                "Pass --token SECRET (or RESTORA_TOKEN), or listen on 127.0.0.1.")
+                "Pass --token SECRET (or RESTORA_TOKEN), or listen on 127.0.0.1.",
+            )
         if not 0 <= self.port <= 65535:
             raise InvalidParameterError(f"port must be 0..65535, not {self.port}.", "")
         if not 0 <= self.png_compress_level <= 9:
             raise InvalidParameterError(
-                f"png_compress_level must be 0..9, not {self.png_compress_level}.", "")
-        for name in ("max_upload_bytes", "max_pixels", "max_output_pixels", "max_queued_jobs",
-                     "max_loaded_models", "event_history"):
+                f"png_compress_level must be 0..9, not {self.png_compress_level}.", ""
+            )
+        for name in (
+            "max_upload_bytes",
+            "max_pixels",
+            "max_output_pixels",
+            "max_queued_jobs",
+            "max_loaded_models",
+            "event_history",
+        ):
             if getattr(self, name) < 1:
-                raise InvalidParameterError(f"{name} must be positive, not {getattr(self, name)}.",
-                                            "")
+                raise InvalidParameterError(
+                    f"{name} must be positive, not {getattr(self, name)}.", ""
+                )
         for name in ("result_ttl", "fetched_result_ttl", "image_ttl", "keepalive_seconds"):
             if getattr(self, name) <= 0:
-                raise InvalidParameterError(f"{name} must be positive, not {getattr(self, name)}.",
-                                            "")
+                raise InvalidParameterError(
+                    f"{name} must be positive, not {getattr(self, name)}.", ""
+                )
 
 
 def is_loopback(host: str) -> bool:
@@ -113,8 +123,11 @@ def is_loopback(host: str) -> bool:
 _NOT_FROM_ENV = {"models_dirs"}
 
 
-def load_settings(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                  config: str | os.PathLike[str] | None = None) -> Settings:
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> Settings:
     """Defaults < config file < environment < command line (values that are None are unset)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -152,10 +165,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidParameterError(f"Cannot read {path}: {exc.strerror}.", "") from None
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = _parse_toml(text, path)
+        data = json.loads(text) if path.suffix.lower() == ".json" else _parse_toml(text, path)
     except ValueError as exc:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
         raise InvalidParameterError(f"{path} is not valid: {exc}.", "Fix the file.") from None
     if not isinstance(data, dict):
@@ -167,8 +177,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise InvalidParameterError(f"{path}: unknown setting '{key}'.",
-                                        f"Known settings: {', '.join(sorted(known))}.")
+            raise InvalidParameterError(
+                f"{path}: unknown setting '{key}'.", f"Known settings: {', '.join(sorted(known))}."
+            )
         values[name] = _convert(known[name], value, f"{path}: {key}")
     return values
 
@@ -182,7 +193,8 @@ def _parse_toml(text: str, path: Path) -> Any:
         except ImportError:
             raise InvalidParameterError(
                 f"Python {sys.version_info.major}.{sys.version_info.minor} cannot read TOML "
-                f"({path}).", "Write the settings as JSON in a .json file, or install tomli."
+                f"({path}).",
+                "Write the settings as JSON in a .json file, or install tomli.",
             ) from None
     return tomllib.loads(text)
 
@@ -198,7 +210,7 @@ def _convert(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
                 return [str(v) for v in value]
             raise ValueError
         if kind.startswith("int"):
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, (bool, float)):
                 raise ValueError
             return int(value)
         if kind.startswith("float"):
@@ -208,8 +220,9 @@ def _convert(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
         if kind.startswith("bool"):
             if isinstance(value, bool):
                 return value
-            return {"1": True, "true": True, "yes": True, "0": False, "false": False,
-                    "no": False}[str(value).lower()]
+            return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
+                str(value).lower()
+            ]
         return str(value)
     except (ValueError, KeyError, TypeError):
         raise InvalidParameterError(

@@ -82,8 +82,9 @@ class Bounds:
 
     def padded(self, padding: int, within: Extent | None = None) -> Bounds:
         """Grown by `padding` on every side, clipped to the canvas when one is given."""
-        grown = Bounds(self.x - padding, self.y - padding,
-                       self.width + 2 * padding, self.height + 2 * padding)
+        grown = Bounds(
+            self.x - padding, self.y - padding, self.width + 2 * padding, self.height + 2 * padding
+        )
         return grown.clipped(within) if within is not None else grown
 
     def clipped(self, canvas: Extent) -> Bounds:
@@ -97,8 +98,12 @@ class Bounds:
         return Bounds(x0, y0, x1 - x0, y1 - y0)
 
     def contains(self, other: Bounds) -> bool:
-        return (self.x <= other.x and self.y <= other.y
-                and other.right <= self.right and other.bottom <= self.bottom)
+        return (
+            self.x <= other.x
+            and self.y <= other.y
+            and other.right <= self.right
+            and other.bottom <= self.bottom
+        )
 
     def relative_to(self, origin: Bounds) -> Bounds:
         """The same rectangle in the coordinates of `origin`'s top-left corner."""

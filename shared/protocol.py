@@ -124,8 +124,10 @@ class PixelFormat(Message):
         return self.width * self.height * self.channels * self.depth // 8
 
     def media_type(self) -> str:
-        return (f"{RAW_PIXELS_MEDIA_TYPE}; width={self.width}; height={self.height}; "
-                f"channels={self.channels}; depth={self.depth}")
+        return (
+            f"{RAW_PIXELS_MEDIA_TYPE}; width={self.width}; height={self.height}; "
+            f"channels={self.channels}; depth={self.depth}"
+        )
 
     def check(self) -> None:
         if self.channels not in (1, 2, 3, 4):
@@ -133,7 +135,9 @@ class PixelFormat(Message):
         if self.depth not in (8, 16):
             raise ProtocolError(f"depth must be 8 or 16, not {self.depth}")
         if self.width < 1 or self.height < 1:
-            raise ProtocolError(f"width and height must be positive, not {self.width}x{self.height}")
+            raise ProtocolError(
+                f"width and height must be positive, not {self.width}x{self.height}"
+            )
 
     @classmethod
     def parse(cls, content_type: str) -> "PixelFormat":
@@ -151,13 +155,15 @@ class PixelFormat(Message):
             if name not in params:
                 if name == "depth":
                     continue
-                raise ProtocolError(f"the {RAW_PIXELS_MEDIA_TYPE} content type needs a "
-                                    f"'{name}' parameter")
+                raise ProtocolError(
+                    f"the {RAW_PIXELS_MEDIA_TYPE} content type needs a '{name}' parameter"
+                )
             try:
                 values[name] = int(params[name])
             except ValueError:
-                raise ProtocolError(f"content type parameter '{name}' must be an integer, "
-                                    f"not {params[name]!r}") from None
+                raise ProtocolError(
+                    f"content type parameter '{name}' must be an integer, not {params[name]!r}"
+                ) from None
         fmt = cls(**values)
         fmt.check()
         return fmt
@@ -168,8 +174,9 @@ class PixelFormat(Message):
         A plug-in can compute it itself and skip an upload the server already holds
         (GET /v1/images/{id}).
         """
-        digest = hashlib.sha256(f"{self.width}x{self.height}x{self.channels}x{self.depth}\n"
-                                .encode())
+        digest = hashlib.sha256(
+            f"{self.width}x{self.height}x{self.channels}x{self.depth}\n".encode()
+        )
         digest.update(data)
         return digest.hexdigest()
 
@@ -335,8 +342,10 @@ class Health(Message):
 
 def check_id(value: str, what: str = "id") -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
-        raise ProtocolError(f"{what} must be 1-64 letters, digits, '.', '_' or '-' starting "
-                            f"with a letter or digit, not {value!r}")
+        raise ProtocolError(
+            f"{what} must be 1-64 letters, digits, '.', '_' or '-' starting "
+            f"with a letter or digit, not {value!r}"
+        )
     return value
 
 

@@ -1,0 +1,782 @@
+"""Jobs: the task table, the queue, the one worker thread that owns the device, and results.
+
+One thread runs every job, so models, device memory and the GPU are never shared between two
+jobs; request handlers only validate, enqueue and read state under a lock, and never wait for a
+model. The worker reports through `publish` (the event hub, which hands events to the event
+loop with call_soon_threadsafe). A job's failure is stored as a typed error and the worker
+takes the next job.
+
+Adding a task: its module in backend/tasks/ (params dataclass with validate(), and run()), its
+name in shared.protocol.Task, and one TaskSpec in TASKS below.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import typing
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend import masking
+from backend.errors import (
+    CancelledError,
+    ImageTooLargeError,
+    InvalidParameterError,
+    OutOfMemoryError,
+    RestoraError,
+)
+from backend.model_cache import ModelCache
+from backend.models.registry import DEFAULT_UPSCALE_MODEL, ModelEntry, Registry
+from backend.settings import Settings
+from backend.tasks import upscale
+from shared.geometry import Bounds
+from shared.protocol import (
+    PROTOCOL_VERSION,
+    ErrorBody,
+    EventType,
+    JobRequest,
+    JobState,
+    JobStatus,
+    ParamInfo,
+    Placement,
+    ResultInfo,
+    Task,
+    TaskInfo,
+    check_id,
+)
+
+log = logging.getLogger("restora.jobs")
+
+#: progress events of one job are sent at most this often (the state is always current)
+PROGRESS_INTERVAL = 0.1
+#: how often the worker, when idle, forgets expired jobs
+SWEEP_INTERVAL = 5.0
+
+
+class JobNotFoundError(RestoraError):
+    code = "job_not_found"
+    http_status = 404
+
+
+class JobConflictError(RestoraError):
+    code = "job_conflict"
+    http_status = 409
+
+
+class JobStateError(RestoraError):
+    """The job is not in a state that allows this (fetching a running job's result, ...)."""
+
+    code = "job_state"
+    http_status = 409
+
+
+class QueueFullError(RestoraError):
+    code = "queue_full"
+    http_status = 429
+
+
+class TaskUnavailableError(RestoraError):
+    code = "task_unavailable"
+    http_status = 422
+
+
+class ProtocolVersionError(RestoraError):
+    code = "protocol_version"
+    http_status = 400
+
+
+# --- the task table --------------------------------------------------------------------------
+
+
+@dataclass
+class JobInput:
+    pixels: np.ndarray
+    mask: np.ndarray | None
+
+
+ProgressSink = Callable[[float, str], None]
+TaskRun = Callable[[JobInput, Any, Any, ProgressSink, Any], np.ndarray]
+TaskPrepare = Callable[[Any, JobInput, ModelEntry, Settings], None]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: Task
+    params_type: type
+    #: registry folders and spandrel purposes of the models that can run it
+    folders: tuple[str, ...]
+    purposes: tuple[str, ...]
+    default_model: str | None
+    run: TaskRun
+    #: server-side adjustment and checks of the params before the job is queued
+    prepare: TaskPrepare
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: params the server sets itself; a client cannot name them
+    server_params: frozenset[str] = frozenset()
+
+    def accepts(self, entry: ModelEntry) -> bool:
+        return entry.usable and entry.folder in self.folders and entry.purpose in self.purposes
+
+
+def _upscale_prepare(
+    params: upscale.UpscaleParams, inp: JobInput, entry: ModelEntry, settings: Settings
+) -> None:
+    if inp.mask is not None and params.scale is None and params.width is None:
+        params.scale = 1.0  # a selection is restored in place
+    params.max_output_pixels = settings.max_output_pixels
+    height, width = inp.pixels.shape[:2]
+    out_w, out_h = upscale.output_size(width, height, entry.scale, params)
+    if out_w * out_h > params.max_output_pixels:
+        raise ImageTooLargeError(
+            f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
+            f"than this server's limit of {params.max_output_pixels / 1e6:.0f}.",
+            "Upscale a selection, or choose a smaller scale.",
+        )
+
+
+def _upscale_run(
+    inp: JobInput, model: Any, params: Any, progress: ProgressSink, cancel: Any
+) -> np.ndarray:
+    return upscale.run(inp.pixels, model, params, progress=progress, cancel=cancel)
+
+
+TASKS: dict[Task, TaskSpec] = {
+    Task.UPSCALE: TaskSpec(
+        task=Task.UPSCALE,
+        params_type=upscale.UpscaleParams,
+        folders=("upscale_models",),
+        purposes=("SR", "Restoration"),
+        default_model=DEFAULT_UPSCALE_MODEL,
+        run=_upscale_run,
+        prepare=_upscale_prepare,
+        choices={"alpha": upscale.ALPHA_MODES},
+        server_params=frozenset({"max_output_pixels"}),
+    ),
+}
+
+
+def task_spec(task: Task) -> TaskSpec:
+    spec = TASKS.get(task)
+    if spec is None:
+        raise TaskUnavailableError(
+            f"The task '{task.value}' is not available in this version of the server.",
+            f"Tasks it runs: {', '.join(t.value for t in TASKS)}.",
+        )
+    return spec
+
+
+def parse_params(spec: TaskSpec, raw: dict[str, Any]) -> Any:
+    """The task's params dataclass from a JSON object, naming any unknown or mistyped key."""
+    hints = typing.get_type_hints(spec.params_type)
+    known = [f.name for f in fields(spec.params_type) if f.name not in spec.server_params]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise InvalidParameterError(
+                f"Unknown parameter '{key}' for task '{spec.task.value}'.",
+                f"Its parameters are: {', '.join(known)}.",
+            )
+        values[key] = _check_type(spec.task, key, hints[key], value)
+    params = spec.params_type(**values)
+    params.validate()
+    return params
+
+
+def _check_type(task: Task, name: str, hint: Any, value: Any) -> Any:
+    kind, optional = _param_type(hint)
+    if value is None and optional:
+        return None
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }.get(kind, True)
+    if not ok:
+        article = "an" if kind == "int" else "a"
+        raise InvalidParameterError(
+            f"Parameter '{name}' of task '{task.value}' must be {article} {kind}"
+            f"{' or null' if optional else ''}, not {value!r}.",
+            "",
+        )
+    return float(value) if kind == "float" else value
+
+
+def _param_type(hint: Any) -> tuple[str, bool]:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    return getattr(base, "__name__", str(base)), optional
+
+
+def task_info(spec: TaskSpec) -> TaskInfo:
+    hints = typing.get_type_hints(spec.params_type)
+    params = []
+    for f in fields(spec.params_type):
+        if f.name in spec.server_params:
+            continue
+        kind, optional = _param_type(hints[f.name])
+        default = None if f.default is MISSING else f.default
+        choices = list(spec.choices[f.name]) if f.name in spec.choices else None
+        params.append(ParamInfo(f.name, kind, default, optional, choices))
+    return TaskInfo(spec.task, True, spec.default_model, accepts_mask=True, params=params)
+
+
+def all_task_infos() -> list[TaskInfo]:
+    return [task_info(TASKS[t]) if t in TASKS else TaskInfo(t, False) for t in Task]
+
+
+# --- jobs and their results ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    request: JobRequest
+    spec: TaskSpec
+    entry: ModelEntry
+    params: Any
+    input: JobInput | None  # dropped once the job ends
+    feather: float | None
+    bounds: Bounds
+    state: JobState = JobState.QUEUED
+    progress: float = 0.0
+    stage: str = ""
+    error: ErrorBody | None = None
+    result: ResultInfo | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    expires: float = float("inf")
+    cancel: upscale.CancelToken = field(default_factory=upscale.CancelToken)
+    last_progress_event: float = 0.0
+
+    def status(self, position: int | None = None) -> JobStatus:
+        return JobStatus(
+            id=self.id,
+            client=self.request.client,
+            task=self.spec.task,
+            model=self.entry.name,
+            state=self.state,
+            progress=self.progress,
+            stage=self.stage,
+            position=position,
+            error=self.error,
+            result=self.result,
+            created=self.created,
+            started=self.started,
+            finished=self.finished,
+        )
+
+
+@dataclass
+class _Stored:
+    pixels: np.ndarray | None
+    path: Path | None
+    nbytes: int
+    fetched: float | None = None
+
+
+class ResultStore:
+    """Finished jobs' pixels, in memory up to a budget; beyond it, fetched results are dropped
+    (oldest first) and then unfetched ones are written to a spill folder, so none is lost."""
+
+    def __init__(self, memory_limit: int, spill_dir: str | None = None) -> None:
+        self.memory_limit = memory_limit
+        self._spill_root = Path(spill_dir) if spill_dir else None
+        self._spill_dir: Path | None = None
+        self._items: OrderedDict[str, _Stored] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, job_id: str, pixels: np.ndarray) -> list[str]:
+        """Store a result; returns the ids of fetched results dropped to make room."""
+        with self._lock:
+            self._items[job_id] = _Stored(pixels, None, pixels.nbytes)
+            return self._enforce_budget()
+
+    def get(self, job_id: str) -> np.ndarray | None:
+        with self._lock:
+            item = self._items.get(job_id)
+            if item is None:
+                return None
+            if item.fetched is None:
+                item.fetched = time.time()
+            if item.pixels is not None:
+                return item.pixels
+            path = item.path
+        return np.load(path, mmap_mode="r") if path else None
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            item = self._items.pop(job_id, None)
+        if item is not None and item.path is not None:
+            item.path.unlink(missing_ok=True)
+
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return sum(i.nbytes for i in self._items.values() if i.pixels is not None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._items.clear()
+            spill, self._spill_dir = self._spill_dir, None
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
+
+    def _enforce_budget(self) -> list[str]:
+        dropped: list[str] = []
+        in_memory = sum(i.nbytes for i in self._items.values() if i.pixels is not None)
+        fetched = sorted(
+            (i.fetched, k)
+            for k, i in self._items.items()
+            if i.fetched is not None and i.pixels is not None
+        )
+        for _when, key in fetched:
+            if in_memory <= self.memory_limit:
+                return dropped
+            in_memory -= self._items.pop(key).nbytes
+            dropped.append(key)
+        for key, item in self._items.items():  # oldest first
+            if in_memory <= self.memory_limit:
+                break
+            if item.pixels is None:
+                continue
+            path = self._spill_folder() / f"{key}.npy"
+            np.save(path, item.pixels)
+            item.pixels, item.path = None, path
+            in_memory -= item.nbytes
+        return dropped
+
+    def _spill_folder(self) -> Path:
+        if self._spill_dir is None:
+            if self._spill_root is not None:
+                self._spill_root.mkdir(parents=True, exist_ok=True)
+            self._spill_dir = Path(
+                tempfile.mkdtemp(prefix="restora-results-", dir=self._spill_root)
+            )
+        return self._spill_dir
+
+
+# --- the manager: queue and worker -----------------------------------------------------------
+
+
+Publish = Callable[[EventType, JobStatus], None]
+
+
+class JobManager:
+    def __init__(
+        self, settings: Settings, registry: Registry, models: ModelCache, publish: Publish
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.models = models
+        self._publish = publish
+        self.results = ResultStore(settings.result_memory_bytes, settings.spill_dir)
+        self._jobs: dict[str, Job] = {}
+        self._queue: deque[str] = deque()
+        self._running: Job | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._registry_lock = threading.Lock()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.instance = uuid.uuid4().hex
+        self.device: str | None = None
+        self.device_name: str | None = None
+        self.ready = False
+
+    # - lifecycle -
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="restora-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running job, drop the queue and wait for the worker to end."""
+        with self._lock:
+            self._stopping = True
+            if self._running is not None:
+                self._running.cancel.cancel()
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.results.close()
+
+    # - requests (any thread) -
+
+    def find_model(self, name: str | None, spec: TaskSpec) -> ModelEntry:
+        name = name or spec.default_model
+        if not name:
+            raise InvalidParameterError(f"Task '{spec.task.value}' needs a model.", "")
+        with self._registry_lock:  # the first listing loads every file: only once at a time
+            entry = self.registry.find(name)
+        if not spec.accepts(entry):
+            raise InvalidParameterError(
+                f"Model '{entry.name}' is a {entry.purpose or 'non-spandrel'} model in "
+                f"{entry.folder}/; task '{spec.task.value}' needs a "
+                f"{' or '.join(spec.purposes)} model.",
+                "GET /v1/models?task=" + spec.task.value + " lists the models that fit.",
+            )
+        return entry
+
+    def model_entries(self, refresh: bool = False) -> list[ModelEntry]:
+        with self._registry_lock:
+            return list(self.registry.entries(refresh=refresh))
+
+    def submit(
+        self, request: JobRequest, pixels: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[JobStatus, bool]:
+        """Validate and queue a job; returns its status and whether it is new.
+
+        Resubmitting a request with the same client-chosen id returns the first job, so a
+        client that lost the answer can simply send it again.
+        """
+        if request.protocol_version > PROTOCOL_VERSION:
+            raise ProtocolVersionError(
+                f"The client speaks protocol {request.protocol_version}; this server speaks "
+                f"{PROTOCOL_VERSION}.",
+                "Update the Restora server.",
+            )
+        resubmitted = self.resubmission(request)
+        if resubmitted is not None:
+            return resubmitted, False
+        if request.client is not None:
+            _checked_id(request.client, "client")
+        spec = task_spec(request.task)
+        inp = JobInput(pixels, mask)
+        bounds = _check_geometry(request, pixels, mask)
+        feather = masking.resolve_feather(mask, request.feather) if mask is not None else None
+        params = parse_params(spec, request.params)
+        entry = self.find_model(request.model, spec)
+        spec.prepare(params, inp, entry, self.settings)
+        job = Job(
+            id=request.id or uuid.uuid4().hex,
+            request=request,
+            spec=spec,
+            entry=entry,
+            params=params,
+            input=inp,
+            feather=feather,
+            bounds=bounds,
+        )
+        with self._lock:
+            existing = self._jobs.get(job.id)
+            if existing is not None:  # the same id arrived twice at once
+                return self._same_job(existing, request), False
+            if len(self._queue) >= self.settings.max_queued_jobs:
+                raise QueueFullError(
+                    f"{len(self._queue)} jobs are already queued.", "Wait for some to finish."
+                )
+            self._jobs[job.id] = job
+            self._queue.append(job.id)
+            status = job.status(len(self._queue) - 1)
+            self._publish(EventType.QUEUED, status)
+            self._wake.notify()
+        return status, True
+
+    def resubmission(self, request: JobRequest) -> JobStatus | None:
+        """The status of the job this request already made (same id, same request), if any."""
+        if request.id is None:
+            return None
+        _checked_id(request.id, "id")
+        with self._lock:
+            existing = self._jobs.get(request.id)
+        return self._same_job(existing, request) if existing is not None else None
+
+    def _same_job(self, existing: Job, request: JobRequest) -> JobStatus:
+        if existing.request != request:
+            raise JobConflictError(
+                f"A different job with id '{request.id}' exists.",
+                "Use a new id for a new job; resubmit only an identical request.",
+            )
+        return self.status(existing.id)
+
+    def status(self, job_id: str) -> JobStatus:
+        with self._lock:
+            job = self._get(job_id)
+            return job.status(self._position(job))
+
+    def list_jobs(self, client: str | None = None) -> list[JobStatus]:
+        with self._lock:
+            self._sweep()
+            return [
+                j.status(self._position(j))
+                for j in self._jobs.values()
+                if client is None or j.request.client == client
+            ]
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a queued job at once, or a running one at its next tile or step."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.state == JobState.QUEUED:
+                self._queue.remove(job.id)
+                self._end(job, JobState.CANCELLED, "cancelled")
+                status = job.status()
+                self._publish(EventType.CANCELLED, status)
+                return status
+            if job.state == JobState.RUNNING:
+                job.cancel.cancel()
+                job.stage = "cancelling"
+            return job.status(self._position(job))
+
+    def remove(self, job_id: str) -> None:
+        """Remove a queued job, or forget a finished one and its result."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.state == JobState.RUNNING:
+                raise JobStateError(
+                    f"Job '{job_id}' is running.",
+                    f"Cancel it first: POST /v1/jobs/{job_id}/cancel.",
+                )
+            if job.state == JobState.QUEUED:
+                self._queue.remove(job.id)
+                self._end(job, JobState.CANCELLED, "removed")
+            del self._jobs[job.id]
+            status = job.status()
+            self._publish(EventType.REMOVED, status)
+        self.results.drop(job_id)
+
+    def result(self, job_id: str) -> tuple[np.ndarray, JobStatus]:
+        """The result's pixels; the first fetch shortens how long it is kept."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.state != JobState.FINISHED:
+                if job.error is not None and job.state == JobState.FAILED:
+                    raise JobStateError(
+                        f"Job '{job_id}' failed: {job.error.message}", job.error.hint
+                    )
+                raise JobStateError(
+                    f"Job '{job_id}' is {job.state.value}; it has no result.",
+                    "Wait for its 'finished' event." if not job.state.done else "Submit it again.",
+                )
+            status = job.status()
+        pixels = self.results.get(job_id)
+        if pixels is None:
+            raise JobNotFoundError(
+                f"The result of job '{job_id}' is no longer kept.", "Submit the job again."
+            )
+        with self._lock:
+            now = time.time()
+            if job.result is not None and job.expires > now + self.settings.fetched_result_ttl:
+                job.expires = now + self.settings.fetched_result_ttl
+                job.result.expires = job.expires
+        return pixels, status
+
+    def counts(self) -> tuple[int, str | None]:
+        with self._lock:
+            return len(self._queue), self._running.id if self._running else None
+
+    def _get(self, job_id: str) -> Job:
+        self._sweep()
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFoundError(
+                f"No job '{job_id}' on this server.",
+                f"It may have ended more than {self.settings.result_ttl:.0f} s ago, or the "
+                "server was restarted.",
+            )
+        return job
+
+    def _position(self, job: Job) -> int | None:
+        if job.state != JobState.QUEUED:
+            return None
+        return self._queue.index(job.id)
+
+    def _end(self, job: Job, state: JobState, stage: str) -> None:
+        job.state, job.stage = state, stage
+        job.finished = time.time()
+        job.expires = job.finished + self.settings.result_ttl
+        job.input = None  # the pixels are no longer needed
+
+    # - the worker thread -
+
+    def _work(self) -> None:
+        try:
+            self._start_device()
+        except Exception:  # jobs will report the same problem when they load their model
+            log.exception("choosing the device or preloading failed")
+        self.ready = True
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._wake.wait(SWEEP_INTERVAL)
+                    self._sweep()
+                if self._stopping:
+                    return
+                job = self._jobs[self._queue.popleft()]
+                job.state, job.stage, job.started = JobState.RUNNING, "starting", time.time()
+                self._running = job
+                self._publish(EventType.STARTED, job.status())
+            self._run(job)
+            with self._lock:
+                self._running = None
+                self._sweep()
+
+    def _start_device(self) -> None:
+        from backend.devices import resolve_device
+
+        device = resolve_device(self.settings.device)
+        self.device = device.type
+        self.device_name = _device_name(device)
+        for name in self.settings.preload:
+            try:
+                with self._registry_lock:
+                    entry = self.registry.find(name)
+                self.models.get(entry)
+            except RestoraError as exc:
+                log.error("preload %s: %s", name, exc)
+
+    def _run(self, job: Job) -> None:
+        try:
+            pixels = self._execute(job)
+            dropped = self.results.put(job.id, pixels)
+        except CancelledError:
+            self._finish(job, JobState.CANCELLED, EventType.CANCELLED, "cancelled")
+        except RestoraError as exc:
+            log.info("job %s failed: %s", job.id, exc)
+            job.error = ErrorBody(exc.code, exc.message, exc.hint)
+            self._finish(job, JobState.FAILED, EventType.FAILED, "failed")
+        except Exception as exc:  # a bug must fail one job, not the worker and every later job
+            log.exception("job %s failed unexpectedly", job.id)
+            job.error = ErrorBody(
+                "internal",
+                f"The job failed unexpectedly: {exc!r}.",
+                "This is a bug in Restora; the server log has the details.",
+            )
+            self._finish(job, JobState.FAILED, EventType.FAILED, "failed")
+        else:
+            job.result = self._result_info(job, pixels)
+            self._finish(job, JobState.FINISHED, EventType.FINISHED, "done", progress=1.0)
+            with self._lock:
+                for job_id in dropped:
+                    forgotten = self._jobs.pop(job_id, None)
+                    if forgotten is not None:
+                        log.info("dropped fetched result %s to stay within memory", job_id)
+
+    def _execute(self, job: Job) -> np.ndarray:
+        inp = job.input
+        if inp is None or job.cancel.cancelled:
+            raise CancelledError("The job was cancelled.", "")
+
+        def progress(fraction: float, stage: str) -> None:
+            self._progress(job, fraction, stage)
+
+        progress(0.0, "loading model")
+        model = self.models.get(job.entry)
+        job.cancel.raise_if_cancelled()
+        try:
+            out = job.spec.run(inp, model, job.params, progress, job.cancel)
+        except OutOfMemoryError:
+            # the task already went down to its smallest tile: free every other model, retry
+            freed = self.models.unload_all(keep=model)
+            log.warning("job %s ran out of memory; unloaded %d models, retrying", job.id, freed)
+            progress(job.progress, "retrying with less memory")
+            out = job.spec.run(inp, model, job.params, progress, job.cancel)
+        if inp.mask is not None:
+            progress(1.0, "masking")
+            out = masking.apply_selection(out, inp.mask, job.feather or 0.0)
+        return out
+
+    def _progress(self, job: Job, fraction: float, stage: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            changed = stage != job.stage
+            job.progress, job.stage = float(fraction), stage
+            if not changed and now - job.last_progress_event < PROGRESS_INTERVAL:
+                return
+            job.last_progress_event = now
+            self._publish(EventType.PROGRESS, job.status())
+
+    def _finish(
+        self, job: Job, state: JobState, event: EventType, stage: str, progress: float | None = None
+    ) -> None:
+        with self._lock:
+            self._end(job, state, stage)
+            if progress is not None:
+                job.progress = progress
+            if job.result is not None:
+                job.result.expires = job.expires
+            self._publish(event, job.status())
+
+    def _result_info(self, job: Job, pixels: np.ndarray) -> ResultInfo:
+        height, width, channels = pixels.shape
+        in_h, in_w = job.bounds.height, job.bounds.width
+        canvas = job.request.canvas
+        sx, sy = width / in_w, height / in_h
+        placement = Placement(
+            bounds=job.bounds.scaled_to(width, height),
+            canvas=canvas.scaled(sx, sy) if canvas is not None else None,
+            scale_x=sx,
+            scale_y=sy,
+        )
+        depth = 16 if pixels.dtype == np.uint16 else 8
+        return ResultInfo(width, height, channels, depth, placement, expires=job.expires)
+
+    def _sweep(self) -> None:
+        """Forget jobs (and results) past their time. Called with the lock held."""
+        now = time.time()
+        expired = [j.id for j in self._jobs.values() if j.state.done and j.expires <= now]
+        for job_id in expired:
+            del self._jobs[job_id]
+            self.results.drop(job_id)
+
+
+def _checked_id(value: str, what: str) -> str:
+    from shared.protocol import ProtocolError
+
+    try:
+        return check_id(value, what)
+    except ProtocolError as exc:
+        raise InvalidParameterError(f"{exc}.", "") from None
+
+
+def _check_geometry(request: JobRequest, pixels: np.ndarray, mask: np.ndarray | None) -> Bounds:
+    height, width = pixels.shape[:2]
+    if mask is not None:
+        if mask.shape[:2] != (height, width):
+            raise InvalidParameterError(
+                f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                f"{width}x{height}; they must be the same size.",
+                "Send the selection mask of the same region as the image.",
+            )
+        if mask.shape[2] != 1:
+            raise InvalidParameterError(
+                f"The mask has {mask.shape[2]} channels; it must have one (gray).",
+                "Send the selection as an 8-bit gray image.",
+            )
+    bounds = request.bounds or Bounds(0, 0, width, height)
+    if (bounds.width, bounds.height) != (width, height):
+        raise InvalidParameterError(
+            f"bounds is {bounds.width}x{bounds.height} but the image is {width}x{height}.",
+            "bounds must be where the image sits on the canvas, at its size.",
+        )
+    if request.canvas is not None and (request.canvas.width < 1 or request.canvas.height < 1):
+        raise InvalidParameterError(
+            f"canvas must have a positive size, not {request.canvas.width}x"
+            f"{request.canvas.height}.",
+            "",
+        )
+    return bounds
+
+
+def _device_name(device: Any) -> str:
+    import platform
+
+    if device.type == "cuda":
+        import torch
+
+        return str(torch.cuda.get_device_name(device))
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return platform.processor() or platform.machine()

@@ -1,0 +1,274 @@
+"""A real Restora server on a loopback port, tiny random-weight models, and a small client.
+
+A test module takes the fixtures by assigning them (`server = fx.server` after
+`from tests import server_fixtures as fx`), which registers them for that module only: each
+module gets its own server, stopped when the module's tests end. The server runs the real
+app under uvicorn in a background thread, on a socket bound to a free port before it starts,
+so there is no port race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from backend.settings import Settings
+from shared.protocol import PixelFormat
+
+STARTUP_TIMEOUT = 30.0
+
+
+def make_tiny_model(path: Path, scale: int, seed: int = 0) -> Path:
+    """A Compact (Real-ESRGAN video) network with 8 features and random weights."""
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(seed)
+    net = Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@dataclass
+class ModelsSetup:
+    root: Path  # a models folder: root/upscale_models/*.safetensors
+    home: Path  # RESTORA_HOME: caches and the default models folder
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelsSetup]:
+    root = tmp_path_factory.mktemp("models")
+    home = tmp_path_factory.mktemp("home")
+    make_tiny_model(root / "upscale_models" / "tiny-x2.safetensors", 2, seed=1)
+    make_tiny_model(root / "upscale_models" / "tiny-x4.safetensors", 4, seed=2)
+    (root / "upscale_models" / "broken.safetensors").write_bytes(b"not a model at all")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESTORA_HOME", str(home))
+        mp.delenv("RESTORA_MODELS", raising=False)
+        mp.delenv("RESTORA_MAX_PIXELS", raising=False)
+        yield ModelsSetup(root, home)
+
+
+def test_settings(models: ModelsSetup, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "device": "cpu",
+        "models_dirs": [str(models.root)],
+        "max_pixels": 4_000_000,
+        "max_upload_bytes": 32 << 20,
+        "max_output_pixels": 20_000_000,
+        "log_level": "warning",
+        "keepalive_seconds": 1.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+    server: Any
+    thread: threading.Thread
+    settings: Settings
+
+    def stop(self) -> None:
+        hub = getattr(self.app.state, "hub", None)
+        if hub is not None:
+            hub.close()
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@contextlib.contextmanager
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    """The real app under uvicorn on a free loopback port, until the block ends."""
+    from backend.app import create_app
+    from backend.server import bind, make_server
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    app = create_app(settings)
+    server = make_server(settings, app)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn-test"
+    )
+    thread.start()
+    live = LiveServer(f"http://127.0.0.1:{port}", app, server, thread, settings)
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    try:
+        while True:
+            try:
+                r = httpx.get(f"{live.url}/v1/health", headers=headers, timeout=2)
+                if r.status_code == 200 and r.json().get("ready", True):
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        yield live
+    finally:
+        live.stop()
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models: ModelsSetup) -> Iterator[LiveServer]:
+    with live_server(test_settings(tiny_models)) as live:
+        yield live
+
+
+@dataclass
+class Client:
+    """What a plug-in does, in a few lines of httpx: upload, submit, follow, fetch."""
+
+    url: str
+    name: str = "test"
+    token: str | None = None
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def upload(self, pixels: np.ndarray) -> str:
+        fmt = PixelFormat(
+            pixels.shape[1],
+            pixels.shape[0],
+            pixels.shape[2],
+            16 if pixels.dtype == np.uint16 else 8,
+        )
+        data = np.ascontiguousarray(pixels.astype("<u2") if fmt.depth == 16 else pixels)
+        r = self.http.post(
+            "/v1/images", content=data.tobytes(), headers={"Content-Type": fmt.media_type()}
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def submit(self, pixels: np.ndarray, mask: np.ndarray | None = None, **request: Any) -> dict:
+        body = {
+            "task": "upscale",
+            "model": "tiny-x2",
+            "client": self.name,
+            **request,
+            "image": self.upload(pixels),
+        }
+        if mask is not None:
+            body["mask"] = self.upload(mask)
+        r = self.http.post("/v1/jobs", json=body)
+        assert r.status_code in (200, 202), r.text
+        return r.json()
+
+    def status(self, job_id: str) -> dict:
+        r = self.http.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, job_id: str, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(job_id)
+            if status["state"] in ("finished", "failed", "cancelled"):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {status['state']}")
+            time.sleep(0.02)
+
+    def result(self, job_id: str) -> np.ndarray:
+        r = self.http.get(f"/v1/jobs/{job_id}/result", params={"format": "raw"})
+        assert r.status_code == 200, r.text
+        fmt = PixelFormat.parse(r.headers["content-type"])
+        dtype = np.dtype("<u2") if fmt.depth == 16 else np.uint8
+        return np.frombuffer(r.content, dtype).reshape(fmt.height, fmt.width, fmt.channels)
+
+    def events(
+        self, until: Any, after: int | None = None, timeout: float = 30.0, client: str | None = None
+    ) -> list[dict]:
+        """Read this client's event stream until `until(event)` is true for an event."""
+        params: dict[str, Any] = {"client": client or self.name}
+        if after is not None:
+            params["after"] = after
+        return read_events(self.http, params, until, timeout)
+
+
+def read_events(
+    http: httpx.Client,
+    params: dict[str, Any],
+    until: Any,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> list[dict]:
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    with http.stream(
+        "GET",
+        "/v1/events",
+        params=params,
+        headers=headers,
+        timeout=httpx.Timeout(timeout, read=5.0),
+    ) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                seen.append(event)
+                if until(event):
+                    return seen
+            if time.monotonic() > deadline:
+                break
+    raise TimeoutError(f"events ended without the awaited one; saw {[e['type'] for e in seen]}")
+
+
+def random_image(
+    height: int, width: int, channels: int = 3, depth: int = 8, seed: int = 0
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = 65535 if depth == 16 else 255
+    return rng.integers(
+        0, top + 1, (height, width, channels), dtype=np.uint16 if depth == 16 else np.uint8
+    )
+
+
+def reference_upscale(
+    models: ModelsSetup, pixels: np.ndarray, model: str = "tiny-x2", **params: Any
+) -> np.ndarray:
+    """What the engine itself makes of `pixels`: the result a job must return."""
+    from backend import paths
+    from backend.models.registry import Registry
+    from backend.models.runtime import load_model
+    from backend.tasks.upscale import UpscaleParams, run
+
+    entry = Registry(paths.models_dirs([str(models.root)])).find(model)
+    return run(pixels, load_model(entry, device="cpu"), UpscaleParams(**params))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_without_restora() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RESTORA_")}
