@@ -1,0 +1,92 @@
+"""What the backend offers: its tasks, their models and options, as menus and forms need them.
+
+The plug-ins build their task actions and option forms from this, so a task added to the
+backend appears in the editors without code per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..shared.protocol import Health, ModelInfo, ParamInfo, Task, TaskInfo
+from .client import Client
+
+TASK_TITLES = {
+    Task.UPSCALE: "Upscale",
+    Task.FACE_RESTORE: "Restore faces",
+    Task.REFINE: "Refine",
+    Task.TILED_REFINE: "Refine in tiles",
+    Task.INSTRUCT_EDIT: "Edit by instruction",
+    Task.COLORIZE: "Colorize",
+    Task.INPAINT: "Inpaint",
+    Task.DENOISE: "Denoise",
+}
+
+#: options the docker shows for every task, with a label; the rest keep the backend's names
+PARAM_LABELS = {"scale": "Scale", "tile": "Tile size", "overlap": "Tile overlap",
+                "alpha": "Transparency", "strength": "Strength", "width": "Width"}
+
+
+def task_title(task: Task) -> str:
+    return TASK_TITLES.get(task, task.value.replace("-", " ").capitalize())
+
+
+def task_action_id(task: Task) -> str:
+    """The editor action id of "run this task" (stable: users bind shortcuts to it)."""
+    return "restora_task_" + task.value.replace("-", "_")
+
+
+def param_label(param: ParamInfo) -> str:
+    return PARAM_LABELS.get(param.name, param.name.replace("_", " ").capitalize())
+
+
+@dataclass
+class Catalog:
+    health: Health
+    tasks: list[TaskInfo]
+    models: list[ModelInfo]
+
+    def available_tasks(self) -> list[Task]:
+        return [t.task for t in self.tasks if t.available]
+
+    def task_info(self, task: Task) -> TaskInfo | None:
+        return next((t for t in self.tasks if t.task == task), None)
+
+    def offers(self, task: Task) -> bool:
+        info = self.task_info(task)
+        return info is not None and info.available
+
+    def models_for(self, task: Task) -> list[ModelInfo]:
+        return [m for m in self.models if m.usable and task in m.tasks]
+
+    def default_model(self, task: Task) -> str | None:
+        """The backend's default model for the task when it has it, else its first one."""
+        names = [m.name for m in self.models_for(task)]
+        info = self.task_info(task)
+        if info is not None and info.default_model in names:
+            return info.default_model
+        return names[0] if names else None
+
+    def resolve_model(self, task: Task, wanted: str | None) -> str | None:
+        """The user's model if the backend has it, else the default."""
+        if wanted and any(m.name == wanted for m in self.models_for(task)):
+            return wanted
+        return self.default_model(task)
+
+    def params(self, task: Task) -> list[ParamInfo]:
+        info = self.task_info(task)
+        return list(info.params) if info is not None else []
+
+    def describe(self) -> str:
+        """One line for the docker: version, device, models."""
+        h = self.health
+        device = h.device_name or h.device or "starting"
+        count = sum(1 for m in self.models if m.usable)
+        return (f"Connected: Restora {h.version} on {device}, "
+                f"{count} model{'s' if count != 1 else ''}")
+
+
+def fetch_catalog(client: Client) -> Catalog:
+    """Connect and read the backend's tasks and models (blocking: call off the UI thread)."""
+    health = client.connect()
+    return Catalog(health, client.tasks(), client.models())

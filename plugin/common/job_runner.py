@@ -1,0 +1,355 @@
+"""One job, run on a worker thread: send the pixels, follow the events, fetch the result.
+
+Steps: 1. connect (health, protocol), 2. upload the image and mask, 3. submit, 4. follow the
+event stream (reconnecting after a broken connection, with the last event number seen), 5.
+fetch the result and free it on the server. The listener hears progress, finished, failed or
+cancelled through `dispatch`, which the editor adapter sets to "run this on the UI thread";
+the worker itself never touches the editor.
+
+A broken stream is followed by health checks for `reconnect_timeout` seconds: the same backend
+back means the job goes on; a different instance (restarted) or none at all ends the job with
+BackendLost, and the editor's document was never changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..shared.geometry import Bounds, Extent
+from ..shared.protocol import (
+    EventType,
+    Health,
+    JobRequest,
+    JobState,
+    PixelFormat,
+    Placement,
+    ResultInfo,
+    Task,
+)
+from .catalog import Catalog, task_title
+from .client import Client, EventStream
+from .errors import (
+    BackendLost,
+    BackendUnavailable,
+    JobCancelled,
+    JobFailed,
+    PluginError,
+    ServerError,
+)
+from .pixels import Bytes, PixelBuffer
+
+#: seconds a broken connection may take to come back before the job counts as lost
+RECONNECT_TIMEOUT = 15.0
+#: seconds after a cancel request before the job is given up without the backend's answer
+CANCEL_GRACE = 10.0
+
+Dispatch = Callable[[Callable[[], None]], None]
+
+
+def call_now(fn: Callable[[], None]) -> None:
+    """A dispatch for tests and scripts: run the callback on the worker thread itself."""
+    fn()
+
+
+@dataclass
+class JobInput:
+    """What an action sends: pixels in the wire's order, where they sit, and the task."""
+
+    task: Task
+    image: PixelBuffer
+    bounds: Bounds
+    canvas: Extent
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    #: the selection, one byte per pixel of `image`; None: the whole image is processed
+    mask: Bytes | None = None
+    feather: float | None = None
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    task: Task
+    model: str
+    pixels: PixelBuffer
+    placement: Placement
+
+
+class JobListener(Protocol):
+    def on_progress(self, fraction: float, stage: str) -> None: ...
+
+    def on_finished(self, result: JobResult) -> None: ...
+
+    def on_failed(self, error: PluginError) -> None: ...
+
+    def on_cancelled(self) -> None: ...
+
+
+class Outcome(str, enum.Enum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobRunner:
+    def __init__(self, client: Client, job: JobInput, listener: JobListener,
+                 dispatch: Dispatch = call_now, reconnect_timeout: float | None = None,
+                 cancel_grace: float | None = None) -> None:
+        self.client = client
+        self.job = job
+        self.listener = listener
+        self.dispatch = dispatch
+        # None: the module's values, read now, so a script can change them for every job
+        self.reconnect_timeout = RECONNECT_TIMEOUT if reconnect_timeout is None \
+            else reconnect_timeout
+        self.cancel_grace = CANCEL_GRACE if cancel_grace is None else cancel_grace
+        self.job_id = f"job-{uuid.uuid4().hex}"
+        self.outcome = Outcome.RUNNING
+        self.error: PluginError | None = None
+        self.result: JobResult | None = None
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._submitted = False
+        self._gave_up = False
+        self._stream: EventStream | None = None
+        self._final: ResultInfo | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the UI side ---
+
+    def start(self) -> JobRunner:
+        self._thread = threading.Thread(target=self._run, name=f"restora-{self.job_id[:12]}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the backend to stop; returns at once. The listener hears `on_cancelled`."""
+        if self._done.is_set() or self._cancel.is_set():
+            return
+        self._cancel.set()
+        with self._lock:
+            submitted = self._submitted
+        if submitted:  # otherwise the worker cancels right after it submits
+            threading.Thread(target=self._send_cancel, name="restora-cancel", daemon=True).start()
+
+    @property
+    def cancelling(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job has ended (its last callback is dispatched); for scripts/tests."""
+        return self._done.wait(timeout)
+
+    # --- the worker ---
+
+    def _run(self) -> None:
+        try:
+            result = self._execute()
+        except JobCancelled:
+            self._end(Outcome.CANCELLED, self.listener.on_cancelled)
+        except PluginError as exc:
+            failure = exc  # `exc` is unbound after the block; the callback may run later
+            self.error = failure
+            self._end(Outcome.FAILED, lambda: self.listener.on_failed(failure))
+        except Exception as exc:  # a bug must end the job with a message, not hang the UI
+            error = PluginError(f"The Restora plug-in failed unexpectedly: {exc!r}.",
+                                "This is a bug in the plug-in; please report it.")
+            self.error = error
+            self._end(Outcome.FAILED, lambda: self.listener.on_failed(error))
+        else:
+            self.result = result
+            self._end(Outcome.FINISHED, lambda: self.listener.on_finished(result))
+
+    def _end(self, outcome: Outcome, callback: Callable[[], None]) -> None:
+        self.outcome = outcome
+        try:
+            self.dispatch(callback)
+        finally:
+            self._done.set()
+
+    def _execute(self) -> JobResult:
+        job, client = self.job, self.client
+        # 1. connect
+        self._progress(0.0, "connecting")
+        health = client.connect()
+        instance = health.instance
+        model = job.model or self._default_model(health)
+        self._check_cancel()
+        # 2. upload
+        self._progress(0.0, "sending the image")
+        image_id = client.upload(job.image)
+        mask_id = None
+        if job.mask is not None:
+            fmt = PixelFormat(job.image.format.width, job.image.format.height, 1, 8)
+            mask_id = client.upload(PixelBuffer(job.mask, fmt))
+        self._check_cancel()
+        # 3. submit
+        after = client.last_seq(instance)
+        request = JobRequest(task=job.task, image=image_id, model=model,
+                             params=dict(job.params), mask=mask_id, feather=job.feather,
+                             bounds=job.bounds, canvas=job.canvas, id=self.job_id,
+                             client=client.client_id)
+        status = client.submit(request)
+        with self._lock:
+            self._submitted = True
+        if self._cancel.is_set():
+            threading.Thread(target=self._send_cancel, daemon=True).start()
+        # 4. follow
+        self._follow(instance, after)
+        if self._cancel.is_set():  # finished before the cancel arrived: drop the result
+            self._forget()
+            raise JobCancelled("Cancelled.")
+        # 5. fetch
+        self._progress(1.0, "receiving the result")
+        final = self._final or client.status(self.job_id).result
+        if final is None:
+            raise BackendLost("The backend finished the job but kept no result.",
+                              "Run the action again.")
+        pixels = client.result(self.job_id)
+        self._forget()
+        if (pixels.format.width, pixels.format.height) != (final.placement.bounds.width,
+                                                           final.placement.bounds.height):
+            raise PluginError("The backend's result does not match its own placement.",
+                              "This is a bug in Restora; please report it.")
+        return JobResult(self.job_id, job.task, status.model, pixels, final.placement)
+
+    def _default_model(self, health: Health) -> str:
+        """The backend's default model for the task if it has it, else its first one."""
+        task = self.job.task
+        catalog = Catalog(health, self.client.tasks(), self.client.models(task))
+        model = catalog.default_model(task)
+        if model is None:
+            raise PluginError(
+                f"Restora's backend has no model for '{task_title(task)}'.",
+                "Put a model file into one of its models folders (`restora models dirs` lists "
+                "them), or run `restora models install-defaults`, then try again.")
+        return model
+
+    def _follow(self, instance: str | None, after: int | None) -> None:
+        """Until the job's 'finished' event; raises for failed, cancelled and lost jobs."""
+        while True:
+            try:
+                stream = self.client.events(after)
+                with self._lock:
+                    self._stream = stream
+                    gave_up = self._gave_up
+                if gave_up:  # a cancel the backend could not hear: stop at once
+                    stream.close()
+                with stream:
+                    for event in stream:
+                        self.client.saw_seq(instance, event.seq)
+                        after = event.seq
+                        if event.job != self.job_id:
+                            continue
+                        if self._handle(event.type, event.state, event.progress, event.stage,
+                                        event.position, event.error, event.result):
+                            return
+                if self._cancel.is_set():
+                    raise JobCancelled("Cancelled.")
+                raise BackendUnavailable.at(self.client.url, "the event stream ended")
+            except BackendUnavailable:
+                if self._cancel.is_set():
+                    raise JobCancelled("Cancelled.") from None
+                self._recover(instance)
+                status = self._status_after_reconnect()
+                if self._handle(EventType.PROGRESS, status.state, status.progress, status.stage,
+                                status.position, status.error, status.result):
+                    return
+            finally:
+                with self._lock:
+                    self._stream = None
+
+    def _handle(self, kind: EventType, state: JobState, progress: float, stage: str,
+                position: int | None, error: Any, result: ResultInfo | None) -> bool:
+        """True when the job has finished; raises when it failed or was cancelled."""
+        if state == JobState.FINISHED and kind != EventType.REMOVED:
+            self._final = result
+            return True
+        if state == JobState.FAILED:
+            if error is not None:
+                raise JobFailed(error.message, error.hint, code=error.code)
+            raise JobFailed("The job failed on the backend.", "The backend's log has details.")
+        if state == JobState.CANCELLED or kind == EventType.REMOVED:
+            raise JobCancelled("Cancelled.")
+        if state == JobState.QUEUED:
+            ahead = f": {position} job{'s' if position != 1 else ''} ahead" if position else ""
+            self._progress(0.0, f"waiting{ahead}")
+        else:
+            self._progress(progress, stage or "working")
+        return False
+
+    def _recover(self, instance: str | None) -> None:
+        """Wait for the same backend to answer again; BackendLost when it does not."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.2
+        self._progress(-1.0, "connection lost, reconnecting")
+        while True:
+            try:
+                health = self.client.health()
+            except BackendUnavailable:
+                if time.monotonic() >= deadline:
+                    raise BackendLost(
+                        f"Restora's backend at {self.client.url} stopped while it worked on "
+                        "this job; the job is lost (your image was not changed).",
+                        "Start it again with `restora serve`, then run the action again.",
+                    ) from None
+                if self._cancel.wait(delay):
+                    raise JobCancelled("Cancelled.") from None
+                delay = min(delay * 2, 2.0)
+                continue
+            if instance is not None and health.instance not in (None, instance):
+                raise BackendLost(
+                    "Restora's backend was restarted while it worked on this job; the job is "
+                    "lost (your image was not changed).", "Run the action again.")
+            return
+
+    def _status_after_reconnect(self) -> Any:
+        try:
+            return self.client.status(self.job_id)
+        except ServerError as exc:
+            if exc.status == 404:
+                raise BackendLost("The backend no longer knows this job; it is lost (your "
+                                  "image was not changed).", "Run the action again.") from None
+            raise
+
+    def _send_cancel(self) -> None:
+        try:
+            self.client.cancel(self.job_id)
+        except PluginError:
+            self._give_up()  # the backend cannot be told: stop waiting for it now
+            return
+        if not self._done.wait(self.cancel_grace):
+            self._give_up()
+
+    def _give_up(self) -> None:
+        with self._lock:
+            self._gave_up = True
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def _forget(self) -> None:
+        with contextlib.suppress(PluginError):  # the server forgets it by itself after a while
+            self.client.remove(self.job_id)
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise JobCancelled("Cancelled.")
+
+    def _progress(self, fraction: float, stage: str) -> None:
+        """fraction in 0..1, or negative while it is unknown (show a busy indicator)."""
+        self.dispatch(lambda: self.listener.on_progress(fraction, stage))

@@ -1,0 +1,120 @@
+"""The plug-in's settings: a dataclass, and its conversion to and from strings.
+
+Editors store settings as strings (Krita's readSetting/writeSetting, GIMP's parasites or a
+file); `to_strings` and `from_strings` give one JSON-encoded string per field, so a value the
+user (or an older version) broke falls back to its default instead of breaking the plug-in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..shared.protocol import DEFAULT_PORT, Task
+
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+SOURCES = ("layer", "projection")
+UPSCALE_TARGETS = ("layer", "document")
+#: parameters a selection restore never sends: the result must fit the selection again
+SIZE_PARAMS = frozenset({"scale", "width"})
+
+
+@dataclass
+class Settings:
+    backend_url: str = DEFAULT_URL
+    #: the token a backend started with --token needs; empty for the local one
+    token: str = ""
+    #: the task "Restore selection" runs, and the one the docker shows
+    task: str = Task.UPSCALE.value
+    #: model per task ("" or missing: the backend's default model for the task)
+    models: dict[str, str] = field(default_factory=dict)
+    #: options per task (scale, tile, strength...), as the backend names its parameters
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: feather width of a restored selection's edge in pixels; None: the backend's default
+    feather: float | None = None
+    #: context around a selection in pixels; None: the feather width, at least 16
+    padding: int | None = None
+    #: what is sent: the active layer, or the whole image as it is shown
+    source: str = "layer"
+    #: where an upscaled image goes: a new layer of the scaled document, or a new document
+    upscale_into: str = "layer"
+
+    def model_for(self, task: Task | str) -> str | None:
+        return self.models.get(_task_name(task)) or None
+
+    def options_for(self, task: Task | str, in_place: bool = False) -> dict[str, Any]:
+        """The task's options to send; in place (a selection) without the size options."""
+        opts = {k: v for k, v in self.options.get(_task_name(task), {}).items() if v is not None}
+        if in_place:
+            opts = {k: v for k, v in opts.items() if k not in SIZE_PARAMS}
+        return opts
+
+    def restore_task(self) -> Task:
+        try:
+            return Task(self.task)
+        except ValueError:
+            return Task.UPSCALE
+
+    def to_strings(self) -> dict[str, str]:
+        return {f.name: json.dumps(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_strings(cls, values: dict[str, str]) -> Settings:
+        """Settings from stored strings; a missing or broken value keeps its default."""
+        settings = cls()
+        for f in dataclasses.fields(cls):
+            raw = values.get(f.name)
+            if not raw:
+                continue
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            default = getattr(settings, f.name)
+            if _fits(value, default, f.name):
+                setattr(settings, f.name, value)
+        settings.backend_url = normalise_url(settings.backend_url) or DEFAULT_URL
+        if settings.source not in SOURCES:
+            settings.source = "layer"
+        if settings.upscale_into not in UPSCALE_TARGETS:
+            settings.upscale_into = "layer"
+        return settings
+
+
+_OPTIONAL_NUMBERS = {"feather": (int, float), "padding": (int,)}
+
+
+def _fits(value: Any, default: Any, name: str) -> bool:
+    if name in _OPTIONAL_NUMBERS:
+        return value is None or (isinstance(value, _OPTIONAL_NUMBERS[name])
+                                 and not isinstance(value, bool) and value >= 0)
+    if isinstance(default, dict):
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return isinstance(value, type(default))
+
+
+def _task_name(task: Task | str) -> str:
+    return task.value if isinstance(task, Task) else task
+
+
+def normalise_url(url: str) -> str | None:
+    """`http(s)://host[:port]` without a trailing slash, or None when it is not such a URL.
+
+    A bare `host:port` gets `http://`, since that is what people type.
+    """
+    url = url.strip()
+    if not url:
+        return None
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"

@@ -1,0 +1,60 @@
+"""The menu actions as plain functions, for the extension, for scripts and for the tests.
+
+    from restora.krita import actions
+    run = actions.restore_selection(doc, node, settings, wait=True)
+    run.status, run.layer_name, run.error
+
+Without `settings` they use the plug-in's own controller (the one the menu and the docker use,
+with the settings stored in Krita); with `settings`, a one-off controller that saves nothing.
+`wait=True` runs Qt's event loop until the new layer is in place: the worker thread, the
+queued hand-over to the UI thread and the insertion all happen as they do from the menu.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..common.settings import Settings
+from ..shared.protocol import Task
+from .controller import ActionRun, Controller
+
+_controller: Controller | None = None
+
+
+def controller() -> Controller:
+    """The plug-in's controller, made on first use with the settings stored in Krita."""
+    global _controller
+    if _controller is None:
+        from .settings_store import load_settings, save_settings
+
+        _controller = Controller(load_settings(), save_settings)
+    return _controller
+
+
+def _pick(settings: Settings | None) -> Controller:
+    return Controller(settings) if settings is not None else controller()
+
+
+def upscale_image(document: Any = None, node: Any = None, settings: Settings | None = None,
+                  wait: bool = False, timeout: float = 600.0) -> ActionRun:
+    """Upscale the layer (or the image as shown): the document is scaled by Krita and the
+    upscaled layer added above the source layer, or a new document opened (by setting)."""
+    run = _pick(settings).upscale_image(document, node)
+    return run.wait(timeout) if wait else run
+
+
+def restore_selection(document: Any = None, node: Any = None, settings: Settings | None = None,
+                      wait: bool = False, task: Task | None = None,
+                      timeout: float = 600.0) -> ActionRun:
+    """Restore the selection with the chosen task into a new layer, feathered, transparent
+    outside the selection."""
+    run = _pick(settings).restore_selection(document, node, task)
+    return run.wait(timeout) if wait else run
+
+
+def run_task(task: Task, document: Any = None, node: Any = None,
+             settings: Settings | None = None, wait: bool = False,
+             timeout: float = 600.0) -> ActionRun:
+    """A task on the selection when there is one, else on the whole layer."""
+    run = _pick(settings).run_task(task, document, node)
+    return run.wait(timeout) if wait else run

@@ -1,0 +1,245 @@
+"""The UI-thread side of the plug-in: settings, the backend connection, and the running action.
+
+Workers never touch Krita: they hand callbacks to `UiDispatcher.post`, a queued Qt signal, so
+results are applied on Krita's UI thread. One action runs at a time (the backend runs one job
+at a time anyway); the docker follows `Controller.changed`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from krita import Krita
+
+from ..common.catalog import Catalog, task_title
+from ..common.connection import Connection
+from ..common.errors import BackendLost, BackendUnavailable, PluginError
+from ..common.job_runner import JobResult, JobRunner
+from ..common.operations import (
+    PreparedJob,
+    apply_result,
+    prepare_restore,
+    prepare_task,
+    prepare_upscale,
+)
+from ..common.settings import Settings
+from ..shared.protocol import Task
+from .document import KritaEditor
+from .qt import QEventLoop, QObject, Qt, QTimer, pyqtSignal
+
+#: seconds between health checks while disconnected; connected, every POLL_CONNECTED_EVERY-th
+POLL_SECONDS = 5
+POLL_CONNECTED_EVERY = 6
+
+
+class UiDispatcher(QObject):
+    """Runs callables on the thread that created it (Krita's UI thread), from any thread."""
+
+    _call = pyqtSignal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._call.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        self._call.emit(fn)
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # an exception escaping a slot would abort Krita under PyQt 5.5+
+            traceback.print_exc()
+
+
+class ActionRun:
+    """One action from the menu click to the new layer; also what scripts and tests get."""
+
+    def __init__(self, controller: Controller, title: str) -> None:
+        self.controller = controller
+        self.title = title
+        self.status = "running"  # then "finished", "failed" or "cancelled"
+        self.progress = 0.0
+        self.stage = "starting"
+        self.layer_name: str | None = None
+        self.error: PluginError | None = None
+        self.editor: KritaEditor | None = None
+        self.prepared: PreparedJob | None = None
+        self.runner: JobRunner | None = None
+        self._on_done: list[Callable[[], None]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    def cancel(self) -> None:
+        if self.runner is not None and not self.done:
+            self.stage = "cancelling"
+            self.runner.cancel()
+            self.controller.notify()
+
+    def wait(self, timeout: float = 600.0) -> ActionRun:
+        """Run Qt's event loop until the action has ended (for scripts and tests: the menu
+        actions never wait)."""
+        if not self.done:
+            loop = QEventLoop()
+            self._on_done.append(loop.quit)
+            QTimer.singleShot(int(timeout * 1000), loop.quit)
+            loop.exec()
+        return self
+
+    # - JobListener: called on the UI thread through the dispatcher -
+
+    def on_progress(self, fraction: float, stage: str) -> None:
+        if self.done:
+            return
+        self.progress, self.stage = fraction, stage
+        self.controller.notify()
+
+    def on_finished(self, result: JobResult) -> None:
+        editor, prepared = self.editor, self.prepared
+        if editor is None or prepared is None:  # a runner starts only once both are set
+            return
+        try:
+            self.layer_name = apply_result(editor, prepared, result)
+        except PluginError as exc:
+            self.fail(exc)
+            return
+        except Exception as exc:  # a bug: the action must still end, with a message
+            traceback.print_exc()
+            self.fail(PluginError(f"Restora could not add the result: {exc!r}.",
+                                  "This is a bug in the plug-in; please report it."))
+            return
+        self._end("finished", f"Added '{self.layer_name}'.")
+
+    def on_failed(self, error: PluginError) -> None:
+        self.fail(error)
+
+    def on_cancelled(self) -> None:
+        self._end("cancelled", "Cancelled; the image was not changed.")
+
+    def fail(self, error: PluginError) -> None:
+        self.error = error
+        if isinstance(error, (BackendUnavailable, BackendLost)):
+            self.controller.connection.mark_unavailable(error)
+        self._end("failed", error.text)
+
+    def _end(self, status: str, message: str) -> None:
+        self.status, self.stage = status, message
+        self.progress = 1.0 if status == "finished" else 0.0
+        self.controller.action_ended(self)
+        for callback in self._on_done:
+            callback()
+
+
+Prepare = Callable[[KritaEditor, Catalog | None], PreparedJob]
+
+
+class Controller(QObject):
+    changed = pyqtSignal()
+
+    def __init__(self, settings: Settings,
+                 save: Callable[[Settings], None] | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self._save = save
+        self.dispatcher = UiDispatcher()
+        self.connection = Connection(settings.backend_url, settings.token,
+                                     dispatch=self.dispatcher.post,
+                                     on_change=lambda _c: self.notify())
+        self.current: ActionRun | None = None
+        self.last: ActionRun | None = None
+        self._ticks = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_SECONDS * 1000)
+        self._timer.timeout.connect(self._poll)
+
+    def start(self) -> None:
+        """Connect now and keep checking, so a backend started later is found."""
+        self._timer.start()
+        self.connection.refresh()
+
+    def notify(self) -> None:
+        self.changed.emit()
+
+    def update_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        if self._save is not None:
+            self._save(settings)
+        before = self.connection.client
+        self.connection.configure(settings.backend_url, settings.token)
+        if self.connection.client is not before:
+            self.connection.refresh()
+        self.notify()
+
+    # - the actions -
+
+    def upscale_image(self, document: Any = None, node: Any = None) -> ActionRun:
+        return self._start("Upscale image", lambda e, c: prepare_upscale(e, self.settings, c),
+                           document, node)
+
+    def restore_selection(self, document: Any = None, node: Any = None,
+                          task: Task | None = None) -> ActionRun:
+        return self._start("Restore selection",
+                           lambda e, c: prepare_restore(e, self.settings, task, c),
+                           document, node)
+
+    def run_task(self, task: Task, document: Any = None, node: Any = None) -> ActionRun:
+        return self._start(task_title(task), lambda e, c: prepare_task(e, self.settings, task, c),
+                           document, node)
+
+    def cancel(self) -> None:
+        if self.current is not None:
+            self.current.cancel()
+
+    def _start(self, title: str, prepare: Prepare, document: Any, node: Any) -> ActionRun:
+        run = ActionRun(self, title)
+        if self.current is not None and not self.current.done:
+            run.fail(PluginError(f"Restora is still working on '{self.current.title}'.",
+                                 "Wait for it to finish, or cancel it."))
+            return run
+        document = document or Krita.instance().activeDocument()
+        if document is None:
+            run.fail(PluginError("No image is open.", "Open or create an image first."))
+            return run
+        try:
+            run.editor = KritaEditor(document, node)
+            run.prepared = prepare(run.editor, self.connection.catalog)
+        except PluginError as exc:
+            run.fail(exc)
+            return run
+        except Exception as exc:  # a bug must not take Krita down with it
+            traceback.print_exc()
+            run.fail(PluginError(f"Restora could not read the image: {exc!r}.",
+                                 "This is a bug in the plug-in; please report it."))
+            return run
+        self.current = run
+        run.runner = JobRunner(self.connection.client, run.prepared.input, run,
+                               dispatch=self.dispatcher.post).start()
+        self.notify()
+        return run
+
+    def action_ended(self, run: ActionRun) -> None:
+        if self.current is run:
+            self.current = None
+        self.last = run
+        self.notify()
+        _show_floating(f"Restora: {run.stage}")
+
+    def _poll(self) -> None:
+        self._ticks += 1
+        if self.current is not None:
+            return  # a job reports its own connection trouble
+        if not self.connection.connected or self._ticks % POLL_CONNECTED_EVERY == 0:
+            self.connection.refresh()
+
+
+def _show_floating(message: str) -> None:
+    """A short message on the canvas (Krita's own, non-blocking), when there is a window."""
+    window = Krita.instance().activeWindow()
+    view = window.activeView() if window is not None else None
+    if view is not None and hasattr(view, "showFloatingMessage"):
+        from .qt import QtGui
+
+        view.showFloatingMessage(message, QtGui.QIcon(), 4000, 1)

@@ -1,0 +1,212 @@
+"""The `Editor` over one Krita document and the layer an action started from.
+
+Pixels: Krita's pixelData is in the colour space's native order, BGRA for 8 and 16-bit RGB
+(16-bit little-endian), gray + alpha for GRAYA; other spaces go through a converted copy of the
+document (colour.py), so the user's document is never converted.
+
+Undo: Krita 5.1's Python API has no undo macro. Adding a node is one undo step (its pixels are
+written before it is added, so that step holds them); Document.scaleImage is another. So a
+restored selection undoes in one step, an upscale in two (the layer, then the scaling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from krita import Krita
+
+from ..common.errors import DocumentGone, UnsupportedDocument
+from ..common.pixels import PixelBuffer, swap_red_blue
+from ..shared.geometry import Bounds, Extent
+from ..shared.protocol import PixelFormat
+from .colour import ColourSpace, WireSpace, wire_space
+
+#: Krita's node types whose pixels live in their own paint device
+_PAINT_TYPES = ("paintlayer",)
+_MASK_TYPES = ("selectionmask", "transparencymask", "filtermask", "transformmask",
+               "colorizemask")
+
+
+def source_node(document: Any, node: Any | None = None) -> Any:
+    """The layer an action reads: the given node, the active one, or the top paint layer."""
+    node = node or document.activeNode()
+    if node is not None and node.type() in _MASK_TYPES:
+        node = node.parentNode()  # a mask is edited on its layer: restore the layer
+    if node is None or node.type() == "" or node == document.rootNode():
+        layers = [n for n in document.rootNode().childNodes() if n.type() == "paintlayer"]
+        if not layers:
+            raise UnsupportedDocument("This document has no paint layer to work on.",
+                                      "Add or select a paint layer, then try again.")
+        node = layers[-1]
+    return node
+
+
+#: documents this plug-in opened: Krita's Python wrapper owns a document made by
+#: createDocument, and the document disappears when its wrapper is garbage-collected
+_opened_documents: list[Any] = []
+
+
+def find_node(document: Any, uid: Any) -> Any | None:
+    """The node with this unique id, searched through the tree (Krita 5.1's
+    Document.nodeByUniqueID returns a bare QObject to Python, unusable as a Node)."""
+    stack = list(document.rootNode().childNodes())
+    while stack:
+        node = stack.pop()
+        if node.uniqueId() == uid:
+            return node
+        stack.extend(node.childNodes())
+    return None
+
+
+class KritaEditor:
+    """plugin.common.editor.Editor for Krita; use on the UI thread only."""
+
+    def __init__(self, document: Any, node: Any | None = None) -> None:
+        self.document = document
+        self.node = source_node(document, node)
+        self._uid = self.node.uniqueId()
+        self._name = self.node.name()
+        self._wire: WireSpace | None = None
+
+    # --- reading ---
+
+    def canvas(self) -> Extent:
+        return Extent(self.document.width(), self.document.height())
+
+    def source_name(self) -> str:
+        return self._name
+
+    def document_space(self) -> ColourSpace:
+        d = self.document
+        return ColourSpace(d.colorModel(), d.colorDepth(), d.colorProfile())
+
+    def read_pixels(self, region: Bounds, projection: bool = False) -> PixelBuffer:
+        doc, node = self.document, self.node
+        source = self.document_space() if projection else ColourSpace(
+            node.colorModel(), node.colorDepth(), node.colorProfile())
+        wire = wire_space(source)
+        self._wire = wire
+        doc.waitForDone()
+        if wire.converted:
+            data = self._read_converted(wire, region, projection)
+        elif projection:
+            data = bytes(doc.pixelData(region.x, region.y, region.width, region.height))
+        else:
+            data = bytes(self._read_node(node, region))
+        fmt = PixelFormat(region.width, region.height, wire.channels, wire.bits)
+        if len(data) != fmt.nbytes:
+            raise UnsupportedDocument(
+                f"Krita gave {len(data)} bytes for the layer '{self._name}' where "
+                f"{fmt.nbytes} were expected.", "Try with a paint layer, or with the whole image "
+                "as shown (the 'Send' option in the Restora docker).")
+        if wire.channels == 4:
+            data = swap_red_blue(data, wire.bits)  # Krita's BGRA to the wire's RGBA
+        return PixelBuffer(data, fmt)
+
+    @staticmethod
+    def _read_node(node: Any, region: Bounds) -> Any:
+        if node.type() in _PAINT_TYPES:
+            return node.pixelData(region.x, region.y, region.width, region.height)
+        # groups, vector, file and fill layers: what the layer shows
+        return node.projectionPixelData(region.x, region.y, region.width, region.height)
+
+    def _read_converted(self, wire: WireSpace, region: Bounds, projection: bool) -> bytes:
+        """Read through a converted copy of the document; the document itself is untouched."""
+        copy = self.document.clone()
+        try:
+            space = wire.space
+            if not copy.setColorSpace(space.model, space.depth, space.profile):
+                raise UnsupportedDocument(
+                    f"Krita could not convert this {self.document.colorModel()} "
+                    f"{self.document.colorDepth()} image to {space.model} {space.depth}.",
+                    "Convert it yourself (Image > Convert Image Color Space), then try again.")
+            copy.waitForDone()
+            if projection:
+                copy.refreshProjection()
+                copy.waitForDone()
+                return bytes(copy.pixelData(region.x, region.y, region.width, region.height))
+            twin = find_node(copy, self._uid)
+            if twin is None:
+                raise DocumentGone(f"The layer '{self._name}' is gone.", "Select a layer.")
+            return bytes(self._read_node(twin, region))
+        finally:
+            copy.close()
+
+    def selection_bounds(self) -> Bounds | None:
+        selection = self.document.selection()
+        if selection is None or selection.width() <= 0 or selection.height() <= 0:
+            return None
+        box = Bounds(selection.x(), selection.y(), selection.width(), selection.height())
+        inside = box.clipped(self.canvas())
+        return None if inside.is_empty else inside
+
+    def selection_mask(self, region: Bounds) -> bytes:
+        selection = self.document.selection()
+        if selection is None:
+            return bytes(region.width * region.height)
+        return bytes(selection.pixelData(region.x, region.y, region.width, region.height))
+
+    # --- writing: only ever new layers, the editor's own scaling, new documents ---
+
+    def is_alive(self) -> bool:
+        return _is_open(self.document)
+
+    def add_layer(self, name: str, pixels: PixelBuffer, at: Bounds) -> None:
+        doc = self.document
+        layer = doc.createNode(name, "paintlayer")
+        self._write(layer, pixels, at)
+        source = find_node(doc, self._uid)
+        if source is not None and source.parentNode() is not None:
+            source.parentNode().addChildNode(layer, source)  # right above the source layer
+        else:  # the source layer was deleted meanwhile: on top
+            doc.rootNode().addChildNode(layer, None)
+        doc.waitForDone()
+
+    def _write(self, layer: Any, pixels: PixelBuffer, at: Bounds) -> None:
+        """Pixels into a layer not yet in the image, converting back from the wire's space."""
+        wire = self._wire or wire_space(self.document_space())
+        target = self.document_space()
+        space = wire.space
+        converted = space != target  # a converted source, or a layer in its own space
+        if converted:
+            layer.setColorSpace(space.model, space.depth, space.profile)
+        data = pixels.data
+        if pixels.channels == 4:
+            data = swap_red_blue(data, pixels.depth)  # the wire's RGBA to Krita's BGRA
+        layer.setPixelData(bytes(data), at.x, at.y, at.width, at.height)
+        if converted:
+            layer.setColorSpace(target.model, target.depth, target.profile)
+
+    def scale_canvas(self, size: Extent) -> None:
+        doc = self.document
+        doc.scaleImage(size.width, size.height, round(doc.xRes()), round(doc.yRes()), "Bicubic")
+        doc.waitForDone()
+
+    def new_document(self, name: str, pixels: PixelBuffer) -> None:
+        app = Krita.instance()
+        src = self.document
+        space = self.document_space()
+        doc = app.createDocument(pixels.format.width, pixels.format.height, name, space.model,
+                                 space.depth, space.profile, src.resolution())
+        layer = doc.rootNode().childNodes()[0]
+        layer.setName(name)
+        editor = KritaEditor(doc, layer)
+        editor._wire = self._wire
+        editor._write(layer, pixels, Bounds(0, 0, pixels.format.width, pixels.format.height))
+        doc.refreshProjection()
+        _opened_documents[:] = [d for d in _opened_documents if _is_open(d)] + [doc]
+        window = app.activeWindow()
+        if window is not None:
+            window.addView(doc)
+
+    @contextlib.contextmanager
+    def undo_group(self, name: str) -> Iterator[None]:
+        # Krita 5.1's Python API cannot group undo steps; see the module docstring
+        yield
+        self.document.waitForDone()
+
+
+def _is_open(document: Any) -> bool:
+    return any(d == document for d in Krita.instance().documents())

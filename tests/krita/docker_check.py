@@ -1,0 +1,67 @@
+"""The Restora docker built outside Krita, under whichever Qt binding this Python has
+(PyQt5 as in Krita 5, or PyQt6 as in Krita 6), against a real backend.
+
+    python docker_check.py PLUGIN_TREE BACKEND_URL   ->  prints one JSON line
+
+PLUGIN_TREE is a built plug-in (installer/krita_plugin.py tree); fake_krita/ stands in for
+Krita. Checks that the docker connects, builds its option form from the backend's
+parameters, and saves an edited option as the plug-in's settings.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def main() -> None:
+    tree, url = sys.argv[1], sys.argv[2]
+    sys.path[:0] = [tree, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_krita")]
+    from restora.common.settings import Settings
+    from restora.krita import actions
+    from restora.krita.qt import QT6, QtCore, QtWidgets
+
+    app = QtWidgets.QApplication([])
+    import krita
+
+    krita.Krita.instance().writeSetting("Restora", "backend_url", json.dumps(url))
+    from restora.krita.docker import RestoraDocker
+
+    host = krita.Krita.instance()  # importing restora registered the extension and docker
+    (extension,) = host.extensions
+    (factory,) = host.dock_factories
+    window = krita.Window()
+    extension.createActions(window)
+    extension.setup()
+    controller = actions.controller()
+    docker = RestoraDocker()
+    controller.start()
+    deadline = time.monotonic() + 30
+    while not controller.connection.connected and time.monotonic() < deadline:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    app.processEvents()
+    labels = [w.text() for w in docker.findChildren(QtWidgets.QLabel) if w.text()]
+    spins = {docker.options.labelForField(w).text(): w
+             for w in docker.findChildren(QtWidgets.QSpinBox)
+             if docker.options.labelForField(w) is not None}
+    spins["Tile overlap"].setValue(24)
+    app.processEvents()
+    stored = Settings.from_strings({
+        "options": krita.Krita.instance().readSetting("Restora", "options", "")})
+    print(json.dumps({
+        "qt6": QT6, "binding": QtCore.__name__.split(".")[0], "docker_id": factory.name,
+        "actions": sorted(window.created), "menu": [
+            a.text() for a in window.created["restora_menu"][0].menu().actions()
+            if a.isVisible() and not a.isSeparator()],
+        "connected": controller.connection.connected, "labels": labels,
+        "models": [docker.model.itemText(i) for i in range(docker.model.count())],
+        "tasks": [docker.task.itemText(i) for i in range(docker.task.count())],
+        "spins": sorted(spins), "stored_overlap": stored.options.get("upscale", {}).get(
+            "overlap")}))
+
+
+if __name__ == "__main__":
+    main()

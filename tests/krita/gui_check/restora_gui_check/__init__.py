@@ -1,0 +1,195 @@
+"""A test-only Krita plug-in: drives Restora through Krita's own menus, docker and undo.
+
+Installed next to Restora by test_krita_gui.py into a throw-away Krita home; when Krita's
+window appears it checks the Tools > Restora menu and the docker, paints a document, triggers
+the menu actions as a click would, undoes, writes what it saw to the JSON file named by
+RESTORA_GUI_CHECK (its "out" key) and quits Krita.
+"""
+
+import dataclasses
+import gc
+import json
+import os
+import time
+import traceback
+
+from krita import Extension, Krita, Selection
+from restora.krita.qt import QEventLoop, QtCore, QTimer, QtWidgets
+
+QCoreApplication = QtCore.QCoreApplication
+QDockWidget, QLabel, QProgressBar = QtWidgets.QDockWidget, QtWidgets.QLabel, QtWidgets.QProgressBar
+
+W, H = 128, 96
+SEL = (40, 30, 36, 24)
+
+
+def pump(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    return condition()
+
+
+def settle(doc, seconds=0.5):
+    doc.waitForDone()
+    pump(lambda: False, seconds)
+    doc.waitForDone()
+
+
+class GuiCheck(Extension):
+    def setup(self):
+        Krita.instance().notifier().windowCreated.connect(self._later)
+
+    def createActions(self, window):
+        pass
+
+    def _later(self):
+        QTimer.singleShot(1500, self.run)
+
+    def run(self):
+        with open(os.environ["RESTORA_GUI_CHECK"]) as f:
+            config = json.load(f)
+        out = {}
+        try:
+            self.check(config, out)
+        except Exception:
+            out["exception"] = traceback.format_exc()
+        with open(config["out"], "w") as f:
+            json.dump(out, f, indent=1, sort_keys=True)
+        app = Krita.instance()
+        for doc in app.documents():
+            doc.setModified(False)
+        app.action("file_quit").trigger()
+
+    def check(self, config, out):
+        from restora.common.settings import Settings
+        from restora.krita import actions
+
+        app = Krita.instance()
+        window = app.activeWindow()
+        qwin = window.qwindow()
+        controller = actions.controller()
+
+        # 1. the menu and the registered (shortcut-able) actions
+        out["menu"] = restora_menu(qwin)
+        ids = ["restora_upscale_image", "restora_restore_selection", "restora_cancel",
+               "restora_task_denoise", "restora_task_face_restore"]
+        out["actions"] = {i: app.action(i) is not None for i in ids}
+
+        # 2. settings from the docker's point of view, the connection
+        settings = Settings(backend_url=config["url"], models={"upscale": "tiny-x2"},
+                            options={"upscale": {"tile": 0}}, padding=8, feather=4.0)
+        controller.update_settings(settings)
+        out["connected"] = pump(lambda: controller.connection.connected, 30)
+        out["stored_url"] = app.readSetting("Restora", "backend_url", "")
+        out["task_actions_visible"] = {i: app.action(i).isVisible() for i in ids[3:]}
+        docker = find_docker(qwin)
+        out["docker"] = docker is not None
+        out["docker_labels_connected"] = labels(docker)
+
+        # 3. Restore selection from the menu, then undo
+        doc = app.createDocument(W, H, "gui-check", "RGBA", "U8", "", 72.0)
+        window.addView(doc)
+        base = doc.rootNode().childNodes()[0]
+        base.setPixelData(pattern(), 0, 0, W, H)
+        sel = Selection()
+        sel.select(*SEL, 255)
+        doc.setSelection(sel)
+        doc.setActiveNode(base)
+        settle(doc)
+        before = bytes(base.pixelData(0, 0, W, H))
+        out["restore"] = trigger(app, controller, "restora_restore_selection", doc)
+        out["restore"]["docker_progress"] = progress(docker)
+        out["restore"]["docker_labels"] = labels(docker)
+        app.action("edit_undo").trigger()
+        settle(doc)
+        out["restore_undo"] = {"layers": names(doc),
+                               "source_unchanged": bytes(base.pixelData(0, 0, W, H)) == before}
+
+        # 4. Upscale image from the menu, then undo twice
+        doc.setSelection(Selection())  # deselect: upscale uses the whole layer anyway
+        out["upscale"] = trigger(app, controller, "restora_upscale_image", doc)
+        for step in (1, 2):
+            app.action("edit_undo").trigger()
+            settle(doc)
+            out[f"upscale_undo{step}"] = {"layers": names(doc), "size": [doc.width(),
+                                                                         doc.height()]}
+
+        # 5. Upscale into a new document: it must stay open once the plug-in lets go of it
+        controller.update_settings(dataclasses.replace(controller.settings,
+                                                       upscale_into="document"))
+        count = len(app.documents())
+        out["new_document"] = trigger(app, controller, "restora_upscale_image", doc)
+        gc.collect()
+        settle(doc)
+        out["new_document"]["documents_added"] = len(app.documents()) - count
+        out["new_document"]["views"] = len(window.views())
+
+        # 6. The backend gone: the docker shows the painter what to do
+        controller.update_settings(dataclasses.replace(controller.settings,
+                                                       backend_url=config["dead_url"],
+                                                       upscale_into="layer"))
+        doc2 = next(d for d in app.documents() if d.name() == "gui-check")
+        window.showView(next(v for v in window.views() if v.document() == doc2))
+        out["down"] = trigger(app, controller, "restora_upscale_image", doc2)
+        out["down"]["docker_labels"] = labels(docker)
+
+
+def trigger(app, controller, action_id, doc):
+    previous = controller.last
+    t0 = time.monotonic()
+    app.action(action_id).trigger()
+    ended = pump(lambda: controller.last is not previous and controller.current is None, 90)
+    settle(doc)
+    run = controller.last
+    return {"ended": ended, "seconds": round(time.monotonic() - t0, 2),
+            "status": run.status if run else None, "layer": run.layer_name if run else None,
+            "error": run.error.text if run and run.error else None, "layers": names(doc),
+            "size": [doc.width(), doc.height()]}
+
+
+def names(doc):
+    return [n.name() for n in doc.rootNode().childNodes() if n.type() == "paintlayer"]
+
+
+def pattern():
+    out = bytearray()
+    for y in range(H):
+        for x in range(W):
+            out += bytes((230 if (x // 8 + y // 8) % 2 else 30, (y * 2) % 256, (x * 2) % 256,
+                          255))
+    return bytes(out)
+
+
+def restora_menu(qwin):
+    for action in qwin.menuBar().actions():
+        menu = action.menu()
+        if menu is None or action.text().replace("&", "") != "Tools":
+            continue
+        for item in menu.actions():
+            if item.text().replace("&", "") == "Restora" and item.menu() is not None:
+                return [[a.text(), a.isVisible()] for a in item.menu().actions()
+                        if not a.isSeparator()]
+    return None
+
+
+def find_docker(qwin):
+    for dock in qwin.findChildren(QDockWidget):
+        if dock.windowTitle() == "Restora":
+            return dock
+    return None
+
+
+def labels(docker):
+    if docker is None:
+        return []
+    return [label.text() for label in docker.findChildren(QLabel) if label.text()]
+
+
+def progress(docker):
+    bars = docker.findChildren(QProgressBar) if docker is not None else []
+    return [bars[0].value(), bars[0].maximum()] if bars else None
+
+
+Krita.instance().addExtension(GuiCheck(Krita.instance()))

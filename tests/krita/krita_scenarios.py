@@ -1,0 +1,456 @@
+"""Scenarios run inside real Krita (kritarunner) through the installed plug-in's own code.
+
+    kritarunner -s krita_scenarios -f main CONFIG.json
+
+CONFIG names the pykrita folder the plug-in was installed into, the backend's address, a dead
+address, and optionally a backend process to kill. Every scenario builds a document, paints
+it, maybe selects, calls the plug-in's action functions (`restora.krita.actions`, the same
+code the menu runs: pixels read on the UI thread, the job on a worker, the result handed back
+through a queued Qt signal and inserted on the UI thread) and records what happened in
+OUT_DIR/results.json, with raw RGBA dumps of layers that test_krita_e2e.py compares with the
+engine's own output. Krita's Python has no numpy: plain bytes only.
+"""
+
+import json
+import os
+import signal
+import struct
+import sys
+import time
+import traceback
+
+from krita import Krita, Selection
+
+W, H = 128, 96
+SEL = (40, 30, 36, 24)  # x, y, w, h
+PADDING, FEATHER = 8, 4.0
+EXACT = {"upscale": {"tile": 0}}  # one pass: the result can be compared with the engine's
+
+CONFIG = {}
+OUT = {}
+
+
+def main(args):
+    with open(args[0]) as f:
+        CONFIG.update(json.load(f))
+    sys.path.insert(0, CONFIG["pykrita"])
+    results = {"python": sys.version.split()[0], "krita": Krita.instance().version()}
+    for name, scenario in SCENARIOS:
+        t0 = time.monotonic()
+        try:
+            results[name] = scenario()
+        except Exception:
+            results[name] = {"exception": traceback.format_exc()}
+        results[name]["seconds"] = round(time.monotonic() - t0, 2)
+    with open(os.path.join(CONFIG["out_dir"], "results.json"), "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    print("KRITA_SCENARIOS_DONE", flush=True)
+
+
+# --- helpers ---
+
+
+def settings(**kw):
+    from restora.common.settings import Settings
+
+    base = dict(backend_url=CONFIG["url"], models={"upscale": "tiny-x2"},
+                options={k: dict(v) for k, v in EXACT.items()}, padding=PADDING,
+                feather=FEATHER)
+    base.update(kw)
+    return Settings(**base)
+
+
+def pattern_rgba(width, height, depth=8):
+    """Opaque RGBA: red and green ramps, a blue checkerboard."""
+    out = bytearray()
+    for y in range(height):
+        for x in range(width):
+            r, g = (x * 2) % 256, (y * 2) % 256
+            b = 230 if (x // 8 + y // 8) % 2 else 30
+            if depth == 16:
+                out += struct.pack("<4H", r * 257 + x, g * 257 + y, b * 257, 65535)
+            else:
+                out += bytes((r, g, b, 255))
+    return bytes(out)
+
+
+def swap_rb(data, depth=8):
+    """RGBA <-> BGRA, written here again so the test does not trust the plug-in's own."""
+    size = depth // 8
+    step = 4 * size
+    src = bytes(data)
+    out = bytearray(src)
+    for b in range(size):
+        out[b::step] = src[2 * size + b::step]
+        out[2 * size + b::step] = src[b::step]
+    return bytes(out)
+
+
+def new_doc(name, model="RGBA", depth="U8", profile="", width=W, height=H):
+    doc = Krita.instance().createDocument(width, height, name, model, depth, profile, 72.0)
+    doc.setBatchmode(True)
+    return doc, doc.rootNode().childNodes()[0]
+
+
+def paint(node, width=W, height=H, depth=8):
+    rgba = pattern_rgba(width, height, depth)
+    node.setPixelData(swap_rb(rgba, depth), 0, 0, width, height)
+    return rgba
+
+
+def select(doc, box=SEL):
+    sel = Selection()
+    sel.select(*box, 255)
+    doc.setSelection(sel)
+
+
+def layers(doc):
+    return [n for n in doc.rootNode().childNodes() if n.type() == "paintlayer"]
+
+
+def rect(node):
+    r = node.bounds()
+    return [r.x(), r.y(), r.width(), r.height()]
+
+
+def dump(name, data):
+    with open(os.path.join(CONFIG["out_dir"], name), "wb") as f:
+        f.write(data)
+    return name
+
+
+def run_info(run):
+    return {"status": run.status, "layer_name": run.layer_name,
+            "error": run.error.text if run.error else None,
+            "error_type": type(run.error).__name__ if run.error else None}
+
+
+def alpha_outside(data, width, height, box, channels=4, size=1):
+    """How many pixels outside `box` have any non-zero byte (should be none: transparent)."""
+    x0, y0, bw, bh = box
+    pixel = channels * size
+    count = 0
+    for y in range(height):
+        row = data[y * width * pixel:(y + 1) * width * pixel]
+        for x in range(width):
+            if x0 <= x < x0 + bw and y0 <= y < y0 + bh:
+                continue
+            if any(row[x * pixel:(x + 1) * pixel]):
+                count += 1
+    return count
+
+
+def alpha_values(data, width, box, channels=4, size=1):
+    x0, y0, bw, bh = box
+    pixel = channels * size
+    values = []
+    for y in range(y0, y0 + bh):
+        for x in range(x0, x0 + bw):
+            at = (y * width + x) * pixel + (channels - 1) * size
+            values.append(int.from_bytes(data[at:at + size], "little"))
+    return values
+
+
+def pump_until(condition, timeout):
+    from restora.krita.qt import QEventLoop, QtCore
+
+    QCoreApplication = QtCore.QCoreApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+    return condition()
+
+
+# --- scenarios ---
+
+
+def package():
+    import restora
+    from restora.krita import actions, colour, controller, docker, extension  # noqa: F401
+
+    return {"version": restora.__version__, "file": restora.__file__,
+            "shared": sys.modules["restora.shared.protocol"].__file__,
+            "heavy": sorted(m for m in ("numpy", "torch", "pydantic", "PIL") if m in sys.modules)}
+
+
+def restore_u8():
+    from restora.krita import actions
+
+    doc, base = new_doc("restore-u8")
+    rgba = paint(base)
+    select(doc)
+    before = bytes(base.pixelData(0, 0, W, H))
+    run = actions.restore_selection(doc, base, settings(), wait=True, timeout=120)
+    out = run_info(run)
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    out["layers"] = [n.name() for n in layers(doc)]
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, W, H)) == before
+    if new:
+        layer = new[0]
+        data = swap_rb(bytes(layer.pixelData(0, 0, W, H)))
+        out["bounds"] = rect(layer)
+        out["depth"] = layer.colorDepth()
+        out["outside_nonzero"] = alpha_outside(data, W, H, SEL)
+        core = (SEL[0] + 5, SEL[1] + 5, SEL[2] - 10, SEL[3] - 10)
+        out["core_alpha_min"] = min(alpha_values(data, W, core))
+        out["edge_alpha"] = alpha_values(data, W, (SEL[0], SEL[1] + 12, 1, 1))[0]
+        out["layer_file"] = dump("restore_u8_layer.rgba", data)
+    out["source_file"] = dump("restore_u8_source.rgba", rgba)
+    doc.close()
+    return out
+
+
+def upscale_u8():
+    from restora.krita import actions
+
+    doc, base = new_doc("upscale-u8")
+    paint(base)
+    top = doc.createNode("Above", "paintlayer")
+    doc.rootNode().addChildNode(top, base)
+    run = actions.upscale_image(doc, base, settings(), wait=True, timeout=120)
+    out = run_info(run)
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["layers"] = [n.name() for n in layers(doc)]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["bounds"] = rect(new[0])
+        out["layer_file"] = dump("upscale_u8_layer.rgba",
+                                 swap_rb(bytes(new[0].pixelData(0, 0, doc.width(),
+                                                                doc.height()))))
+    # the source layer was scaled by Krita's own command, exactly as Image > Scale would
+    twin, twin_base = new_doc("twin")
+    paint(twin_base)
+    twin.scaleImage(2 * W, 2 * H, 72, 72, "Bicubic")
+    twin.waitForDone()
+    out["source_scaled_by_krita"] = (bytes(base.pixelData(0, 0, 2 * W, 2 * H))
+                                     == bytes(twin_base.pixelData(0, 0, 2 * W, 2 * H)))
+    twin.close()
+    doc.close()
+    return out
+
+
+def upscale_new_document():
+    from restora.krita import actions
+
+    doc, base = new_doc("upscale-doc", width=32, height=24)
+    paint(base, 32, 24)
+    before = len(Krita.instance().documents())
+    run = actions.upscale_image(doc, base, settings(upscale_into="document"), wait=True)
+    out = run_info(run)
+    docs = Krita.instance().documents()
+    made = [d for d in docs if d.name() == run.layer_name]
+    out["documents_added"] = len(docs) - before
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["layers"] = [n.name() for n in layers(doc)]
+    if made:
+        out["new_size"] = [made[0].width(), made[0].height()]
+        out["new_layers"] = [n.name() for n in layers(made[0])]
+        made[0].close()
+    doc.close()
+    return out
+
+
+def restore_u16():
+    from restora.krita import actions
+
+    doc, base = new_doc("restore-u16", depth="U16", profile="sRGB-elle-V2-srgbtrc.icc")
+    rgba = paint(base, depth=16)
+    select(doc)
+    before = bytes(base.pixelData(0, 0, W, H))
+    run = actions.restore_selection(doc, base, settings(), wait=True, timeout=120)
+    out = run_info(run)
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, W, H)) == before
+    out["profile"] = doc.colorProfile()
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        data = swap_rb(bytes(new[0].pixelData(0, 0, W, H)), 16)
+        out["depth"] = new[0].colorDepth()
+        out["bounds"] = rect(new[0])
+        out["outside_nonzero"] = alpha_outside(data, W, H, SEL, size=2)
+        out["layer_file"] = dump("restore_u16_layer.rgba", data)
+    out["source_file"] = dump("restore_u16_source.rgba", rgba)
+    doc.close()
+    return out
+
+
+def restore_u16_linear():
+    """Krita's default 16-bit profile is linear: converted to sRGB for the model and back."""
+    from restora.krita import actions
+
+    doc, base = new_doc("restore-u16-linear", depth="U16")
+    paint(base, depth=16)
+    select(doc)
+    before = bytes(base.pixelData(0, 0, W, H))
+    run = actions.restore_selection(doc, base, settings(), wait=True, timeout=120)
+    out = run_info(run)
+    out["profile"] = doc.colorProfile()
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, W, H)) == before
+    out["document_profile_unchanged"] = doc.colorProfile() == out["profile"]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        data = bytes(new[0].pixelData(0, 0, W, H))
+        out["depth"] = new[0].colorDepth()
+        out["layer_profile"] = new[0].colorProfile()
+        out["bounds"] = rect(new[0])
+        out["outside_nonzero"] = alpha_outside(data, W, H, SEL, size=2)
+        core = (SEL[0] + 5, SEL[1] + 5, SEL[2] - 10, SEL[3] - 10)
+        out["core_alpha_min"] = min(alpha_values(data, W, core, size=2))
+    doc.close()
+    return out
+
+
+def upscale_f32():
+    from restora.krita import actions
+
+    doc, base = new_doc("upscale-f32", depth="F32", width=32, height=24)
+    base.setPixelData(struct.pack("<4f", 0.8, 0.4, 0.1, 1.0) * (32 * 24), 0, 0, 32, 24)
+    run = actions.upscale_image(doc, base, settings(), wait=True, timeout=120)
+    out = run_info(run)
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["doc_depth"] = doc.colorDepth()
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["depth"] = new[0].colorDepth()
+        out["bounds"] = rect(new[0])
+        out["centre"] = list(struct.unpack("<4f", bytes(new[0].pixelData(32, 24, 1, 1))))
+    doc.close()
+    return out
+
+
+def restore_gray():
+    from restora.krita import actions
+
+    doc, base = new_doc("restore-gray", model="GRAYA")
+    gray = bytearray()
+    for y in range(H):
+        for x in range(W):
+            gray += bytes(((x * 2 + y) % 256, 255))
+    base.setPixelData(bytes(gray), 0, 0, W, H)
+    select(doc)
+    run = actions.restore_selection(doc, base, settings(), wait=True, timeout=120)
+    out = run_info(run)
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, W, H)) == bytes(gray)
+    if new:
+        data = bytes(new[0].pixelData(0, 0, W, H))
+        out["model"] = new[0].colorModel()
+        out["bytes_per_pixel"] = len(data) // (W * H)
+        out["outside_nonzero"] = alpha_outside(data, W, H, SEL, channels=2)
+        out["layer_file"] = dump("restore_gray_layer.ga", data)
+    out["source_file"] = dump("restore_gray_source.ga", bytes(gray))
+    doc.close()
+    return out
+
+
+def restore_projection():
+    """With the "image as shown" option the composite is sent, not the active layer."""
+    from restora.krita import actions
+
+    doc, base = new_doc("restore-projection")
+    paint(base)
+    top = doc.createNode("Red veil", "paintlayer")
+    doc.rootNode().addChildNode(top, base)
+    top.setPixelData(bytes((0, 0, 255, 128)) * (W * H // 2), 0, 0, W, H // 2)
+    select(doc)
+    doc.refreshProjection()
+    doc.waitForDone()
+    composite = swap_rb(bytes(doc.pixelData(0, 0, W, H)))
+    run = actions.restore_selection(doc, base, settings(source="projection"), wait=True)
+    out = run_info(run)
+    out["layers"] = [n.name() for n in layers(doc)]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["layer_file"] = dump("restore_projection_layer.rgba",
+                                 swap_rb(bytes(new[0].pixelData(0, 0, W, H))))
+    out["source_file"] = dump("restore_projection_source.rgba", composite)
+    doc.close()
+    return out
+
+
+def no_selection():
+    from restora.krita import actions
+
+    doc, base = new_doc("no-selection")
+    paint(base)
+    run = actions.restore_selection(doc, base, settings(), wait=True)
+    out = run_info(run)
+    out["layers"] = [n.name() for n in layers(doc)]
+    doc.close()
+    return out
+
+
+def backend_down():
+    from restora.krita import actions
+
+    doc, base = new_doc("backend-down")
+    paint(base)
+    select(doc)
+    t0 = time.monotonic()
+    run = actions.restore_selection(doc, base, settings(backend_url=CONFIG["dead_url"]),
+                                    wait=True)
+    out = run_info(run)
+    out["elapsed"] = time.monotonic() - t0
+    out["layers"] = [n.name() for n in layers(doc)]
+    doc.close()
+    return out
+
+
+def cancel():
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("cancel", width=320, height=320)
+    paint(base, 320, 320)
+    controller = Controller(settings(options={"upscale": {"tile": 32, "overlap": 8}}))
+    run = controller.upscale_image(doc, base)
+    second = controller.restore_selection(doc, base)  # one action at a time
+    out = {"second": run_info(second)}
+    out["started"] = pump_until(lambda: run.done or run.progress > 0.02, 60)
+    out["stage_before_cancel"] = run.stage
+    t0 = time.monotonic()
+    run.cancel()
+    run.wait(30)
+    out.update(run_info(run))
+    out["cancel_seconds"] = time.monotonic() - t0
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["layers"] = [n.name() for n in layers(doc)]
+    doc.close()
+    return out
+
+
+def killed():
+    """The backend process dies in the middle of a job."""
+    if not CONFIG.get("kill_pid"):
+        return {"skipped": True}
+    from restora.common import job_runner
+    from restora.krita.controller import Controller
+
+    job_runner.RECONNECT_TIMEOUT = 2.0
+    doc, base = new_doc("killed", width=320, height=320)
+    paint(base, 320, 320)
+    controller = Controller(settings(backend_url=CONFIG["kill_url"],
+                                     options={"upscale": {"tile": 32, "overlap": 8}}))
+    run = controller.upscale_image(doc, base)
+    out = {"started": pump_until(lambda: run.done or run.progress > 0.02, 60)}
+    os.kill(CONFIG["kill_pid"], signal.SIGKILL)
+    t0 = time.monotonic()
+    run.wait(60)
+    out.update(run_info(run))
+    out["seconds_to_report"] = time.monotonic() - t0
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["layers"] = [n.name() for n in layers(doc)]
+    out["connection"] = controller.connection.state.value
+    doc.close()
+    return out
+
+
+SCENARIOS = [
+    ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
+    ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
+    ("restore_u16_linear", restore_u16_linear), ("upscale_f32", upscale_f32),
+    ("restore_gray", restore_gray), ("restore_projection", restore_projection),
+    ("no_selection", no_selection), ("backend_down", backend_down), ("cancel", cancel),
+    ("killed", killed),
+]

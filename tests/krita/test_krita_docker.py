@@ -1,0 +1,52 @@
+"""The docker, the menu and the controller outside Krita, under Qt 5 (the system Python's
+PyQt5, as Krita 5 embeds it) and, when a Python with PyQt6 is named by RESTORA_PYQT6_PYTHON,
+under Qt 6 as in Krita 6: the adapter must need no rewrite for Krita 6."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from installer import krita_plugin
+from tests import server_fixtures as fx
+from tests.plugin_fixtures import clean_environment
+
+server, tiny_models = fx.server, fx.tiny_models
+
+CHECK = Path(__file__).with_name("docker_check.py")
+
+
+def pythons() -> list:
+    qt6 = os.environ.get("RESTORA_PYQT6_PYTHON")
+    return [pytest.param("/usr/bin/python3", id="qt5"),
+            pytest.param(qt6, id="qt6", marks=pytest.mark.skipif(
+                not qt6, reason="set RESTORA_PYQT6_PYTHON to a Python with PyQt6"))]
+
+
+@pytest.mark.parametrize("python", pythons())
+def test_docker_builds_its_form_from_the_backend_and_saves_options(
+        python: str, server: fx.LiveServer, tmp_path: Path) -> None:
+    if not Path(python).exists():
+        pytest.fail(f"{python} is missing: install Krita's Python with tests/editors/krita.sh",
+                    pytrace=False)
+    tree = krita_plugin.build_tree(tmp_path / "plugin")
+    env = {**clean_environment(), "QT_QPA_PLATFORM": "offscreen",
+           "XDG_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([python, str(CHECK), str(tree), server.url], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["qt6"] == (r["binding"] == "PyQt6")
+    assert r["docker_id"] == "restora_docker" and r["connected"]
+    assert {"restora_upscale_image", "restora_restore_selection", "restora_menu",
+            "restora_task_denoise"} <= set(r["actions"])
+    assert r["menu"] == ["Upscale image", "Restore selection", "Cancel Restora job"]
+    assert r["tasks"] == ["Upscale"]
+    assert r["models"][1:] == ["tiny-x2 (x2)", "tiny-x4 (x4)"]
+    assert {"Tile size", "Tile overlap"} <= set(r["spins"])  # the form follows the params
+    assert any(t.startswith("Connected: Restora") for t in r["labels"])
+    assert r["stored_overlap"] == 24  # an edited option is saved in Krita's settings

@@ -1,0 +1,235 @@
+"""The Krita plug-in end to end inside real Krita (kritarunner, no display) against the real
+backend on loopback with tiny random-weight models.
+
+The plug-in is built and installed into a fresh Krita home by installer/krita_plugin.py;
+krita_scenarios.py then paints documents, selects, and runs Restore selection and Upscale
+image through the plug-in's own code path; this side checks the new layers' names, places,
+sizes and pixels (against the engine's own output, byte for byte), that pixels outside the
+selection are transparent and that the source layer is unchanged. Also: 16-bit, float and gray
+documents, the composite as source, no selection, backend down, cancel, and the backend
+killed in the middle of a job.
+
+Krita missing is a failure, not a skip: CI installs it with tests/editors/krita.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backend.masking import apply_selection
+from installer import krita_plugin
+from tests import server_fixtures as fx
+from tests.plugin_fixtures import BackendProcess, clean_environment
+from tests.server_fixtures import free_port, make_tiny_model, reference_upscale
+
+server, tiny_models = fx.server, fx.tiny_models
+
+REPO = Path(__file__).resolve().parents[2]
+KRITA_RUN = REPO / "tests" / "editors" / "krita_run.sh"
+SCENARIOS = Path(__file__).with_name("krita_scenarios.py")
+W, H = 128, 96
+SEL = (40, 30, 36, 24)
+PADDING, FEATHER = 8, 4.0
+
+
+def require_krita() -> None:
+    if shutil.which("kritarunner") is None:
+        pytest.fail("Krita is not installed (no kritarunner on PATH). Install it with "
+                    "`tests/editors/krita.sh` (as root: apt-get install krita python3-pyqt5), "
+                    "then run the tests again.", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("kill-models")
+    make_tiny_model(root / "upscale_models" / "tiny-x2.safetensors", 2, seed=1)
+    proc = BackendProcess(root, tmp_path_factory.mktemp("kill-home")).start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="module")
+def krita_run(server: fx.LiveServer, killable: BackendProcess,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Install the plug-in into a fresh Krita home and run every scenario once."""
+    require_krita()
+    home = tmp_path_factory.mktemp("krita-home")
+    out = tmp_path_factory.mktemp("krita-out")
+    pykrita = home / ".local" / "share" / "krita" / "pykrita"
+    krita_plugin.install(pykrita, home / ".config" / "kritarc")
+    config = {"pykrita": str(pykrita), "url": server.url, "out_dir": str(out),
+              "dead_url": f"http://127.0.0.1:{free_port()}", "kill_url": killable.url,
+              "kill_pid": killable.proc.pid if killable.proc else None}
+    (out / "config.json").write_text(json.dumps(config))
+    env = {**clean_environment(), "KRITA_HOME": str(home), "KRITA_RUN_TIMEOUT": "400"}
+    t0 = time.monotonic()
+    proc = subprocess.run([str(KRITA_RUN), str(SCENARIOS), "main", str(out / "config.json")],
+                          env=env, capture_output=True, text=True, timeout=460)
+    seconds = time.monotonic() - t0
+    results_file = out / "results.json"
+    assert proc.returncode == 0 and results_file.exists(), (
+        f"Krita run failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    results = json.loads(results_file.read_text())
+    results["_out"] = out
+    results["_seconds"] = seconds
+    print(f"\nKrita scenarios took {seconds:.1f} s (Krita {results['krita']})")
+    return results
+
+
+def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
+    r = results[name]
+    assert "exception" not in r, r["exception"]
+    return r
+
+
+def raw(results: dict[str, Any], name: str, width: int, height: int, channels: int,
+        depth: int = 8) -> np.ndarray:
+    data = (results["_out"] / name).read_bytes()
+    dtype = np.dtype("<u2") if depth == 16 else np.uint8
+    return np.frombuffer(data, dtype).reshape(height, width, channels)
+
+
+def expected_restore(models: fx.ModelsSetup, source: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """What the new layer must hold: the engine's restore of the padded selection box,
+    feathered by the selection, transparent (all zero) elsewhere."""
+    x, y, w, h = SEL
+    x0, y0 = max(0, x - PADDING), max(0, y - PADDING)
+    x1, y1 = min(W, x + w + PADDING), min(H, y + h + PADDING)
+    crop = np.ascontiguousarray(source[y0:y1, x0:x1])
+    mask = np.zeros((y1 - y0, x1 - x0, 1), np.uint8)
+    mask[y - y0:y - y0 + h, x - x0:x - x0 + w] = 255
+    patch = apply_selection(reference_upscale(models, crop, "tiny-x2", scale=1.0, tile=0), mask,
+                            FEATHER)
+    patch[patch[:, :, -1] == 0] = 0
+    full = np.zeros((H, W, source.shape[2]), source.dtype)
+    full[y0:y1, x0:x1] = patch
+    return full, (x0, y0, x1 - x0, y1 - y0)
+
+
+def test_the_installed_package_loads_in_krita_without_heavy_modules(krita_run) -> None:
+    r = scenario(krita_run, "package")
+    assert "/pykrita/restora/" in r["file"] and "/pykrita/restora/shared/" in r["shared"]
+    assert r["heavy"] == [] and r["version"]
+
+
+def test_restore_selection_8bit(krita_run, tiny_models) -> None:
+    r = scenario(krita_run, "restore_u8")
+    assert r["status"] == "finished", r["error"]
+    assert r["layer_name"] == "Upscale selection - tiny-x2"
+    assert r["layers"] == ["Background", "Upscale selection - tiny-x2"]  # above the source
+    assert r["doc_size"] == [W, H] and r["depth"] == "U8"
+    assert r["bounds"] == list(SEL)  # what shows is exactly the selection
+    assert r["source_unchanged"] and r["outside_nonzero"] == 0
+    assert r["core_alpha_min"] == 255 and 0 < r["edge_alpha"] < 255  # feathered edge
+    source = raw(krita_run, r["source_file"], W, H, 4)
+    layer = raw(krita_run, r["layer_file"], W, H, 4)
+    expected, _box = expected_restore(tiny_models, source)
+    np.testing.assert_array_equal(layer, expected)
+
+
+def test_restore_selection_16bit(krita_run, tiny_models) -> None:
+    r = scenario(krita_run, "restore_u16")
+    assert r["status"] == "finished", r["error"]
+    assert r["depth"] == "U16" and r["source_unchanged"] and r["outside_nonzero"] == 0
+    assert r["bounds"] == list(SEL)
+    source = raw(krita_run, r["source_file"], W, H, 4, 16)
+    layer = raw(krita_run, r["layer_file"], W, H, 4, 16)
+    expected, _box = expected_restore(tiny_models, source.astype(np.uint16))
+    np.testing.assert_array_equal(layer, expected)
+
+
+def test_restore_selection_16bit_linear_is_converted_and_back(krita_run) -> None:
+    r = scenario(krita_run, "restore_u16_linear")
+    assert r["status"] == "finished", r["error"]
+    assert r["profile"] == "sRGB-elle-V2-g10.icc" and r["document_profile_unchanged"]
+    assert r["depth"] == "U16" and r["layer_profile"] == r["profile"]
+    assert r["source_unchanged"] and r["outside_nonzero"] == 0 and r["bounds"] == list(SEL)
+    assert r["core_alpha_min"] == 65535
+
+
+def test_upscale_float_document(krita_run) -> None:
+    r = scenario(krita_run, "upscale_f32")
+    assert r["status"] == "finished", r["error"]
+    assert r["doc_size"] == [64, 48] and r["doc_depth"] == "F32" and r["depth"] == "F32"
+    assert r["bounds"] == [0, 0, 64, 48]
+    assert all(0.0 <= v <= 1.0 for v in r["centre"]) and r["centre"][3] == 1.0
+
+
+def test_restore_selection_gray(krita_run, tiny_models) -> None:
+    r = scenario(krita_run, "restore_gray")
+    assert r["status"] == "finished", r["error"]
+    assert r["model"] == "GRAYA" and r["bytes_per_pixel"] == 2
+    assert r["source_unchanged"] and r["outside_nonzero"] == 0
+    source = raw(krita_run, r["source_file"], W, H, 2)
+    layer = raw(krita_run, r["layer_file"], W, H, 2)
+    expected, _box = expected_restore(tiny_models, source)
+    np.testing.assert_array_equal(layer, expected)
+
+
+def test_restore_selection_of_the_image_as_shown(krita_run, tiny_models) -> None:
+    r = scenario(krita_run, "restore_projection")
+    assert r["status"] == "finished", r["error"]
+    assert r["layers"] == ["Background", r["layer_name"], "Red veil"]
+    source = raw(krita_run, r["source_file"], W, H, 4)
+    layer = raw(krita_run, r["layer_file"], W, H, 4)
+    expected, _box = expected_restore(tiny_models, source)
+    np.testing.assert_array_equal(layer, expected)
+
+
+def test_upscale_image(krita_run, tiny_models) -> None:
+    r = scenario(krita_run, "upscale_u8")
+    assert r["status"] == "finished", r["error"]
+    assert r["layer_name"] == "Upscale x2 - tiny-x2"
+    assert r["doc_size"] == [2 * W, 2 * H] and r["bounds"] == [0, 0, 2 * W, 2 * H]
+    assert r["layers"] == ["Background", "Upscale x2 - tiny-x2", "Above"]
+    assert r["source_scaled_by_krita"]  # the document was scaled by Krita's own command
+    source = raw(krita_run, "restore_u8_source.rgba", W, H, 4)  # the same painted pattern
+    layer = raw(krita_run, r["layer_file"], 2 * W, 2 * H, 4)
+    np.testing.assert_array_equal(layer, reference_upscale(tiny_models, source, "tiny-x2",
+                                                           tile=0))
+
+
+def test_upscale_into_a_new_document(krita_run) -> None:
+    r = scenario(krita_run, "upscale_new_document")
+    assert r["status"] == "finished", r["error"]
+    assert r["doc_size"] == [32, 24] and r["layers"] == ["Background"]  # unchanged
+    assert r["documents_added"] == 1 and r["new_size"] == [64, 48]
+    assert r["new_layers"] == [r["layer_name"]]
+
+
+def test_no_selection_is_explained(krita_run) -> None:
+    r = scenario(krita_run, "no_selection")
+    assert r["status"] == "failed" and r["error_type"] == "NothingSelected"
+    assert "Nothing is selected" in r["error"] and r["layers"] == ["Background"]
+
+
+def test_backend_down_says_how_to_start_it(krita_run) -> None:
+    r = scenario(krita_run, "backend_down")
+    assert r["status"] == "failed" and r["error_type"] == "BackendUnavailable"
+    assert "not running" in r["error"] and "restora serve" in r["error"]
+    assert r["layers"] == ["Background"] and r["elapsed"] < 5
+
+
+def test_cancel(krita_run) -> None:
+    r = scenario(krita_run, "cancel")
+    assert r["started"] and r["stage_before_cancel"] == "upscaling"
+    assert r["status"] == "cancelled" and r["cancel_seconds"] < 10
+    assert r["doc_size"] == [320, 320] and r["layers"] == ["Background"]
+    assert r["second"]["status"] == "failed" and "still working" in r["second"]["error"]
+
+
+def test_backend_killed_mid_job(krita_run) -> None:
+    r = scenario(krita_run, "killed")
+    assert r["started"] and r["status"] == "failed" and r["error_type"] == "BackendLost"
+    assert "stopped while it worked" in r["error"] and "restora serve" in r["error"]
+    assert "not changed" in r["error"] and r["seconds_to_report"] < 15
+    assert r["doc_size"] == [320, 320] and r["layers"] == ["Background"]
+    assert r["connection"] == "disconnected"

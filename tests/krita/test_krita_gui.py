@@ -1,0 +1,140 @@
+"""The Krita plug-in in the full Krita application (on a virtual X display): loaded by Krita's
+plug-in manager, its Tools > Restora menu and docker, actions triggered as a click would, and
+what Krita's Undo does with the results.
+
+A test-only plug-in (gui_check/) does the clicking inside Krita and writes JSON. Needs Krita
+(tests/editors/krita.sh) and Xvfb (tests/krita/xvfb.sh, run by this test when missing);
+Krita missing is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from installer import krita_plugin
+from tests import server_fixtures as fx
+from tests.plugin_fixtures import clean_environment
+from tests.server_fixtures import free_port
+
+server, tiny_models = fx.server, fx.tiny_models
+
+HERE = Path(__file__).resolve().parent
+W, H = 128, 96
+SEL = [40, 30, 36, 24]
+
+
+@pytest.fixture(scope="module")
+def gui(server: fx.LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if shutil.which("krita") is None:
+        pytest.fail("Krita is not installed. Install it with `tests/editors/krita.sh` (as "
+                    "root), then run the tests again.", pytrace=False)
+    xvfb = subprocess.run([str(HERE / "xvfb.sh")], capture_output=True, text=True)
+    if xvfb.returncode != 0:
+        pytest.fail(f"Xvfb is missing and could not be installed: {xvfb.stderr[-1000:]}",
+                    pytrace=False)
+    home = tmp_path_factory.mktemp("krita-gui-home")
+    pykrita = home / ".local" / "share" / "krita" / "pykrita"
+    kritarc = home / ".config" / "kritarc"
+    krita_plugin.install(pykrita, kritarc)
+    shutil.copytree(HERE / "gui_check" / "restora_gui_check", pykrita / "restora_gui_check")
+    shutil.copy(HERE / "gui_check" / "restora_gui_check.desktop", pykrita)
+    krita_plugin.enable_in_kritarc(kritarc, "restora_gui_check")
+    out = home / "gui-check.json"
+    config = home / "gui-check-config.json"
+    config.write_text(json.dumps({"url": server.url, "out": str(out),
+                                  "dead_url": f"http://127.0.0.1:{free_port()}"}))
+    runtime = home / ".runtime"
+    runtime.mkdir(mode=0o700)
+    env = {**clean_environment(), "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime),
+           "RESTORA_GUI_CHECK": str(config), "PYTHONDONTWRITEBYTECODE": "1"}
+    t0 = time.monotonic()
+    with virtual_display(xvfb.stdout.strip().splitlines()[-1]) as display:
+        env["DISPLAY"] = display
+        proc = subprocess.run(["krita", "--nosplash"], env=env, capture_output=True, text=True,
+                              timeout=400)
+    seconds = time.monotonic() - t0
+    shown = {k: v for k, v in env.items() if k.startswith(("QT", "DISPLAY", "XDG", "KRITA"))}
+    assert out.exists(), (f"Krita ended (rc {proc.returncode}) without the check's results:\n"
+                          f"{proc.stderr[-5000:]}\nenv: {shown}")
+    results = json.loads(out.read_text())
+    assert "exception" not in results, results["exception"]
+    results["_seconds"] = seconds
+    print(f"\nKrita GUI check took {seconds:.1f} s")
+    return results
+
+
+@contextlib.contextmanager
+def virtual_display(xvfb: str) -> Iterator[str]:
+    """An Xvfb server on a display number it picks itself (-displayfd), so test runs beside
+    other X users never race for one; xvfb-run -a can."""
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0",
+                               "1600x1000x24", "-nolisten", "tcp"], pass_fds=(write_end,),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 30)
+        number = os.read(read_end, 32).decode().strip() if ready else ""
+        assert number.isdigit(), "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        os.close(read_end)
+        server.terminate()
+        server.wait(10)
+
+
+def test_menu_actions_and_docker(gui: dict[str, Any]) -> None:
+    assert gui["menu"] is not None, "no Tools > Restora menu"
+    visible = [text for text, shown in gui["menu"] if shown]
+    assert visible == ["Upscale image", "Restore selection", "Cancel Restora job"]
+    hidden = [text for text, shown in gui["menu"] if not shown]
+    assert "Restore faces" in hidden and "Denoise" in hidden  # tasks the backend lacks
+    assert all(gui["actions"].values())  # registered with Krita: shortcuts can be assigned
+    assert gui["connected"] and gui["docker"]
+    assert any(t.startswith("Connected: Restora") for t in gui["docker_labels_connected"])
+    assert gui["stored_url"].strip('"').startswith("http://127.0.0.1:")
+
+
+def test_restore_selection_from_the_menu_undoes_in_one_step(gui: dict[str, Any]) -> None:
+    r = gui["restore"]
+    assert r["ended"] and r["status"] == "finished", r["error"]
+    assert r["layers"] == ["Background", "Upscale selection - tiny-x2"]
+    assert r["size"] == [W, H]
+    assert r["docker_progress"] == [1000, 1000]
+    assert any("Added 'Upscale selection - tiny-x2'" in t for t in r["docker_labels"])
+    undo = gui["restore_undo"]
+    assert undo["layers"] == ["Background"] and undo["source_unchanged"]
+
+
+def test_upscale_from_the_menu_undoes_in_two_steps(gui: dict[str, Any]) -> None:
+    r = gui["upscale"]
+    assert r["ended"] and r["status"] == "finished", r["error"]
+    assert r["layers"] == ["Background", "Upscale x2 - tiny-x2"] and r["size"] == [2 * W, 2 * H]
+    # Krita 5.1's scripting API has no undo macro: the layer, then the scaling
+    assert gui["upscale_undo1"] == {"layers": ["Background"], "size": [2 * W, 2 * H]}
+    assert gui["upscale_undo2"] == {"layers": ["Background"], "size": [W, H]}
+
+
+def test_upscale_into_a_new_document_stays_open(gui: dict[str, Any]) -> None:
+    r = gui["new_document"]
+    assert r["status"] == "finished", r["error"]
+    assert r["documents_added"] == 1 and r["views"] == 2
+    assert r["size"] == [W, H]  # the original document is unchanged
+
+
+def test_the_docker_explains_a_backend_that_is_down(gui: dict[str, Any]) -> None:
+    r = gui["down"]
+    assert r["status"] == "failed" and "restora serve" in r["error"]
+    assert any("restora serve" in t for t in r["docker_labels"])
+    assert r["layers"] == ["Background"]
