@@ -1,0 +1,147 @@
+"""One Restora action from start to end, on any `Editor`, blocking the calling thread.
+
+A GIMP plug-in runs one procedure at a time and may call GIMP only from its main thread, so:
+1. connect and read the backend's catalog (is the task there, is the model there),
+2. read the document through the editor (`operations.prepare_*`),
+3. run the job on the common job runner's worker thread while this thread waits on a queue and
+   runs the runner's callbacks (progress) itself, so GIMP is only ever called from here,
+4. place the result through the editor (`operations.apply_result`, one undo group).
+
+Standard library only: tested with a fake editor against the real server.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Protocol
+
+from ..common.catalog import Catalog, fetch_catalog, task_title
+from ..common.client import Client
+from ..common.editor import Editor
+from ..common.errors import JobCancelled, PluginError
+from ..common.job_runner import JobInput, JobResult, JobRunner, Outcome
+from ..common.operations import (
+    PreparedJob,
+    apply_result,
+    prepare_restore,
+    prepare_task,
+    prepare_upscale,
+)
+from ..common.settings import Settings
+from ..shared.protocol import Task
+from .cancel_guard import CancelGuard
+from .procedures import Action
+
+#: options of the typed arguments, sent only to tasks whose parameters include them
+TYPED_OPTIONS = ("scale", "tile")
+#: how often the waiting thread looks up when no callback arrives
+_POLL_SECONDS = 0.1
+
+
+class ProgressSink(Protocol):
+    def progress(self, fraction: float, stage: str) -> None:
+        """fraction in 0..1, or negative while it is unknown."""
+        ...
+
+
+class _Listener:
+    """The job runner's listener; runs on the waiting thread (see `run_job`)."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self.sink = sink
+
+    def on_progress(self, fraction: float, stage: str) -> None:
+        self.sink.progress(fraction, stage)
+
+    def on_finished(self, result: JobResult) -> None:
+        pass  # the runner keeps it; run_job returns it
+
+    def on_failed(self, error: PluginError) -> None:
+        pass
+
+    def on_cancelled(self) -> None:
+        pass
+
+
+def run_action(action: Action, editor: Editor, settings: Settings, task: Task,
+               sink: ProgressSink, guard: bool = True) -> str:
+    """Run `task` as `action` on the editor's document; returns the new layer's name.
+
+    Raises PluginError (a subclass) with words for the user for everything that can go wrong;
+    the document is changed only when the result has arrived.
+    """
+    client = Client(settings.backend_url, settings.token)
+    sink.progress(-1.0, "connecting to the backend")
+    catalog = fetch_catalog(client)
+    _check(catalog, settings, task)
+    _drop_foreign_options(catalog, settings, task)
+    prepared = prepare(action, editor, settings, task, catalog)
+    result = run_job(client, prepared.input, sink, guard=guard)
+    return apply_result(editor, prepared, result)
+
+
+def prepare(action: Action, editor: Editor, settings: Settings, task: Task,
+            catalog: Catalog) -> PreparedJob:
+    if action == Action.UPSCALE:
+        return prepare_upscale(editor, settings, catalog)
+    if action == Action.RESTORE:
+        return prepare_restore(editor, settings, task, catalog)
+    return prepare_task(editor, settings, task, catalog)
+
+
+def run_job(client: Client, job: JobInput, sink: ProgressSink, guard: bool = True,
+            on_start: Callable[[JobRunner], None] | None = None) -> JobResult:
+    """Run one job and wait for it here; progress reaches `sink` on this thread."""
+    calls: queue.Queue[Callable[[], None]] = queue.Queue()
+    runner = JobRunner(client, job, _Listener(sink), dispatch=calls.put)
+    watchdog = CancelGuard.start(client.url, client.token, runner.job_id) if guard else None
+    try:
+        runner.start()
+        if on_start is not None:
+            on_start(runner)
+        # the runner queues its last callback before it counts as done: drain until both
+        while not (runner.done and calls.empty()):
+            try:
+                calls.get(timeout=_POLL_SECONDS)()
+            except queue.Empty:
+                continue
+    finally:
+        if watchdog is not None:
+            watchdog.release()
+    if runner.outcome == Outcome.FINISHED and runner.result is not None:
+        return runner.result
+    if runner.outcome == Outcome.CANCELLED:
+        raise JobCancelled("Cancelled.")
+    raise runner.error or PluginError("The job ended without a result.",
+                                      "This is a bug in the plug-in; please report it.")
+
+
+def _check(catalog: Catalog, settings: Settings, task: Task) -> None:
+    """The backend runs the task and has the model asked for (no silent substitute)."""
+    title = task_title(task)
+    if not catalog.offers(task):
+        runs = ", ".join(task_title(t) for t in catalog.available_tasks()) or "nothing yet"
+        raise PluginError(f"This Restora backend ({catalog.health.version}) cannot "
+                          f"'{title}' yet; it runs: {runs}.",
+                          "Update the backend, or choose another task.")
+    names = [m.name for m in catalog.models_for(task)]
+    wanted = settings.model_for(task)
+    if wanted and wanted not in names:
+        have = ", ".join(names) or "none"
+        raise PluginError(f"The backend has no model called '{wanted}' for '{title}' "
+                          f"(it has: {have}).",
+                          "Choose one of its models, or leave the model empty for the default.")
+    if catalog.default_model(task) is None:
+        raise PluginError(f"The backend has no model for '{title}'.",
+                          "Install one with `restora models install-defaults`, or put a model "
+                          "file in its models folder, then restart `restora serve`.")
+
+
+def _drop_foreign_options(catalog: Catalog, settings: Settings, task: Task) -> None:
+    """A tile size or scale typed in the dialog goes only to tasks that take one."""
+    known = {p.name for p in catalog.params(task)}
+    options = settings.options.get(task.value, {})
+    for name in TYPED_OPTIONS:
+        if name in options and name not in known:
+            del options[name]

@@ -1,0 +1,293 @@
+"""Batch Python run inside real GIMP 3 (python-fu-eval) by tests/test_gimp_e2e.py.
+
+It calls Restora's installed procedures non-interactively, with arguments, on images it makes,
+and writes what it finds to $RESTORA_E2E_OUT as JSON for the test to check on the host. Every
+case catches its own failure, so one broken case does not hide the others.
+
+Env: RESTORA_E2E_URL (the backend), RESTORA_E2E_DOWN_URL (a port nobody listens on),
+RESTORA_E2E_MODEL, RESTORA_E2E_OUT (a path inside the root).
+"""
+
+import json
+import os
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+gi.require_version("Babl", "0.1")
+from gi.repository import Babl, Gegl, Gimp  # noqa: E402
+
+URL = os.environ["RESTORA_E2E_URL"]
+DOWN_URL = os.environ["RESTORA_E2E_DOWN_URL"]
+MODEL = os.environ["RESTORA_E2E_MODEL"]
+OUT = os.environ["RESTORA_E2E_OUT"]
+RGBA8, RGBA16, GRAYA8 = "R'G'B'A u8", "R'G'B'A u16", "Y'A u8"
+results = {"gimp_version": Gimp.version()}
+
+
+def pattern(width, height, channels, depth):
+    """A checkerboard with gradients, opaque; 16-bit values use their low byte too."""
+    top = 65535 if depth == 16 else 255
+    out = bytearray()
+    for y in range(height):
+        for x in range(width):
+            check = ((x // 6 + y // 6) % 2) * 0.6 + 0.2
+            colour = [check, x / max(1, width - 1), y / max(1, height - 1)]
+            if channels == 2:
+                colour = [0.5 * colour[0] + 0.3 * colour[1] + 0.2 * colour[2]]
+            for value in colour:
+                v = round(value * top) if depth == 8 else round(value * 60000 + (x * 7 + y) % 97)
+                out += v.to_bytes(depth // 8, "little")
+            out += top.to_bytes(depth // 8, "little")
+    return bytes(out)
+
+
+def make_image(width, height, base=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8_NON_LINEAR,
+               fmt=RGBA8, depth=8):
+    image = Gimp.Image.new_with_precision(width, height, base, precision)
+    gray = base == Gimp.ImageBaseType.GRAY
+    kind = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
+    layer = Gimp.Layer.new(image, "Source", width, height, kind, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    channels = 2 if gray else 4
+    data = pattern(width, height, channels, depth)
+    buf = layer.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, width, height), fmt, data)
+    buf.flush()
+    return image, layer, data
+
+
+def read(drawable, fmt, x=0, y=0, w=None, h=None):
+    w = drawable.get_width() if w is None else w
+    h = drawable.get_height() if h is None else h
+    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt,
+                                           Gegl.AbyssPolicy.NONE))
+
+
+def call(name, image, drawable, **args):
+    proc = Gimp.get_pdb().lookup_procedure(name)
+    if proc is None:
+        return {"status": "missing"}
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [drawable])
+    for key, value in args.items():
+        config.set_property(key.replace("_", "-"), value)
+    result = proc.run(config)
+    status = result.index(0)
+    out = {"status": status.value_nick}
+    if status == Gimp.PDBStatusType.SUCCESS:
+        layer, result_image = result.index(1), result.index(2)
+        out["layer"] = layer.get_name() if layer is not None else None
+        out["layer_id"] = layer.get_id() if layer is not None else None
+        out["result_image_id"] = result_image.get_id() if result_image is not None else None
+    elif result.length() > 1:
+        out["error"] = str(result.index(1))
+    return out
+
+
+def layers_of(image):
+    found = []
+    for layer in image.get_layers():
+        _, ox, oy = layer.get_offsets()
+        found.append({"name": layer.get_name(), "x": ox, "y": oy, "width": layer.get_width(),
+                      "height": layer.get_height(), "id": layer.get_id(),
+                      "format": Babl.format_get_encoding(layer.get_format())})
+    return found
+
+
+def alpha_stats(layer, fmt, box, channels=4, size=1):
+    """Alpha of `layer` outside and inside `box` (canvas x, y, w, h), as the layer covers it."""
+    _, ox, oy = layer.get_offsets()
+    w, h = layer.get_width(), layer.get_height()
+    data = read(layer, fmt)
+    step = channels * size
+    outside_max, inside_min, inside_sum, inside_n, colour_outside = 0, None, 0, 0, 0
+    bx, by, bw, bh = box
+    for y in range(h):
+        for x in range(w):
+            i = (y * w + x) * step
+            alpha = int.from_bytes(data[i + step - size:i + step], "little")
+            cx, cy = x + ox, y + oy
+            if bx <= cx < bx + bw and by <= cy < by + bh:
+                inside_min = alpha if inside_min is None else min(inside_min, alpha)
+                inside_sum += alpha
+                inside_n += 1
+            else:
+                outside_max = max(outside_max, alpha)
+                if alpha == 0:
+                    colour_outside = max(colour_outside, max(data[i:i + step - size] or b"\0"))
+    center = (by + bh // 2 - oy) * w + (bx + bw // 2 - ox)
+    center_alpha = int.from_bytes(data[center * step + step - size:center * step + step], "little")
+    return {"outside_max": outside_max, "inside_min": inside_min,
+            "inside_mean": inside_sum / max(1, inside_n), "center": center_alpha,
+            "colour_where_transparent_max": colour_outside}
+
+
+def mean_abs_diff(a, b, channels, skip_alpha=True):
+    total, n = 0, 0
+    for i in range(0, len(a), channels):
+        for c in range(channels - (1 if skip_alpha else 0)):
+            total += abs(a[i + c] - b[i + c])
+            n += 1
+    return total / max(1, n)
+
+
+def case(name):
+    def wrap(fn):
+        try:
+            results[name] = fn()
+        except Exception:
+            results[name] = {"crashed": traceback.format_exc()}
+        return fn
+    return wrap
+
+
+@case("restore")
+def restore_selection():
+    image, source, painted = make_image(96, 72)
+    top = Gimp.Layer.new(image, "Top", 10, 10, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                         Gimp.LayerMode.NORMAL)
+    image.insert_layer(top, None, 0)  # the new layer must go between Top and Source
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 30, 20, 36, 28)
+    out = {"call": call("restora-restore-selection", image, source, task="upscale", model=MODEL,
+                        feather=4.0, backend_url=URL)}
+    out["layers"] = layers_of(image)
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    new = next((la for la in image.get_layers() if la.get_name().startswith("Upscale")), None)
+    if new is not None:
+        out["alpha"] = alpha_stats(new, RGBA8, (30, 20, 36, 28))
+        _, ox, oy = new.get_offsets()
+        inside = read(new, RGBA8, 30 - ox + 6, 20 - oy + 6, 24, 16)
+        before = read(source, RGBA8, 30 + 6, 20 + 6, 24, 16)
+        out["mean_abs_diff_inside"] = mean_abs_diff(inside, before, 4)
+    out["image_size"] = [image.get_width(), image.get_height()]
+    image.delete()
+    return out
+
+
+@case("restore_ellipse")
+def restore_ellipse():
+    image, source, painted = make_image(64, 48)
+    image.select_ellipse(Gimp.ChannelOps.REPLACE, 12, 8, 40, 30)
+    out = {"call": call("restora-restore-selection", image, source, model=MODEL, feather=0.0,
+                        backend_url=URL)}
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        _, ox, oy = new.get_offsets()
+        w, h = new.get_width(), new.get_height()
+        alpha = read(new, RGBA8)[3::4]
+        mask = bytes(image.get_selection().get_buffer().get(
+            Gegl.Rectangle.new(ox, oy, w, h), 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+        out["alpha_where_unselected_max"] = max(a for a, m in zip(alpha, mask) if m == 0)
+        out["alpha_where_selected_min"] = min(a for a, m in zip(alpha, mask) if m == 255)
+        out["unselected_in_box"] = sum(1 for m in mask if m == 0)
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    image.delete()
+    return out
+
+
+@case("upscale")
+def upscale_image():
+    image, source, _painted = make_image(40, 30)
+    out = {"call": call("restora-upscale-image", image, source, model=MODEL, scale=2.0,
+                        options='{"overlap": 8}', backend_url=URL)}
+    out["image_size"] = [image.get_width(), image.get_height()]
+    out["layers"] = layers_of(image)
+    layers = image.get_layers()
+    if len(layers) == 2:
+        out["mean_abs_diff_to_gimp_scaled"] = mean_abs_diff(read(layers[0], RGBA8),
+                                                            read(layers[1], RGBA8), 4)
+        out["alpha_min"] = min(read(layers[0], RGBA8)[3::4])
+    image.delete()
+    return out
+
+
+@case("upscale_16bit")
+def upscale_16bit():
+    image, source, painted = make_image(36, 28, precision=Gimp.Precision.U16_NON_LINEAR,
+                                        fmt=RGBA16, depth=16)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 8, 6, 20, 14)
+    out = {"call": call("restora-restore-selection", image, source, model=MODEL, feather=3.0,
+                        backend_url=URL)}
+    out["layers"] = layers_of(image)
+    out["source_unchanged"] = read(source, RGBA16) == painted
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        out["alpha"] = alpha_stats(new, RGBA16, (8, 6, 20, 14), size=2)
+        _, ox, oy = new.get_offsets()
+        data = read(new, RGBA16, 8 - ox + 4, 6 - oy + 4, 12, 6)
+        values = [int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data), 2)]
+        colour = [v for i, v in enumerate(values) if i % 4 != 3]
+        # 8-bit data widened to 16 bits is always a multiple of 257
+        out["fraction_not_8bit"] = sum(1 for v in colour if v % 257) / len(colour)
+    image.delete()
+    return out
+
+
+@case("gray")
+def upscale_gray():
+    image, source, _painted = make_image(32, 24, base=Gimp.ImageBaseType.GRAY, fmt=GRAYA8)
+    out = {"call": call("restora-upscale-image", image, source, model=MODEL, scale=2.0,
+                        backend_url=URL)}
+    out["image_size"] = [image.get_width(), image.get_height()]
+    out["layers"] = layers_of(image)
+    image.delete()
+    return out
+
+
+@case("new_image")
+def upscale_into_new_image():
+    image, source, _painted = make_image(20, 16)
+    out = {"call": call("restora-upscale-image", image, source, model=MODEL, new_image=True,
+                        backend_url=URL)}
+    out["image_size"] = [image.get_width(), image.get_height()]
+    out["layer_count"] = len(image.get_layers())
+    result_id = out["call"].get("result_image_id")
+    if result_id is not None and result_id != image.get_id():
+        new = Gimp.Image.get_by_id(result_id)
+        out["new_image_size"] = [new.get_width(), new.get_height()]
+        out["new_image_layers"] = layers_of(new)
+        new.delete()
+    image.delete()
+    return out
+
+
+@case("backend_down")
+def backend_down():
+    image, source, painted = make_image(32, 24)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, 10, 10)
+    out = {"call": call("restora-restore-selection", image, source, model=MODEL,
+                        backend_url=DOWN_URL)}
+    out["layer_count"] = len(image.get_layers())
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    image.delete()
+    return out
+
+
+@case("nothing_selected")
+def nothing_selected():
+    image, source, _painted = make_image(16, 16)
+    out = {"call": call("restora-restore-selection", image, source, model=MODEL,
+                        backend_url=URL)}
+    out["layer_count"] = len(image.get_layers())
+    image.delete()
+    return out
+
+
+@case("unknown_model")
+def unknown_model():
+    image, source, _painted = make_image(16, 16)
+    out = {"call": call("restora-upscale-image", image, source, model="no-such-model",
+                        backend_url=URL)}
+    out["image_size"] = [image.get_width(), image.get_height()]
+    image.delete()
+    return out
+
+
+with open(OUT, "w") as f:
+    json.dump(results, f, indent=1, sort_keys=True)
+print("RESTORA_E2E_DONE", flush=True)

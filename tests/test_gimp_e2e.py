@@ -1,0 +1,218 @@
+"""Restora's GIMP 3 plug-in inside real GIMP 3.0.4, end to end.
+
+The plug-in is installed by installer/gimp_plugin.py into a GIMP home inside the Debian 13
+root; the real backend runs on the host's loopback with a tiny random-weight model; GIMP's
+batch mode calls the procedures non-interactively with arguments (tests/gimp/*_batch.py) and
+writes what it finds as JSON, which these tests check: a selection restored as a feathered,
+aligned layer transparent outside the selection, an upscale that scales the image with GIMP
+and adds the layer on top, 16-bit and grayscale images, a new image, errors in plain words,
+and a job cancelled on the backend when GIMP kills the plug-in (its progress-bar Cancel).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.geometry import Bounds, Extent, selection_crop
+from tests.gimp.harness import HERE, GimpHome, gimp_home_with_plugin, gimp_root, plugin_processes
+from tests.model_zoo import save_tiny
+from tests.server_fixtures import LiveServer, ModelsSetup, free_port, live_server, test_settings
+
+MODEL = "tiny-compact"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("gimp-models")
+    save_tiny("compact", root)  # x4, adds the nearest-upscaled input: results resemble it
+    setup = ModelsSetup(root, tmp_path_factory.mktemp("gimp-home"))
+    with live_server(test_settings(setup)) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
+    with gimp_home_with_plugin(gimp_root()) as home:
+        yield home
+
+
+@pytest.fixture(scope="module")
+def env(backend: LiveServer) -> dict[str, str]:
+    return {"RESTORA_E2E_URL": backend.url, "RESTORA_E2E_MODEL": MODEL,
+            "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}"}
+
+
+@pytest.fixture(scope="module")
+def results(gimp_home: GimpHome, env: dict[str, str]) -> dict[str, Any]:
+    return gimp_home.batch(HERE / "gimp_e2e_batch.py", env, "e2e.json")
+
+
+def case(results: dict[str, Any], name: str) -> dict[str, Any]:
+    found = results.get(name)
+    assert found is not None, f"the batch did not run case {name}:\n{results['_log'][-4000:]}"
+    assert "crashed" not in found, found["crashed"]
+    return found
+
+
+def succeeded(found: dict[str, Any]) -> dict[str, Any]:
+    call = found["call"]
+    assert call["status"] == "success", call
+    return call
+
+
+def test_restore_selection_adds_a_feathered_aligned_layer(results: dict[str, Any]) -> None:
+    found = case(results, "restore")
+    call = succeeded(found)
+    assert call["layer"] == f"Upscale selection - {MODEL}"
+    # directly above the source, under the layer that was on top
+    names = [layer["name"] for layer in found["layers"]]
+    assert names == ["Top", call["layer"], "Source"]
+    new = found["layers"][1]
+    # exactly the region the plug-in sent: the selection plus context, clipped to the canvas
+    region = selection_crop(Bounds(30, 20, 36, 28), Extent(96, 72), 4)
+    assert (new["x"], new["y"], new["width"], new["height"]) == (
+        region.x, region.y, region.width, region.height)
+    assert new["format"] == "R'G'B'A u8"
+    alpha = found["alpha"]
+    assert alpha["outside_max"] == 0, "the layer shows outside the selection"
+    assert alpha["colour_where_transparent_max"] == 0, "hidden colour where the layer is empty"
+    assert alpha["inside_min"] > 0 and alpha["center"] == 255
+    assert alpha["inside_min"] < 255, "no feather at the selection's edge"
+    assert found["source_unchanged"]
+    assert found["image_size"] == [96, 72]
+    assert found["mean_abs_diff_inside"] < 40, "the result does not resemble the source"
+
+
+def test_restore_follows_the_selection_not_its_box(results: dict[str, Any]) -> None:
+    found = case(results, "restore_ellipse")
+    succeeded(found)
+    assert found["unselected_in_box"] > 0  # the ellipse's corners and the context
+    assert found["alpha_where_unselected_max"] == 0
+    assert found["alpha_where_selected_min"] == 255  # feather 0: a hard edge, fully opaque
+    assert found["source_unchanged"]
+
+
+def test_upscale_scales_the_image_and_adds_the_layer_on_top(results: dict[str, Any]) -> None:
+    found = case(results, "upscale")
+    call = succeeded(found)
+    assert found["image_size"] == [80, 60]
+    top, source = found["layers"]
+    assert top["name"] == call["layer"] == f"Upscale x2 - {MODEL}"
+    assert (top["x"], top["y"], top["width"], top["height"]) == (0, 0, 80, 60)
+    assert source["name"] == "Source"
+    assert (source["width"], source["height"]) == (80, 60), "GIMP did not scale the source"
+    assert found["alpha_min"] == 255
+    assert found["mean_abs_diff_to_gimp_scaled"] < 40
+
+
+def test_16_bit_image_keeps_16_bits(results: dict[str, Any]) -> None:
+    found = case(results, "upscale_16bit")
+    succeeded(found)
+    new, source = found["layers"]
+    assert new["format"] == source["format"] == "R'G'B'A u16"
+    region = selection_crop(Bounds(8, 6, 20, 14), Extent(36, 28), 3)
+    assert (new["x"], new["y"], new["width"], new["height"]) == (
+        region.x, region.y, region.width, region.height)
+    assert found["alpha"]["outside_max"] == 0
+    assert found["alpha"]["center"] == 65535
+    assert found["source_unchanged"]
+    # values 8-bit data could not hold: the pixels went both ways as 16-bit
+    assert found["fraction_not_8bit"] > 0.5
+
+
+def test_grayscale_image(results: dict[str, Any]) -> None:
+    found = case(results, "gray")
+    succeeded(found)
+    assert found["image_size"] == [64, 48]
+    assert [la["format"] for la in found["layers"]] == ["Y'A u8", "Y'A u8"]
+    assert [(la["width"], la["height"]) for la in found["layers"]] == [(64, 48), (64, 48)]
+
+
+def test_upscale_into_a_new_image(results: dict[str, Any]) -> None:
+    found = case(results, "new_image")
+    succeeded(found)
+    assert found["image_size"] == [20, 16] and found["layer_count"] == 1
+    assert found["new_image_size"] == [80, 64]  # the model's own x4
+    assert [la["name"] for la in found["new_image_layers"]] == [f"Upscale x4 - {MODEL}"]
+
+
+def test_backend_down_is_an_error_in_plain_words(results: dict[str, Any]) -> None:
+    found = case(results, "backend_down")
+    call = found["call"]
+    assert call["status"] == "execution-error"
+    assert "backend is not running" in call["error"]
+    assert "restora serve" in call["error"]
+    assert found["layer_count"] == 1 and found["source_unchanged"]
+
+
+def test_nothing_selected_and_unknown_model(results: dict[str, Any]) -> None:
+    nothing = case(results, "nothing_selected")
+    assert nothing["call"]["status"] == "execution-error"
+    assert "Nothing is selected" in nothing["call"]["error"]
+    assert nothing["layer_count"] == 1
+    unknown = case(results, "unknown_model")
+    assert unknown["call"]["status"] == "execution-error"
+    assert "no-such-model" in unknown["call"]["error"] and MODEL in unknown["call"]["error"]
+    assert unknown["image_size"] == [16, 16]
+
+
+def test_killed_plugin_cancels_the_job_on_the_backend(
+        results: dict[str, Any], gimp_home: GimpHome, env: dict[str, str],
+        backend: LiveServer) -> None:
+    """GIMP's progress-bar Cancel kills the plug-in; the job must not run on for nobody."""
+    watch: dict[str, Any] = {}
+
+    def kill_when_running() -> None:
+        deadline = time.monotonic() + 120
+        job, since = None, 0.0
+        with httpx.Client(base_url=backend.url, timeout=5) as http:
+            while time.monotonic() < deadline:
+                running = http.get("/v1/health").json().get("running")
+                if running != job:
+                    job, since = running, time.monotonic()
+                if job and time.monotonic() - since > 1.0:  # the slow job, not a quick one
+                    break
+                time.sleep(0.05)
+            else:
+                watch["error"] = "the slow job never ran"
+                return
+            pids = plugin_processes(gimp_home)
+            watch["pids"] = pids
+            killed = time.monotonic()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)  # what GIMP does on Cancel
+            while time.monotonic() < deadline:
+                if http.get("/v1/health").json().get("running") != job:
+                    break
+                time.sleep(0.05)
+            watch["stopped_after"] = time.monotonic() - killed
+            watch["state"] = http.get(f"/v1/jobs/{job}").json().get("state")
+
+    watcher = threading.Thread(target=kill_when_running, daemon=True)
+    watcher.start()
+    found = gimp_home.batch(HERE / "gimp_cancel_batch.py", env, "cancel.json")
+    watcher.join(30)
+    assert "error" not in watch, watch
+    assert len(watch["pids"]) == 1, watch
+    assert watch["stopped_after"] < 5, watch
+    assert watch["state"] == "cancelled", watch
+    assert found["status"] != "success"
+    assert found["seconds"] < 20, "the batch waited for the whole job"
+    assert found["layers"] == ["Source"] and found["image_size"] == [256, 256]
+
+
+def test_installed_files(gimp_home: GimpHome) -> None:
+    entry = gimp_home.plugin_dir / "restora" / "restora.py"
+    assert entry.stat().st_mode & 0o111 == 0o111
+    library = gimp_home.plugin_dir / "restora" / "restora_lib"
+    assert {p.name for p in library.iterdir()} >= {"__init__.py", "shared", "common", "gimp"}
+    assert not list(Path(library).rglob("test*"))
