@@ -118,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     defaults.add_argument("--dest", help="destination folder (default: <models>/upscale_models)")
     msub.add_parser("dirs", help="print the models folders searched, in order")
 
+    plug = sub.add_parser(
+        "plugin",
+        help="build or install the Krita / GIMP 3 plug-in",
+        description="Build or install an editor plug-in. Examples: `restora plugin krita "
+        "install`, `restora plugin krita build --out dist`, `restora plugin gimp install`. "
+        "Arguments after the editor go to installer/<editor>_plugin.py.",
+    )
+    plug.add_argument("editor", choices=["krita", "gimp"])
+    plug.add_argument("args", nargs=argparse.REMAINDER, help="build | install | ... (see --help)")
+
     serve = sub.add_parser("serve", help="run the local backend server for the editor plug-ins")
     serve.add_argument("--host", default=None, help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default 8765")
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_upscale(args)
         if args.command == "models":
             return cmd_models(args, parser)
+        if args.command == "plugin":
+            return cmd_plugin(args)
         if args.command == "serve":
             from backend.server import serve_from_args
 
@@ -342,6 +354,29 @@ class ProgressBar:
     def close(self) -> None:
         if self.enabled and self.tty:
             print(file=sys.stderr)
+
+
+def cmd_plugin(args: argparse.Namespace) -> int:
+    """Run installer/<editor>_plugin.py from the source tree this backend runs from."""
+    import runpy
+
+    from backend.errors import InvalidParameterError
+
+    script = Path(__file__).resolve().parent.parent / "installer" / f"{args.editor}_plugin.py"
+    if not script.is_file():
+        raise InvalidParameterError(
+            f"The plug-in installer is not here ({script}).",
+            "Run this from the Restora source folder set up by installer/setup.py.",
+        )
+    old_argv = sys.argv
+    sys.argv = [str(script), *(args.args or ["--help"])]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old_argv
+    return 0
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:

@@ -138,3 +138,18 @@ def test_ncnn_import_command(tmp_path: Path) -> None:
     bad.write_text("hello")
     result = restora("models", "import-ncnn", bad, "--dest", dest)
     assert result.returncode == 2 and "restora: error" in result.stderr
+
+
+def test_plugin_command_builds_and_installs(tmp_path: Path) -> None:
+    import zipfile
+
+    result = restora("plugin", "krita", "build", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = zipfile.ZipFile(tmp_path / "restora-krita.zip").namelist()
+    assert "restora.desktop" in names and any(n.startswith("restora/shared/") for n in names)
+    home = tmp_path / "home"
+    result = restora("plugin", "gimp", "install", env={"HOME": str(home), "XDG_CONFIG_HOME": ""})
+    assert result.returncode == 0, result.stderr
+    main = home / ".config" / "GIMP" / "3.0" / "plug-ins" / "restora" / "restora.py"
+    assert main.is_file() and os.access(main, os.X_OK)
+    assert restora("plugin", "krita", "no-such-action").returncode != 0
