@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import httpx
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from backend.imaging import encode
 from shared.protocol import RAW_PIXELS_MEDIA_TYPE, PixelFormat
 from tests import server_fixtures as fx
 from tests.server_fixtures import Client, live_server, random_image
+from tests.test_imaging import png_header_only
 
 server, tiny_models = fx.server, fx.tiny_models  # fixtures, one server for this module
 
@@ -36,24 +34,7 @@ def error_of(r: httpx.Response, status: int, code: str) -> str:
     return body["message"]
 
 
-def png_with_size(width: int, height: int) -> bytes:
-    """A PNG whose header claims `width` x `height`, with almost no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
+png_with_size = png_header_only  # a PNG whose header claims a size, with almost no data
 
 
 # --- uploads ---------------------------------------------------------------------------------
