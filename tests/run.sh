@@ -31,5 +31,17 @@ if [ -f tests/editors/gimp_root.sh ]; then
   export RESTORA_GIMP_ROOT
 fi
 
+# A Python with PyQt6 (cached outside the clone) so the Krita docker is also checked under Qt 6,
+# as Krita 6 will run it.
+cache="${RESTORA_CACHE:-$HOME/.cache/restora}"
+qt6="$cache/pyqt6-venv-1"
+if [ ! -x "$qt6/bin/python" ] || ! "$qt6/bin/python" -c "import PyQt6.QtWidgets" 2>/dev/null; then
+  rm -rf "$qt6.tmp"
+  python3 -m venv "$qt6.tmp"
+  "$qt6.tmp/bin/pip" install -q --disable-pip-version-check PyQt6
+  rm -rf "$qt6" && mv "$qt6.tmp" "$qt6"
+fi
+export RESTORA_PYQT6_PYTHON="$qt6/bin/python"
+
 python3 installer/setup.py --dev --skip-models
 exec .venv/bin/python -m pytest "$@"
