@@ -100,7 +100,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 class Precision:
     dtype: str
     reason: str
-    tile_seconds: float | None = None  # measured seconds for one PROBE_SIZE tile, if known
     channels_last: bool = False  # NHWC activations: faster for bf16 on AMX, often not for fp32
 
 
@@ -118,7 +117,7 @@ def choose_precision(
                 "Use --precision auto or fp32.",
             )
         channels_last = device.type == "cpu" and requested == "bf16"
-        return Precision(requested, "requested", channels_last=channels_last)
+        return Precision(requested, "requested", channels_last)
     if device.type in ("cuda", "mps"):
         if half:
             return Precision("fp16", f"{device.type}: architecture supports fp16")
@@ -178,7 +177,7 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precisi
         choice = "bf16+nhwc"
     _, dtype, nhwc = next(c for c in CPU_CANDIDATES if c[0] == choice)
     measured = ", ".join(f"{n} {t:.3f}s" for n, t in times.items())
-    return Precision(dtype, f"cpu: measured per tile {measured}", times[choice], nhwc)
+    return Precision(dtype, f"cpu: measured per tile {measured}", nhwc)
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -97,18 +98,62 @@ def free_device_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-class TileRunner:
-    """Callable used by `tiled_apply`: float32 (h, w, 3) numpy tile -> upscaled numpy tile."""
+class LayerWatch:
+    """Forward pre-hooks on the model's leaf layers, active while a tile runs.
 
-    def __init__(self, descriptor: Any, precision: str, channels_last: bool = False) -> None:
+    They let a job be cancelled within one layer and report progress inside a tile, so the
+    tile size can be chosen for speed and memory alone: a big tile on a slow CPU neither
+    freezes the progress bar nor delays a cancel.
+    """
+
+    def __init__(self, model: torch.nn.Module, on_layer: Callable[[float], None]) -> None:
+        self.leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+        self.on_layer = on_layer
+        self.calls_per_tile = 0  # learned from the first tile (a layer may run several times)
+        self._calls = 0
+        self._handles: list[Any] = []
+
+    def _hook(self, _module: torch.nn.Module, _inputs: Any) -> None:
+        self._calls += 1
+        expected = self.calls_per_tile or len(self.leaves)
+        self.on_layer(min(self._calls / max(expected, 1), 0.99))
+
+    def __enter__(self) -> LayerWatch:
+        self._calls = 0
+        self._handles = [m.register_forward_pre_hook(self._hook) for m in self.leaves]
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if exc_type is None:
+            self.calls_per_tile = max(self.calls_per_tile, self._calls)
+
+
+class TileRunner:
+    """Callable used by `tiled_apply`: float32 (h, w, 3) numpy tile -> upscaled numpy tile.
+
+    `on_layer(fraction of the tile done)` is called between layers; it may raise to cancel.
+    """
+
+    def __init__(
+        self,
+        descriptor: Any,
+        precision: str,
+        channels_last: bool = False,
+        on_layer: Callable[[float], None] | None = None,
+    ) -> None:
         self.descriptor = descriptor
         self.precision = precision
         self.channels_last = channels_last
+        self.watch = LayerWatch(descriptor.model, on_layer) if on_layer else None
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
         try:
-            y = run_tensor(self.descriptor, x, self.precision, self.channels_last)
+            with self.watch or contextlib.nullcontext():
+                y = run_tensor(self.descriptor, x, self.precision, self.channels_last)
         except RuntimeError as exc:
             if is_out_of_memory(exc):
                 raise OutOfMemoryError(

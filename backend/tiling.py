@@ -86,6 +86,8 @@ def tiled_apply(
     rows, cols = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
     col_weights = [blend_weights(cols, i, scale, width) for i in range(len(cols))]
     total, done = len(rows) * len(cols), 0
+    if progress:
+        progress(0, total)  # announces the tile count before the first (maybe long) tile
     out_w = width * scale
 
     strip_top = 0  # output row where the open strip begins

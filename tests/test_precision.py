@@ -26,4 +26,3 @@ def test_auto_precision_is_measured_and_cached(real_models: Path, restora_home: 
     assert model.precision in ("fp32", "bf16")
     assert "measured" in model.precision_reason and "fp32" in model.precision_reason
     assert (restora_home / "cache" / "precision.json").is_file()
-    assert model.seconds_per_pixel and model.seconds_per_pixel > 0

@@ -8,18 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from backend import paths
-from backend.devices import (
-    PROBE_SIZE,
-    choose_precision,
-    configure_threads,
-    resolve_device,
-    time_model,
-)
+from backend.devices import choose_precision, configure_threads, resolve_device
 from backend.models.loading import load_descriptor
 from backend.models.registry import ModelEntry
 
-#: On a CPU a tile should take about this long, so progress moves and cancel answers quickly.
-CPU_SECONDS_PER_TILE = 4.0
+#: Beyond this a CPU gains nothing from bigger tiles (the overlap already costs only 14%);
+#: progress and cancel work inside a tile, so a slow tile freezes nothing.
+CPU_MAX_TILE = 512
 TILE_STEP = 32
 MIN_TILE = 32  # the floor when halving after out-of-memory
 MIN_AUTO_TILE, MAX_TILE = 64, 2048
@@ -33,7 +28,6 @@ class LoadedModel:
     precision: str
     precision_reason: str
     channels_last: bool = False
-    seconds_per_pixel: float | None = None
 
     @property
     def scale(self) -> int:
@@ -59,13 +53,12 @@ class LoadedModel:
         return elem * (self.feature_channels() * 8 + 3 * s2 * 4) + 3 * s2 * 4
 
     def auto_tile(self, free_bytes: int) -> int:
-        """The largest tile (multiple of 32) that fits the memory budget and, on a CPU, the time."""
-        budget = free_bytes * (0.6 if self.device.type != "cpu" else 0.35)
+        """The largest tile (multiple of 32) that fits the memory budget."""
+        cpu = self.device.type == "cpu"
+        budget = free_bytes * (0.35 if cpu else 0.6)
         side = math.sqrt(max(budget, 0) / self.bytes_per_input_pixel())
-        if self.device.type == "cpu" and self.seconds_per_pixel:
-            side = min(side, math.sqrt(CPU_SECONDS_PER_TILE / self.seconds_per_pixel))
         tile = int(side) // TILE_STEP * TILE_STEP
-        return max(MIN_AUTO_TILE, min(MAX_TILE, tile))
+        return max(MIN_AUTO_TILE, min(CPU_MAX_TILE if cpu else MAX_TILE, tile))
 
 
 def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto") -> LoadedModel:
@@ -77,11 +70,4 @@ def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto")
     descriptor.to(dev).eval()
     chosen = choose_precision(descriptor, dev, precision, paths.cache_dir() / "precision.json")
     prepare(descriptor, dev, chosen.dtype, chosen.channels_last)
-    loaded = LoadedModel(entry, descriptor, dev, chosen.dtype, chosen.reason, chosen.channels_last)
-    if dev.type == "cpu":
-        size = max(PROBE_SIZE, descriptor.size_requirements.minimum)
-        seconds = chosen.tile_seconds if size == PROBE_SIZE else None
-        if seconds is None:
-            seconds = time_model(descriptor, chosen.dtype, size, 1, chosen.channels_last)
-        loaded.seconds_per_pixel = seconds / size**2
-    return loaded
+    return LoadedModel(entry, descriptor, dev, chosen.dtype, chosen.reason, chosen.channels_last)

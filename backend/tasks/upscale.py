@@ -130,21 +130,34 @@ def run(
 
     passes = 1 + (alpha is not None)
 
+    position = {"stage": 0, "name": "upscaling", "done": 0, "total": 1, "sent": 0.0}
+
     def report(stage_index: int, stage: str) -> Callable[[int, int], None]:
         def tick(done: int, total: int) -> None:
-            if cancel:
-                cancel.raise_if_cancelled()
-            if progress:
-                progress(min((stage_index + done / total) / passes, 0.999), stage)
+            position.update(stage=stage_index, name=stage, done=done, total=total)
+            publish(0.0)
 
         return tick
+
+    def publish(within_tile: float) -> None:
+        """Called after each tile and between layers inside one: cancel point and progress."""
+        if cancel:
+            cancel.raise_if_cancelled()
+        if progress:
+            tiles = (position["done"] + within_tile) / position["total"]
+            fraction = min((position["stage"] + tiles) / passes, 0.999)
+            if within_tile == 0.0 or fraction - position["sent"] >= 0.002:
+                position["sent"] = fraction
+                progress(fraction, position["name"])
 
     # 3 + 4. upscale, halving the tile on out-of-memory
     while True:
         try:
             from backend.inference import TileRunner
 
-            runner = TileRunner(model.descriptor, model.precision, model.channels_last)
+            runner = TileRunner(
+                model.descriptor, model.precision, model.channels_last, on_layer=publish
+            )
             if cancel:
                 cancel.raise_if_cancelled()
             up_colour = tiled_apply(
