@@ -52,16 +52,20 @@ def median_seconds(fn: Callable[[], object], runs: int) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_stdout():
+def _quiet_output():
+    """Silence what C code prints on stdout and stderr (the ncnn engine's progress lines)."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     with open(os.devnull, "w") as devnull:
         os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
         try:
             yield
         finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def large_memory(size: int, models_dir: str | None) -> dict:
