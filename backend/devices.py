@@ -134,12 +134,13 @@ def _cpu_key(descriptor: Any) -> str:
     import torch
 
     n_params = sum(p.numel() for p in descriptor.model.parameters())
-    ident = f"{platform.processor()}|{_cpu_model()}|{torch.__version__}|{os.cpu_count()}"
+    ident = f"{platform.processor()}|{cpu_model()}|{torch.__version__}|{os.cpu_count()}"
     digest = hashlib.sha1(ident.encode()).hexdigest()[:12]
     return f"v2:{descriptor.architecture.id}:{n_params}:{digest}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's marketing name (platform.processor() is empty on Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

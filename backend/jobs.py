@@ -771,12 +771,12 @@ def _check_geometry(request: JobRequest, pixels: np.ndarray, mask: np.ndarray | 
 
 
 def _device_name(device: Any) -> str:
-    import platform
-
     if device.type == "cuda":
         import torch
 
         return str(torch.cuda.get_device_name(device))
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return platform.processor() or platform.machine()
+    from backend.devices import cpu_model
+
+    return cpu_model()
