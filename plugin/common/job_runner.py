@@ -215,11 +215,11 @@ class JobRunner:
             raise JobCancelled("Cancelled.")
         # 5. fetch
         self._progress(1.0, "receiving the result")
-        final = self._final or client.status(self.job_id).result
+        final = self._final or self._retrying(instance, lambda: client.status(self.job_id)).result
         if final is None:
             raise BackendLost("The backend finished the job but kept no result.",
                               "Run the action again.")
-        pixels = client.result(self.job_id)
+        pixels = self._retrying(instance, lambda: client.result(self.job_id))
         self._forget()
         if (pixels.format.width, pixels.format.height) != (final.placement.bounds.width,
                                                            final.placement.bounds.height):
@@ -316,6 +316,16 @@ class JobRunner:
                     "Restora's backend was restarted while it worked on this job; the job is "
                     "lost (your image was not changed).", "Run the action again.")
             return
+
+    def _retrying(self, instance: str | None, call: Callable[[], Any]) -> Any:
+        """The backend keeps results, so a request cut off by the network is simply repeated
+        once the same backend answers again."""
+        while True:
+            try:
+                return call()
+            except BackendUnavailable:
+                self._check_cancel()
+                self._recover(instance)
 
     def _status_after_reconnect(self) -> Any:
         try:
