@@ -84,18 +84,6 @@ def _available_ram() -> int:
         return 4 << 30
 
 
-def dtype_from_name(name: str) -> torch.dtype:
-    import torch
-
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    import torch
-
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
-
-
 @dataclass(frozen=True)
 class Precision:
     dtype: str
@@ -166,8 +154,11 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precisi
             # one run first: an emulated format is many times slower, so stop there
             first = time_model(descriptor, dtype, repeats=0, channels_last=nhwc)
             best = min(times.values(), default=first)
-            times[name] = first if first > 2 * best else time_model(
-                descriptor, dtype, repeats=1, channels_last=nhwc)
+            times[name] = (
+                first
+                if first > 2 * best
+                else time_model(descriptor, dtype, repeats=1, channels_last=nhwc)
+            )
         if cache_file:
             cache[key] = times
             _write_json(cache_file, cache)
