@@ -66,3 +66,9 @@ class CancelledError(RestoraError):
 class OutOfMemoryError(RestoraError):
     code = "out_of_memory"
     http_status = 507
+
+
+class UnsupportedOperatorError(ModelFormatError):
+    """A model file that is well formed but uses operations Restora cannot run."""
+
+    code = "unsupported_operator"

@@ -23,6 +23,7 @@ MODEL_FOLDERS: dict[str, str] = {
     "text_encoders": "text encoders",
     "inpaint": "inpainting models (LaMa, MAT)",
     "colorization": "colorization models (DDColor)",
+    "facedetection": "face detectors (YuNet, ...)",
 }
 #: Folders whose files spandrel can load; the rest are listed by name and size only.
 SPANDREL_FOLDERS = ("upscale_models", "facerestore_models", "inpaint", "colorization")

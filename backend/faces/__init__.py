@@ -1,0 +1,1 @@
+"""Faces: detection with five landmarks, alignment, restoration and pasting back."""

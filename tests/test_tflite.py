@@ -1,0 +1,167 @@
+"""The .tflite reader and its PyTorch executor: the three MediaPipe face models agree with
+Google's own interpreter on a real photo, and broken or unsupported files fail with typed
+errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+# Google's runtime is a dev dependency: without it these tests must fail, not skip
+from ai_edge_litert.interpreter import Interpreter
+
+from backend.errors import ModelFormatError, UnsupportedOperatorError
+from backend.faces.detect import FACE_MESH, FULL_RANGE, SHORT_RANGE, model_file
+from backend.faces.tflite import load_tflite, read_tflite, resize_bilinear, same_padding
+
+#: file, input side, value range, and the part of the astronaut photo it is shown
+MODELS = [
+    (SHORT_RANGE, 128, (-1.0, 1.0), (0, 0, 512, 512)),
+    (FULL_RANGE, 192, (-1.0, 1.0), (0, 0, 512, 512)),
+    (FACE_MESH, 192, (0.0, 1.0), (150, 45, 300, 195)),  # the mesh is run on a face
+]
+
+
+def _model_input(
+    image: np.ndarray, size: int, value_range: tuple[float, float], crop
+) -> np.ndarray:
+    x0, y0, x1, y1 = crop
+    part = cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+    low, high = value_range
+    return (part.astype(np.float32) * ((high - low) / 255) + low)[None]
+
+
+def _google(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return {o["name"]: interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()}
+
+
+@pytest.mark.parametrize(("name", "size", "value_range", "crop"), MODELS)
+def test_port_matches_googles_interpreter(
+    astronaut: np.ndarray, name: str, size: int, value_range, crop
+) -> None:
+    path = model_file(name, [])
+    x = _model_input(astronaut, size, value_range, crop)
+    expected = _google(path, x)
+    module = load_tflite(path)
+    with torch.inference_mode():
+        ours = dict(zip(module.output_names, module(torch.from_numpy(x))))
+    assert set(ours) == set(expected)
+    for key, ref in expected.items():
+        got = ours[key].numpy()
+        assert got.shape == ref.shape, key
+        diff = float(np.abs(got - ref).max())
+        # the outputs span up to ~150 (regressors in pixels, logits): 1e-3 is float rounding
+        assert diff < 1e-3, f"{name} {key}: max abs diff {diff}"
+        assert np.abs(ref).max() > 1  # a real signal was compared, not zeros
+
+
+def test_batch_runs_as_separate_images(astronaut: np.ndarray) -> None:
+    module = load_tflite(model_file(FULL_RANGE, []))
+    a = _model_input(astronaut, 192, (-1, 1), (0, 0, 512, 512))
+    b = _model_input(astronaut, 192, (-1, 1), (100, 20, 356, 276))
+    with torch.inference_mode():
+        both = module(torch.from_numpy(np.concatenate([a, b])))
+        one = module(torch.from_numpy(b))
+    for y_both, y_one in zip(both, one):
+        assert y_both.shape[0] == 2
+        torch.testing.assert_close(y_both[1:], y_one, atol=1e-4, rtol=0)
+
+
+def test_same_padding_puts_the_odd_pixel_after() -> None:
+    assert same_padding(96, 3, 2) == (0, 1)  # stride-2 depthwise layers of BlazeFace
+    assert same_padding(95, 3, 2) == (1, 1)
+    assert same_padding(128, 5, 2) == (1, 2)
+    assert same_padding(12, 3, 1) == (1, 1)
+    assert same_padding(12, 3, 1, dilation=2) == (2, 2)
+
+
+def _tf_resize(x: np.ndarray, out: int, align_corners: bool, half_pixel: bool) -> np.ndarray:
+    """TFLite's reference bilinear resize of one (H, W) plane, written from its definition."""
+    size = x.shape[0]
+    scale = (size - 1) / (out - 1) if align_corners and out > 1 else size / out
+    result = np.zeros((out, out))
+    for i in range(out):
+        for j in range(out):
+            y = (i + 0.5) * scale - 0.5 if half_pixel else i * scale
+            xx = (j + 0.5) * scale - 0.5 if half_pixel else j * scale
+            y0, x0 = max(math.floor(y), 0), max(math.floor(xx), 0)
+            y1, x1 = min(math.ceil(y), size - 1), min(math.ceil(xx), size - 1)
+            y0, x0 = min(y0, size - 1), min(x0, size - 1)
+            fy, fx = y - math.floor(y), xx - math.floor(xx)
+            top = x[y0, x0] * (1 - fx) + x[y0, x1] * fx
+            bottom = x[y1, x0] * (1 - fx) + x[y1, x1] * fx
+            result[i, j] = top * (1 - fy) + bottom * fy
+    return result
+
+
+@pytest.mark.parametrize(
+    ("align_corners", "half_pixel"), [(False, True), (True, False), (False, False)]
+)
+def test_resize_bilinear_modes(align_corners: bool, half_pixel: bool) -> None:
+    plane = np.random.default_rng(0).random((6, 6))
+    got = resize_bilinear(torch.from_numpy(plane)[None, None], [12, 12], align_corners, half_pixel)
+    want = _tf_resize(plane, 12, align_corners, half_pixel)
+    np.testing.assert_allclose(got[0, 0].numpy(), want, atol=1e-9)
+
+
+def test_a_file_that_is_not_tflite(tmp_path: Path, astronaut: np.ndarray) -> None:
+    png = tmp_path / "photo.tflite"
+    png.write_bytes(cv2.imencode(".png", astronaut)[1].tobytes())
+    with pytest.raises(ModelFormatError, match="not a TensorFlow Lite model") as info:
+        load_tflite(png)
+    assert info.value.code == "model_format"
+    with pytest.raises(ModelFormatError):
+        read_tflite(b"")
+
+
+@pytest.mark.parametrize("name", [SHORT_RANGE, FULL_RANGE, FACE_MESH])
+def test_truncated_and_corrupt_files(name: str) -> None:
+    data = model_file(name, []).read_bytes()
+    for cut in (12, 100, len(data) // 3, len(data) - 50):
+        with pytest.raises(ModelFormatError):
+            load_tflite(data[:cut])
+    # bytes changed where the graph is described (the flatbuffer's start and end; the weights
+    # lie between): a typed error, or a model that still runs; never another exception
+    rng = np.random.default_rng(7)
+    errors = 0
+    for _ in range(60):
+        broken = bytearray(data)
+        for _ in range(8):
+            pos = int(
+                rng.integers(8, 4096)
+                if rng.random() < 0.5
+                else rng.integers(len(data) - 65536, len(data))
+            )
+            broken[pos] = int(rng.integers(0, 256))
+        try:
+            load_tflite(bytes(broken))
+        except ModelFormatError:
+            errors += 1
+    assert errors > 10  # the changes did reach the graph's description
+
+
+def test_an_unsupported_operator_is_named() -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = bytearray(model_file(SHORT_RANGE, []).read_bytes())
+    code = schema.Model.GetRootAs(data, 0).OperatorCodes(0)  # CONV_2D
+    assert max(code.DeprecatedBuiltinCode(), code.BuiltinCode()) == 3
+    softmax = schema.BuiltinOperator.SOFTMAX
+    for vtable_entry, fmt in ((4, "<i1"), (10, "<i4")):  # deprecated_builtin_code, builtin_code
+        offset = code._tab.Offset(vtable_entry)
+        if offset:
+            at = code._tab.Pos + offset
+            data[at : at + np.dtype(fmt).itemsize] = np.array([softmax], fmt).tobytes()
+    with pytest.raises(UnsupportedOperatorError, match=f"builtin #{softmax}") as info:
+        read_tflite(bytes(data))
+    assert isinstance(info.value, ModelFormatError)
+    assert info.value.code == "unsupported_operator" and "CONV_2D" in info.value.hint
