@@ -169,6 +169,38 @@ def enable_in_kritarc(path: Path, name: str = NAME) -> None:
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
+def disable_in_kritarc(path: Path, name: str = NAME) -> bool:
+    """Undo `enable_in_kritarc`: remove `enable_<name>=...` from the [python] group, and the
+    group when nothing else is in it, touching no other line; a file left empty is deleted.
+    True when something was removed."""
+    if not path.is_file():
+        return False
+    key = f"enable_{name}"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: list[str] = []
+    group_start = -1  # index in `out` of the current [python] header
+    for line in [*lines, "[end]"]:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if group_start >= 0 and not any(x.strip() for x in out[group_start + 1:]):
+                removed = out[group_start:]  # an empty [python] group goes
+                del out[group_start:]
+                if len(removed) == 1 and out and not out[-1].strip():
+                    out.pop()  # the blank line enable_in_kritarc put before it
+            group_start = len(out) if stripped == "[python]" else -1
+        elif group_start >= 0 and stripped.split("=", 1)[0].strip() == key:
+            continue
+        out.append(line)
+    out.pop()  # [end]
+    if out == lines:
+        return False
+    if any(line.strip() for line in out):
+        path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    else:
+        path.unlink()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -3,44 +3,23 @@
 
 Creates .venv/ at the repository root, installs the backend and its dependencies into it,
 and imports the offline default models. Standard library only, so it runs on a bare Python.
-Running it again is fast: the install step is skipped while the files that define it are
+Running it again is fast: the install steps are skipped while the files that define them are
 unchanged, and models already imported are left as they are.
+
+This is the developer's set-up (PyTorch as pinned in installer/torch-requirements.txt, from the
+default package index); installer/install.py is the user's installer, which also picks the
+PyTorch build for the hardware and installs the plug-ins. Both share backend_env.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import subprocess
 import sys
-import venv
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from backend_env import ROOT, opencv_problem, prepare_environment, venv_program
+
 VENV = ROOT / ".venv"
-STAMP = VENV / ".restora-installed"
-DEFINING_FILES = ("pyproject.toml", "installer/torch-requirements.txt", "installer/setup.py")
-
-
-def venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def venv_restora() -> Path:
-    return VENV / ("Scripts/restora.exe" if os.name == "nt" else "bin/restora")
-
-
-def install_key(dev: bool) -> str:
-    h = hashlib.sha256(f"{sys.version_info[:2]}|dev={dev}".encode())
-    for name in DEFINING_FILES:
-        h.update((ROOT / name).read_bytes())
-    return h.hexdigest()
-
-
-def run(cmd: list[str | Path]) -> None:
-    print("+ " + " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True)
 
 
 def main() -> int:
@@ -49,31 +28,16 @@ def main() -> int:
     parser.add_argument("--skip-models", action="store_true", help="do not import default models")
     args = parser.parse_args()
 
-    key = install_key(args.dev)
-    if not venv_python().exists():
-        print(f"Creating {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    if STAMP.exists() and STAMP.read_text().strip() == key:
-        print("Python packages are up to date.", flush=True)
-    else:
-        pip = [venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-        run([*pip, "-r", ROOT / "installer/torch-requirements.txt"])
-        run([*pip, "-e", f"{ROOT}[dev]" if args.dev else str(ROOT)])
-        STAMP.write_text(key + "\n")
-
-    check = subprocess.run([str(venv_python()), "-c", "import cv2"], capture_output=True, text=True)
-    if check.returncode != 0:
-        print(
-            "OpenCV cannot load a system library:\n"
-            + check.stderr.strip().splitlines()[-1]
-            + "\nOn Debian/Ubuntu: sudo apt-get install libgl1 libglib2.0-0",
-            file=sys.stderr,
-        )
+    prepare_environment(VENV, dev=args.dev)
+    problem = opencv_problem(VENV)
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
+    restora = venv_program(VENV, "restora")
     if not args.skip_models:
-        run([venv_restora(), "models", "install-defaults"])
-    restora = venv_restora().relative_to(ROOT)
-    print(f"\nReady. Try: {restora} upscale docs/sample.png -o sample-x4.png")
+        print(f"+ {restora} models install-defaults", flush=True)
+        subprocess.run([str(restora), "models", "install-defaults"], check=True)
+    print(f"\nReady. Try: {restora.relative_to(ROOT)} upscale docs/sample.png -o sample-x4.png")
     return 0
 
 

@@ -93,7 +93,9 @@ def test_task_procedure_without_selection_runs_on_the_whole_layer(
 
 
 @pytest.mark.parametrize(("spec", "action", "values", "error", "words"), [
-    ("restora-face-restore", Action.TASK, {}, PluginError, "cannot 'Restore faces' yet"),
+    ("restora-colorize", Action.TASK, {}, PluginError, "cannot 'Colorize' yet"),
+    ("restora-face-restore", Action.TASK, {}, PluginError,
+     "no model for 'Restore faces'. Put a GFPGAN, CodeFormer or RestoreFormer model"),
     ("restora-upscale-image", Action.UPSCALE, {"model": "nope"}, PluginError,
      "no model called 'nope'"),
     ("restora-restore-selection", Action.RESTORE, {}, NothingSelected, "Nothing is selected"),

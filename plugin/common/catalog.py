@@ -27,6 +27,22 @@ PARAM_LABELS = {"scale": "Scale", "tile": "Tile size", "overlap": "Tile overlap"
                 "alpha": "Transparency", "strength": "Strength", "width": "Width"}
 
 
+#: what to install when the backend has no model for a task
+MISSING_MODEL_HINTS = {
+    Task.UPSCALE: "Install one with `restora models install-defaults`, or put a model file in "
+                  "the backend's upscale_models folder, then restart `restora serve`.",
+    Task.FACE_RESTORE: "Put a GFPGAN, CodeFormer or RestoreFormer model in the backend's "
+                       "facerestore_models folder (or run `restora models download "
+                       "gfpgan-v1.4`), then restart `restora serve`.",
+}
+
+
+def missing_model_hint(task: Task) -> str:
+    return MISSING_MODEL_HINTS.get(task, "Put a model for it in the backend's models folder "
+                                         "(see `restora models catalog`), then restart "
+                                         "`restora serve`.")
+
+
 def task_title(task: Task) -> str:
     return TASK_TITLES.get(task, task.value.replace("-", " ").capitalize())
 

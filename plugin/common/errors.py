@@ -85,3 +85,8 @@ class DocumentGone(PluginError):
     """The document or layer went away before the result arrived."""
 
     code = "document_gone"
+
+
+class NothingFound(PluginError):
+    """The job ran but found nothing to change (no face in the image): the document is left
+    as it was, and the message is news, not a failure."""

@@ -23,10 +23,11 @@ gi.require_version("Gtk", "3.0")
 from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
 
 from ..common.catalog import param_label  # noqa: E402
-from ..common.connection import Connection  # noqa: E402
+from ..common.connection import Connection, ConnectionState  # noqa: E402
 from ..common.errors import PluginError  # noqa: E402
 from ..common.settings import SIZE_PARAMS, Settings, normalise_url  # noqa: E402
 from ..shared.protocol import ParamInfo, Task  # noqa: E402
+from .flow import autostart_available  # noqa: E402
 from .option_form import (  # noqa: E402
     display_text,
     form_params,
@@ -153,7 +154,12 @@ class RestoraDialog:
 
     def _show_catalog(self) -> None:
         """Fill the status line, the model list and the option form from what is known."""
-        self.status.set_text(self.connection.describe())
+        text = self.connection.describe()
+        if (self.connection.state == ConnectionState.DISCONNECTED
+                and autostart_available(self.connection.client.url)):
+            text = (f"Restora's backend is not running at {self.connection.client.url}; "
+                    "it will be started when you press OK.")
+        self.status.set_text(text)
         catalog = self.connection.catalog
         task = self._task()
         names = [m.name for m in catalog.models_for(task)] if catalog is not None else []

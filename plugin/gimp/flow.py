@@ -12,15 +12,17 @@ Standard library only: tested with a fake editor against the real server.
 
 from __future__ import annotations
 
+import os
 import queue
 from collections.abc import Callable
 from typing import Protocol
 
-from ..common.catalog import Catalog, fetch_catalog, task_title
+from ..common.catalog import Catalog, fetch_catalog, missing_model_hint, task_title
 from ..common.client import Client
 from ..common.editor import Editor
-from ..common.errors import JobCancelled, PluginError
+from ..common.errors import BackendUnavailable, JobCancelled, PluginError
 from ..common.job_runner import JobInput, JobResult, JobRunner, Outcome
+from ..common.launcher import find_backend, is_local, start_backend
 from ..common.operations import (
     PreparedJob,
     apply_result,
@@ -73,12 +75,32 @@ def run_action(action: Action, editor: Editor, settings: Settings, task: Task,
     """
     client = Client(settings.backend_url, settings.token)
     sink.progress(-1.0, "connecting to the backend")
-    catalog = fetch_catalog(client)
+    catalog = connect(client, sink)
     _check(catalog, settings, task)
     _drop_foreign_options(catalog, settings, task)
     prepared = prepare(action, editor, settings, task, catalog)
     result = run_job(client, prepared.input, sink, guard=guard)
     return apply_result(editor, prepared, result)
+
+
+def autostart_available(url: str) -> bool:
+    """A backend at this loopback address can be started: the installer recorded one
+    (RESTORA_AUTOSTART=0 turns that off)."""
+    return (os.environ.get("RESTORA_AUTOSTART", "1") != "0" and is_local(url)
+            and find_backend() is not None)
+
+
+def connect(client: Client, sink: ProgressSink) -> Catalog:
+    """The backend's catalog; when none answers and the installer set one up, it is started
+    (GIMP has no docker to offer a button, so the first Restora command starts it)."""
+    try:
+        return fetch_catalog(client)
+    except BackendUnavailable:
+        if not autostart_available(client.url):
+            raise
+    sink.progress(-1.0, "starting the backend (the first start can take a minute)")
+    start_backend(client.url, client.token)
+    return fetch_catalog(client)
 
 
 def prepare(action: Action, editor: Editor, settings: Settings, task: Task,
@@ -133,9 +155,7 @@ def _check(catalog: Catalog, settings: Settings, task: Task) -> None:
                           f"(it has: {have}).",
                           "Choose one of its models, or leave the model empty for the default.")
     if catalog.default_model(task) is None:
-        raise PluginError(f"The backend has no model for '{title}'.",
-                          "Install one with `restora models install-defaults`, or put a model "
-                          "file in its models folder, then restart `restora serve`.")
+        raise PluginError(f"The backend has no model for '{title}'.", missing_model_hint(task))
 
 
 def _drop_foreign_options(catalog: Catalog, settings: Settings, task: Task) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 from krita import Krita
 
 from ..common.catalog import Catalog, task_title
-from ..common.connection import Connection
-from ..common.errors import BackendLost, BackendUnavailable, PluginError
+from ..common.connection import Connection, ConnectionState
+from ..common.errors import BackendLost, BackendUnavailable, NothingFound, PluginError
 from ..common.job_runner import JobResult, JobRunner
+from ..common.launcher import BackendLauncher
 from ..common.operations import (
     PreparedJob,
     apply_result,
@@ -103,6 +104,9 @@ class ActionRun:
             return
         try:
             self.layer_name = apply_result(editor, prepared, result)
+        except NothingFound as exc:  # news, not a failure: the document is as it was
+            self._end("finished", exc.text)
+            return
         except PluginError as exc:
             self.fail(exc)
             return
@@ -148,6 +152,7 @@ class Controller(QObject):
         self.connection = Connection(settings.backend_url, settings.token,
                                      dispatch=self.dispatcher.post,
                                      on_change=lambda _c: self.notify())
+        self.launcher = BackendLauncher(self.dispatcher.post)
         self.current: ActionRun | None = None
         self.last: ActionRun | None = None
         self._ticks = 0
@@ -170,6 +175,28 @@ class Controller(QObject):
         before = self.connection.client
         self.connection.configure(settings.backend_url, settings.token)
         if self.connection.client is not before:
+            self.connection.refresh()
+        self.notify()
+
+    # - a local backend, started from the docker -
+
+    @property
+    def can_start_backend(self) -> bool:
+        """Nothing answers at a loopback address, and no start is under way."""
+        conn = self.connection
+        return (conn.state == ConnectionState.DISCONNECTED and conn.client.is_local
+                and not self.launcher.busy)
+
+    def start_backend(self) -> bool:
+        """Start `restora serve` as the installer recorded it (off the UI thread); the
+        connection is checked again when it answers. False when a start is under way."""
+        started = self.launcher.start(self.settings.backend_url, self.settings.token,
+                                      self._backend_started)
+        self.notify()
+        return started
+
+    def _backend_started(self, error: PluginError | None) -> None:
+        if error is None:
             self.connection.refresh()
         self.notify()
 

@@ -21,6 +21,7 @@ from . import actions
 from .qt import Qt, QtWidgets
 
 AUTO = "auto"
+STARTING_TEXT = "Starting Restora's backend... (the first start can take a minute)"
 _STATE_COLOURS = {ConnectionState.CONNECTED: "#2e7d32", ConnectionState.CONNECTING: "#8d6e00",
                   ConnectionState.DISCONNECTED: "#b71c1c", ConnectionState.FAILED: "#b71c1c"}
 
@@ -56,6 +57,11 @@ class RestoraDocker(DockWidget):
         top.addWidget(self.state, 1)
         top.addWidget(self.backend_button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(top)
+        self.start_button = W.QPushButton("Start backend")
+        self.start_button.setToolTip("Start Restora's backend on this computer (restora serve), "
+                                     "as Restora's installer set it up.")
+        self.start_button.setVisible(False)
+        layout.addWidget(self.start_button)
 
         self.backend_box = W.QGroupBox("Backend")
         backend = W.QFormLayout(self.backend_box)
@@ -131,6 +137,7 @@ class RestoraDocker(DockWidget):
         self.setWidget(root)
 
         self.backend_button.toggled.connect(self.backend_box.setVisible)
+        self.start_button.clicked.connect(lambda _c=False: self.controller.start_backend())
         self.connect_button.clicked.connect(self._apply_backend)
         self.url.returnPressed.connect(self._apply_backend)
         self.task.currentIndexChanged.connect(self._task_changed)
@@ -159,9 +166,18 @@ class RestoraDocker(DockWidget):
 
     def _show_connection(self) -> None:
         conn = self.controller.connection
+        launcher = self.controller.launcher
         colour = _STATE_COLOURS.get(conn.state, "")
-        self.state.setText(conn.describe())
+        text = conn.describe()
+        if launcher.busy:
+            text, colour = STARTING_TEXT, _STATE_COLOURS[ConnectionState.CONNECTING]
+        elif self.controller.can_start_backend:
+            text = (launcher.error.text if launcher.error is not None
+                    else f"Restora's backend is not running at {conn.client.url}.")
+        self.state.setText(text)
         self.state.setStyleSheet(f"color: {colour}" if colour else "")
+        self.start_button.setVisible(launcher.busy or self.controller.can_start_backend)
+        self.start_button.setEnabled(not launcher.busy)
         if not self.url.hasFocus():
             self.url.setText(self.controller.settings.backend_url)
         if not self.token.hasFocus():

@@ -44,8 +44,9 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert r["docker_id"] == "restora_docker" and r["connected"]
     assert {"restora_upscale_image", "restora_restore_selection", "restora_menu",
             "restora_task_denoise"} <= set(r["actions"])
-    assert r["menu"] == ["Upscale image", "Restore selection", "Cancel Restora job"]
-    assert r["tasks"] == ["Upscale"]
+    assert r["menu"] == ["Upscale image", "Restore selection", "Restore faces",
+                         "Cancel Restora job"]
+    assert r["tasks"] == ["Upscale", "Restore faces"]  # the tasks this backend runs
     assert r["models"][1:] == ["tiny-x2 (x2)", "tiny-x4 (x4)"]
     assert {"Tile size", "Tile overlap"} <= set(r["spins"])  # the form follows the params
     assert any(t.startswith("Connected: Restora") for t in r["labels"])
