@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_models_dir(up)
 
+    from backend import cli_faces
+
+    cli_faces.add_parser(sub)
+
     models = sub.add_parser("models", help="list and import models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
     ls = msub.add_parser("list", help="show every model file found and what it is")
@@ -232,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "upscale":
             return cmd_upscale(args)
+        if args.command == "faces":
+            from backend.cli_faces import cmd_faces
+
+            return cmd_faces(args)
         if args.command == "models":
             return cmd_models(args, parser)
         if args.command == "plugin":

@@ -152,7 +152,13 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precisi
             if dtype == "bf16" and not descriptor.supports_bfloat16:
                 continue
             # one run first: an emulated format is many times slower, so stop there
-            first = time_model(descriptor, dtype, repeats=0, channels_last=nhwc)
+            try:
+                first = time_model(descriptor, dtype, repeats=0, channels_last=nhwc)
+            except RuntimeError:  # a network that cannot run channels-last (GFPGAN's views)
+                from backend.inference import set_memory_format
+
+                set_memory_format(descriptor, False)
+                continue
             best = min(times.values(), default=first)
             times[name] = (
                 first

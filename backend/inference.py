@@ -31,7 +31,9 @@ def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(x, (0, dw, 0, dh), mode=mode)
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+def autocast_context(
+    device: torch.device, precision: str
+) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16" and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -54,7 +56,12 @@ def prepare(descriptor: Any, device: torch.device, precision: str, channels_last
 def set_memory_format(descriptor: Any, channels_last: bool) -> None:
     if getattr(descriptor, "_restora_nhwc", None) != channels_last:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        descriptor.model.to(memory_format=fmt)
+        # only 4-D weights have a channels-last layout (GFPGAN's modulated convs are 5-D,
+        # which Module.to(memory_format=...) refuses)
+        with torch.no_grad():
+            for tensor in (*descriptor.model.parameters(), *descriptor.model.buffers()):
+                if tensor.ndim == 4:
+                    tensor.data = tensor.data.contiguous(memory_format=fmt)
         descriptor._restora_nhwc = channels_last
 
 
@@ -71,7 +78,7 @@ def run_tensor(
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x = x.to(descriptor.dtype)
-    with _autocast(device, precision):
+    with autocast_context(device, precision):
         y = descriptor(x)
     s = descriptor.scale
     return y[:, :, : h * s, : w * s].float().clamp_(0, 1).cpu()

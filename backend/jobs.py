@@ -32,13 +32,19 @@ from backend.errors import (
     CancelledError,
     ImageTooLargeError,
     InvalidParameterError,
+    ModelNotFoundError,
     OutOfMemoryError,
     RestoraError,
 )
 from backend.model_cache import ModelCache
-from backend.models.registry import DEFAULT_UPSCALE_MODEL, ModelEntry, Registry
+from backend.models.registry import (
+    DEFAULT_UPSCALE_MODEL,
+    ModelEntry,
+    Registry,
+    preferred_entry,
+)
 from backend.settings import Settings
-from backend.tasks import upscale
+from backend.tasks import face_restore, upscale
 from shared.geometry import Bounds
 from shared.protocol import (
     PROTOCOL_VERSION,
@@ -102,11 +108,23 @@ class ProtocolVersionError(RestoraError):
 class JobInput:
     pixels: np.ndarray
     mask: np.ndarray | None
+    #: other models the task uses besides its own (loaded by the worker): param name -> model
+    helpers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskOutput:
+    """A task's pixels plus what it reports about them (ResultInfo.details)."""
+
+    pixels: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 ProgressSink = Callable[[float, str], None]
-TaskRun = Callable[[JobInput, Any, Any, ProgressSink, Any], np.ndarray]
+TaskRun = Callable[[JobInput, Any, Any, ProgressSink, Any], "np.ndarray | TaskOutput"]
 TaskPrepare = Callable[[Any, JobInput, ModelEntry, Settings], None]
+#: the params naming other models: param name -> (model name, the task whose models fit)
+HelperModels = Callable[[Any], dict[str, tuple[str, Task]]]
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,9 @@ class TaskSpec:
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     #: params the server sets itself; a client cannot name them
     server_params: frozenset[str] = frozenset()
+    helper_models: HelperModels | None = None
+    #: what to say when no model is named and none is installed
+    missing_model_hint: str = ""
 
     def accepts(self, entry: ModelEntry) -> bool:
         return entry.usable and entry.folder in self.folders and entry.purpose in self.purposes
@@ -150,6 +171,28 @@ def _upscale_run(
     return upscale.run(inp.pixels, model, params, progress=progress, cancel=cancel)
 
 
+def _face_prepare(
+    params: face_restore.FaceRestoreParams, inp: JobInput, entry: ModelEntry, settings: Settings
+) -> None:
+    params.max_output_pixels = settings.max_output_pixels
+
+
+def _face_run(
+    inp: JobInput, model: Any, params: Any, progress: ProgressSink, cancel: Any
+) -> TaskOutput:
+    upscaler = inp.helpers.get("upscale_model")
+    result = face_restore.run(
+        inp.pixels, model, params, progress, cancel, mask=inp.mask, upscaler=upscaler
+    )
+    # the faces alone as a layer over the original; an upscaled background is the whole image
+    pixels = result.pixels if upscaler is not None else result.layer()
+    return TaskOutput(pixels, result.details())
+
+
+def _face_helpers(params: face_restore.FaceRestoreParams) -> dict[str, tuple[str, Task]]:
+    return {"upscale_model": (params.upscale_model, Task.UPSCALE)} if params.upscale_model else {}
+
+
 TASKS: dict[Task, TaskSpec] = {
     Task.UPSCALE: TaskSpec(
         task=Task.UPSCALE,
@@ -161,6 +204,20 @@ TASKS: dict[Task, TaskSpec] = {
         prepare=_upscale_prepare,
         choices={"alpha": upscale.ALPHA_MODES},
         server_params=frozenset({"max_output_pixels"}),
+    ),
+    Task.FACE_RESTORE: TaskSpec(
+        task=Task.FACE_RESTORE,
+        params_type=face_restore.FaceRestoreParams,
+        folders=("facerestore_models",),
+        purposes=("FaceSR",),
+        default_model=None,  # the first face model installed (GFPGAN before CodeFormer, ...)
+        run=_face_run,
+        prepare=_face_prepare,
+        server_params=frozenset({"max_output_pixels"}),
+        helper_models=_face_helpers,
+        missing_model_hint="Put a face model (GFPGANv1.4.pth, codeformer.pth, "
+        "RestoreFormer.pth) in the facerestore_models folder, or run "
+        "`restora models download gfpgan-v1.4`.",
     ),
 }
 
@@ -260,6 +317,7 @@ class Job:
     expires: float = float("inf")
     cancel: upscale.CancelToken = field(default_factory=upscale.CancelToken)
     last_progress_event: float = 0.0
+    helper_entries: dict[str, ModelEntry] = field(default_factory=dict)
 
     def status(self, position: int | None = None) -> JobStatus:
         return JobStatus(
@@ -417,7 +475,7 @@ class JobManager:
     def find_model(self, name: str | None, spec: TaskSpec) -> ModelEntry:
         name = name or spec.default_model
         if not name:
-            raise InvalidParameterError(f"Task '{spec.task.value}' needs a model.", "")
+            return self._first_model(spec)
         with self._registry_lock:  # the first listing loads every file: only once at a time
             entry = self.registry.find(name)
         if not spec.accepts(entry):
@@ -426,6 +484,25 @@ class JobManager:
                 f"{entry.folder}/; task '{spec.task.value}' needs a "
                 f"{' or '.join(spec.purposes)} model.",
                 "GET /v1/models?task=" + spec.task.value + " lists the models that fit.",
+            )
+        return entry
+
+    def default_model_name(self, spec: TaskSpec) -> str | None:
+        """The model a job of this task runs when it names none; None when none is installed."""
+        if spec.default_model:
+            return spec.default_model
+        try:
+            return self._first_model(spec).name
+        except ModelNotFoundError:
+            return None
+
+    def _first_model(self, spec: TaskSpec) -> ModelEntry:
+        """A task without a default model runs the first one installed that fits it."""
+        entry = preferred_entry([e for e in self.model_entries() if spec.accepts(e)])
+        if entry is None:
+            raise ModelNotFoundError(
+                f"No model for task '{spec.task.value}' is installed.",
+                spec.missing_model_hint or f"GET /v1/models?task={spec.task.value}",
             )
         return entry
 
@@ -458,6 +535,12 @@ class JobManager:
         feather = masking.resolve_feather(mask, request.feather) if mask is not None else None
         params = parse_params(spec, request.params)
         entry = self.find_model(request.model, spec)
+        helpers = {
+            key: self.find_model(name, task_spec(task))
+            for key, (name, task) in (
+                spec.helper_models(params) if spec.helper_models else {}
+            ).items()
+        }
         spec.prepare(params, inp, entry, self.settings)
         job = Job(
             id=request.id or uuid.uuid4().hex,
@@ -468,6 +551,7 @@ class JobManager:
             input=inp,
             feather=feather,
             bounds=bounds,
+            helper_entries=helpers,
         )
         with self._lock:
             existing = self._jobs.get(job.id)
@@ -639,7 +723,7 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         try:
-            pixels = self._execute(job)
+            pixels, details = self._execute(job)
             dropped = self.results.put(job.id, pixels)
         except CancelledError:
             self._finish(job, JobState.CANCELLED, EventType.CANCELLED, "cancelled")
@@ -656,7 +740,7 @@ class JobManager:
             )
             self._finish(job, JobState.FAILED, EventType.FAILED, "failed")
         else:
-            job.result = self._result_info(job, pixels)
+            job.result = self._result_info(job, pixels, details)
             self._finish(job, JobState.FINISHED, EventType.FINISHED, "done", progress=1.0)
             with self._lock:
                 for job_id in dropped:
@@ -664,7 +748,7 @@ class JobManager:
                     if forgotten is not None:
                         log.info("dropped fetched result %s to stay within memory", job_id)
 
-    def _execute(self, job: Job) -> np.ndarray:
+    def _execute(self, job: Job) -> tuple[np.ndarray, dict[str, Any]]:
         inp = job.input
         if inp is None or job.cancel.cancelled:
             raise CancelledError("The job was cancelled.", "")
@@ -674,6 +758,7 @@ class JobManager:
 
         progress(0.0, "loading model")
         model = self.models.get(job.entry)
+        inp.helpers = {key: self.models.get(e) for key, e in job.helper_entries.items()}
         job.cancel.raise_if_cancelled()
         try:
             out = job.spec.run(inp, model, job.params, progress, job.cancel)
@@ -683,10 +768,11 @@ class JobManager:
             log.warning("job %s ran out of memory; unloaded %d models, retrying", job.id, freed)
             progress(job.progress, "retrying with less memory")
             out = job.spec.run(inp, model, job.params, progress, job.cancel)
+        output = out if isinstance(out, TaskOutput) else TaskOutput(out)
         if inp.mask is not None:
             progress(1.0, "masking")
-            out = masking.apply_selection(out, inp.mask, job.feather or 0.0)
-        return out
+            output.pixels = masking.apply_selection(output.pixels, inp.mask, job.feather or 0.0)
+        return output.pixels, output.details
 
     def _progress(self, job: Job, fraction: float, stage: str) -> None:
         now = time.monotonic()
@@ -709,7 +795,9 @@ class JobManager:
                 job.result.expires = job.expires
             self._publish(event, job.status())
 
-    def _result_info(self, job: Job, pixels: np.ndarray) -> ResultInfo:
+    def _result_info(
+        self, job: Job, pixels: np.ndarray, details: dict[str, Any] | None = None
+    ) -> ResultInfo:
         height, width, channels = pixels.shape
         in_h, in_w = job.bounds.height, job.bounds.width
         canvas = job.request.canvas
@@ -721,7 +809,9 @@ class JobManager:
             scale_y=sy,
         )
         depth = 16 if pixels.dtype == np.uint16 else 8
-        return ResultInfo(width, height, channels, depth, placement, expires=job.expires)
+        return ResultInfo(
+            width, height, channels, depth, placement, expires=job.expires, details=details or {}
+        )
 
     def _sweep(self) -> None:
         """Forget jobs (and results) past their time. Called with the lock held."""

@@ -234,6 +234,9 @@ class ResultInfo(Message):
     depth: int
     placement: Placement
     expires: float  # Unix time after which the server forgets the result
+    #: what the task reports besides pixels; face-restore: {"faces": [{"box", "score",
+    #: "landmarks", "restored", "note"}], "restored": n, "message": "No face found ..."}
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -63,3 +63,15 @@ def face_crop(astronaut: np.ndarray) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
+
+
+@pytest.fixture(scope="session")
+def face_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with random-weight GFPGAN, CodeFormer and RestoreFormer files in
+    facerestore_models/ (saved once: GFPGAN and CodeFormer are full size)."""
+    from tests.model_zoo import FACE_MODELS, save_tiny
+
+    root = tmp_path_factory.mktemp("face-models")
+    for key in FACE_MODELS:
+        save_tiny(key, root, file_name=f"random-{key}")
+    return root

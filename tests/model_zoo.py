@@ -111,6 +111,60 @@ def _rcan() -> torch.nn.Module:
     return RCAN(n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4, scale=2)
 
 
+def _gfpgan() -> torch.nn.Module:
+    # spandrel builds GFPGAN at its one real size (StyleGAN2 decoder, 512 px): 86 M parameters
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    return GFPGAN(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    )
+
+
+def _codeformer() -> torch.nn.Module:
+    # the VQ autoencoder has fixed sizes; the transformer is made small (1 layer, 64 wide)
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    return CodeFormer(
+        dim_embd=64,
+        n_head=8,
+        n_layers=1,
+        codebook_size=1024,
+        latent_size=256,
+        connect_list=["32", "64", "128", "256"],
+        fix_modules=["quantize", "generator"],
+    )
+
+
+def _restoreformer() -> torch.nn.Module:
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    return RestoreFormer(
+        n_embed=64,
+        embed_dim=32,
+        ch=32,
+        out_ch=3,
+        ch_mult=(1, 2, 2, 4),
+        num_res_blocks=1,
+        attn_resolutions=(16,),
+        dropout=0.0,
+        in_channels=3,
+        resolution=512,
+        z_channels=32,
+        double_z=False,
+        enable_mid=True,
+        head_size=8,
+    )
+
+
 TINY_MODELS: dict[str, TinyModel] = {
     "compact": TinyModel("Compact", _compact, 4),
     "esrgan": TinyModel("ESRGAN", _esrgan, 4),
@@ -127,6 +181,14 @@ TINY_MODELS: dict[str, TinyModel] = {
     "rcan": TinyModel("RCAN", _rcan, 2),
 }
 
+#: face restoration models: GFPGAN and CodeFormer cannot be made tiny (saved in fp16, about
+#: 170 and 150 MB), so tests save them once per session
+FACE_MODELS: dict[str, TinyModel] = {
+    "gfpgan": TinyModel("GFPGAN", _gfpgan, 1, "facerestore_models"),
+    "codeformer": TinyModel("CodeFormer", _codeformer, 1, "facerestore_models"),
+    "restoreformer": TinyModel("RestoreFormer", _restoreformer, 1, "facerestore_models"),
+}
+
 
 def save_tiny(
     key: str,
@@ -136,12 +198,14 @@ def save_tiny(
     seed: int = 0,
 ) -> Path:
     """Build `key` with seeded random weights and save it under models_root/<folder>/."""
-    spec = TINY_MODELS[key]
+    spec = TINY_MODELS.get(key) or FACE_MODELS[key]
     torch.manual_seed(seed)
     net = spec.build()
     state: dict[str, Any] = {
         k: v.detach().clone().contiguous() for k, v in net.state_dict().items()
     }
+    if key in FACE_MODELS:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     folder = models_root / spec.folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{file_name or 'tiny-' + key}.{fmt}"

@@ -136,6 +136,28 @@ def server(tiny_models: ModelsSetup) -> Iterator[LiveServer]:
         yield live
 
 
+FACE_MODEL = "random-restoreformer"
+
+
+@pytest.fixture(scope="module")
+def face_server(
+    tiny_models: ModelsSetup, face_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server with the tiny upscalers and one face model: the random-weight RestoreFormer
+    (small, so quick; the big families run in test_face_restore.py), in fp32 so a test can
+    compare its output with the engine's."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("face-server-models")
+    shutil.copytree(tiny_models.root / "upscale_models", root / "upscale_models")
+    (root / "facerestore_models").mkdir()
+    src = face_models / "facerestore_models" / f"{FACE_MODEL}.safetensors"
+    shutil.copy(src, root / "facerestore_models" / src.name)
+    settings = test_settings(ModelsSetup(root, tiny_models.home), precision="fp32")
+    with live_server(settings) as live:
+        yield live
+
+
 @dataclass
 class Client:
     """What a plug-in does, in a few lines of httpx: upload, submit, follow, fetch."""

@@ -20,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from shared.geometry import Bounds, Extent, selection_crop
+from tests import server_fixtures as fx
 from tests.gimp.harness import HERE, GimpHome, gimp_home_with_plugin, gimp_root, plugin_processes
 from tests.model_zoo import save_tiny
 from tests.server_fixtures import LiveServer, ModelsSetup, free_port, live_server, test_settings
 
 MODEL = "tiny-compact"
+tiny_models, face_server = fx.tiny_models, fx.face_server  # a second backend, with a face model
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +49,18 @@ def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
 
 
 @pytest.fixture(scope="module")
-def env(backend: LiveServer) -> dict[str, str]:
+def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
+        astronaut: np.ndarray) -> dict[str, str]:
+    (gimp_home.on_host / "astronaut.rgba").write_bytes(photo_rgba(astronaut).tobytes())
     return {"RESTORA_E2E_URL": backend.url, "RESTORA_E2E_MODEL": MODEL,
-            "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}"}
+            "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}",
+            "RESTORA_E2E_FACE_URL": face_server.url, "RESTORA_E2E_FACE_MODEL": fx.FACE_MODEL,
+            "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba"}
+
+
+def photo_rgba(photo: np.ndarray) -> np.ndarray:
+    alpha = np.full((*photo.shape[:2], 1), 255, np.uint8)
+    return np.ascontiguousarray(np.concatenate([photo, alpha], axis=2))
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +228,36 @@ def test_installed_files(gimp_home: GimpHome) -> None:
     library = gimp_home.plugin_dir / "restora" / "restora_lib"
     assert {p.name for p in library.iterdir()} >= {"__init__.py", "shared", "common", "gimp"}
     assert not list(Path(library).rglob("test*"))
+
+
+def test_restore_faces_adds_one_layer_of_the_face(results: dict[str, Any], gimp_home: GimpHome,
+                                                   face_server: LiveServer,
+                                                   astronaut: np.ndarray) -> None:
+    from backend.models.registry import Registry
+    from backend.models.runtime import load_model
+    from backend.tasks import face_restore
+
+    found = case(results, "faces")
+    call = succeeded(found)
+    assert call["layer"] == f"Restore faces - {fx.FACE_MODEL}"
+    assert [la["name"] for la in found["layers"]] == [call["layer"], "Source"]
+    new = found["layers"][0]
+    assert (new["x"], new["y"], new["width"], new["height"]) == (0, 0, 512, 512)
+    assert found["source_unchanged"]
+    layer = np.frombuffer((gimp_home.on_host / found["layer_file"]).read_bytes(),
+                          np.uint8).reshape(512, 512, 4)
+    # the engine's own result on the same pixels, as the server computed it (fp32, CPU)
+    models = Registry([Path(d) for d in face_server.settings.models_dirs])
+    model = load_model(models.find(fx.FACE_MODEL), device="cpu", precision="fp32")
+    expected = face_restore.run(photo_rgba(astronaut), model,
+                                face_restore.FaceRestoreParams()).layer()
+    assert np.array_equal(layer[..., 3], expected[..., 3])
+    assert np.abs(layer.astype(int) - expected).max() <= 1
+    assert 0.02 < (layer[..., 3] > 0).mean() < 0.25
+
+
+def test_no_face_adds_nothing_and_says_so(results: dict[str, Any]) -> None:
+    found = case(results, "faces_none")
+    call = succeeded(found)
+    assert call["layer"] is None and found["layer_count"] == 1
+    assert "No face found in the image." in results["_log"]

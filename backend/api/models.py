@@ -32,10 +32,14 @@ def list_models(
 
 
 @router.get("/tasks", response_model=list[TaskInfo], summary="Tasks and their parameters")
-def list_tasks() -> list[dict]:
+def list_tasks(jobs: JobsDep) -> list[dict]:
     """Every task of the protocol; `available` says whether this server runs it, and `params`
     describes the task's parameters (name, type, default, choices) for a plug-in's form."""
-    return [t.to_json() for t in all_task_infos()]
+    infos = all_task_infos()
+    for info in infos:
+        if info.available and info.default_model is None:
+            info.default_model = jobs.default_model_name(TASKS[info.task])
+    return [t.to_json() for t in infos]
 
 
 def _model_info(e: ModelEntry, loaded: bool) -> ModelInfo:

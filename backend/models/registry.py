@@ -19,6 +19,9 @@ from backend.errors import ModelFormatError, ModelNotFoundError
 from backend.models.loading import MODEL_EXTENSIONS, load_descriptor
 
 DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
+#: without a named model, a task runs the first installed model of these architectures (in
+#: this order), then any other that fits, by name
+PREFERRED_ARCHITECTURES = ("GFPGAN", "CodeFormer", "RestoreFormer")
 INDEX_VERSION = 2
 
 
@@ -45,6 +48,14 @@ class ModelEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def preferred_entry(entries: list[ModelEntry]) -> ModelEntry | None:
+    """The model to run when the user names none, among `entries` that fit the task."""
+    rank = {arch: i for i, arch in enumerate(PREFERRED_ARCHITECTURES)}
+    return min(
+        entries, key=lambda e: (rank.get(e.architecture, len(rank)), e.name.lower()), default=None
+    )
 
 
 def describe(path: Path, folder: str) -> ModelEntry:

@@ -33,7 +33,7 @@ from ..shared.protocol import (
     ResultInfo,
     Task,
 )
-from .catalog import Catalog, task_title
+from .catalog import Catalog, missing_model_hint, task_title
 from .client import Client, EventStream
 from .errors import (
     BackendLost,
@@ -80,6 +80,8 @@ class JobResult:
     model: str
     pixels: PixelBuffer
     placement: Placement
+    #: what the task reports besides pixels (ResultInfo.details), e.g. the faces found
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class JobListener(Protocol):
@@ -225,7 +227,8 @@ class JobRunner:
                                                            final.placement.bounds.height):
             raise PluginError("The backend's result does not match its own placement.",
                               "This is a bug in Restora; please report it.")
-        return JobResult(self.job_id, job.task, status.model, pixels, final.placement)
+        return JobResult(self.job_id, job.task, status.model, pixels, final.placement,
+                         dict(final.details))
 
     def _default_model(self, health: Health) -> str:
         """The backend's default model for the task if it has it, else its first one."""
@@ -233,10 +236,8 @@ class JobRunner:
         catalog = Catalog(health, self.client.tasks(), self.client.models(task))
         model = catalog.default_model(task)
         if model is None:
-            raise PluginError(
-                f"Restora's backend has no model for '{task_title(task)}'.",
-                "Put a model file into one of its models folders (`restora models dirs` lists "
-                "them), or run `restora models install-defaults`, then try again.")
+            raise PluginError(f"Restora's backend has no model for '{task_title(task)}'.",
+                              missing_model_hint(task))
         return model
 
     def _follow(self, instance: str | None, after: int | None) -> None:

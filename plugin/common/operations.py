@@ -13,7 +13,7 @@ from ..shared.geometry import Bounds
 from ..shared.protocol import Task
 from .catalog import Catalog, task_title
 from .editor import Editor
-from .errors import DocumentGone, NothingSelected, PluginError
+from .errors import DocumentGone, NothingFound, NothingSelected, PluginError
 from .job_runner import JobInput, JobResult
 from .pixels import clear_transparent, is_blank, to_channels
 from .selection import restore_region
@@ -112,6 +112,10 @@ def apply_result(editor: Editor, prepared: PreparedJob, result: JobResult) -> st
             f"The image was resized while Restora worked ({prepared.input.canvas.width}x"
             f"{prepared.input.canvas.height} to {canvas.width}x{canvas.height}), so the result "
             "no longer fits; it was dropped.", "Run the action again.")
+    if result.details.get("restored") == 0:
+        # the task found nothing to restore (no face): no empty layer, just say so
+        raise NothingFound(result.details.get("message") or "Nothing was found to restore.",
+                           _nothing_found_hint(result.task, prepared.in_place))
     name = layer_name(prepared, result)
     pixels = to_channels(result.pixels, prepared.input.image.channels)
     if prepared.in_place:
@@ -126,3 +130,10 @@ def apply_result(editor: Editor, prepared: PreparedJob, result: JobResult) -> st
             editor.scale_canvas(target)
         editor.add_layer(name, pixels, placement.bounds)
     return name
+
+
+def _nothing_found_hint(task: Task, in_place: bool) -> str:
+    if task == Task.FACE_RESTORE and not in_place:
+        return ("Select a face (a box around it) and run Restore faces again: a selection "
+                "with no face found is restored as a face.")
+    return "The image was not changed."

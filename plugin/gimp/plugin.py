@@ -22,7 +22,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
-from ..common.errors import JobCancelled, PluginError  # noqa: E402
+from ..common.errors import JobCancelled, NothingFound, PluginError  # noqa: E402
 from ..common.settings import Settings  # noqa: E402
 from . import store  # noqa: E402
 from .flow import run_action  # noqa: E402
@@ -72,6 +72,9 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
         editor, settings = _run(procedure, run_mode, image, drawables, config, spec)
     except JobCancelled:
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    except NothingFound as exc:  # news, not a failure: the image is as it was
+        Gimp.message(exc.text)
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
     except PluginError as exc:
         return _failure(procedure, exc, by_person)
     except Exception as exc:  # a bug: say so in words, and leave the traceback for a report

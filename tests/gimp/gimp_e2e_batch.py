@@ -23,6 +23,9 @@ URL = os.environ["RESTORA_E2E_URL"]
 DOWN_URL = os.environ["RESTORA_E2E_DOWN_URL"]
 MODEL = os.environ["RESTORA_E2E_MODEL"]
 OUT = os.environ["RESTORA_E2E_OUT"]
+FACE_URL = os.environ["RESTORA_E2E_FACE_URL"]
+FACE_MODEL = os.environ["RESTORA_E2E_FACE_MODEL"]
+PHOTO = os.environ["RESTORA_E2E_PHOTO"]  # 512x512 RGBA 8-bit, raw
 RGBA8, RGBA16, GRAYA8 = "R'G'B'A u8", "R'G'B'A u16", "Y'A u8"
 results = {"gimp_version": Gimp.version()}
 
@@ -284,6 +287,37 @@ def unknown_model():
     out = {"call": call("restora-upscale-image", image, source, model="no-such-model",
                         backend_url=URL)}
     out["image_size"] = [image.get_width(), image.get_height()]
+    image.delete()
+    return out
+
+
+@case("faces")
+def restore_faces():
+    image, source, _painted = make_image(512, 512)
+    with open(PHOTO, "rb") as f:
+        photo = f.read()
+    buf = source.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, 512, 512), RGBA8, photo)
+    buf.flush()
+    out = {"call": call("restora-face-restore", image, source, model=FACE_MODEL,
+                        backend_url=FACE_URL)}
+    out["layers"] = layers_of(image)
+    out["source_unchanged"] = read(source, RGBA8) == photo
+    new = next((la for la in image.get_layers() if la.get_name().startswith("Restore")), None)
+    if new is not None:
+        out["layer_file"] = "faces_layer.rgba"
+        with open(os.path.join(os.path.dirname(OUT), out["layer_file"]), "wb") as f:
+            f.write(read(new, RGBA8))
+    image.delete()
+    return out
+
+
+@case("faces_none")
+def no_faces():
+    image, source, _painted = make_image(64, 48)
+    out = {"call": call("restora-face-restore", image, source, model=FACE_MODEL,
+                        backend_url=FACE_URL)}
+    out["layer_count"] = len(image.get_layers())
     image.delete()
     return out
 

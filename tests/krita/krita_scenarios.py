@@ -446,11 +446,56 @@ def killed():
     return out
 
 
+def face_settings():
+    return settings(backend_url=CONFIG["face_url"], models={"face-restore": CONFIG["face_model"]},
+                    options={})
+
+
+def faces_photo():
+    """Restore faces on a real photo: one new layer holding the face, transparent elsewhere."""
+    from restora.krita import actions
+    from restora.shared.protocol import Task
+
+    size = CONFIG["photo_size"]
+    with open(os.path.join(CONFIG["out_dir"], CONFIG["photo"]), "rb") as f:
+        rgba = f.read()
+    doc, base = new_doc("faces", width=size, height=size)
+    base.setPixelData(swap_rb(rgba), 0, 0, size, size)
+    before = bytes(base.pixelData(0, 0, size, size))
+    run = actions.run_task(Task.FACE_RESTORE, doc, base, face_settings(), wait=True, timeout=300)
+    out = run_info(run)
+    out["stage"] = run.stage
+    out["layers"] = [n.name() for n in layers(doc)]
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, size, size)) == before
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["bounds"] = rect(new[0])
+        out["layer_file"] = dump("faces_layer.rgba",
+                                 swap_rb(bytes(new[0].pixelData(0, 0, size, size))))
+    doc.close()
+    return out
+
+
+def faces_none():
+    """No face in the image: no layer is added and the message says so."""
+    from restora.krita import actions
+    from restora.shared.protocol import Task
+
+    doc, base = new_doc("no-faces")
+    paint(base)
+    run = actions.run_task(Task.FACE_RESTORE, doc, base, face_settings(), wait=True, timeout=300)
+    out = run_info(run)
+    out["stage"] = run.stage
+    out["layers"] = [n.name() for n in layers(doc)]
+    doc.close()
+    return out
+
+
 SCENARIOS = [
     ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
     ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
     ("restore_u16_linear", restore_u16_linear), ("upscale_f32", upscale_f32),
     ("restore_gray", restore_gray), ("restore_projection", restore_projection),
     ("no_selection", no_selection), ("backend_down", backend_down), ("cancel", cancel),
-    ("killed", killed),
+    ("killed", killed), ("faces_photo", faces_photo), ("faces_none", faces_none),
 ]

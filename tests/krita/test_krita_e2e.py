@@ -30,7 +30,7 @@ from tests import server_fixtures as fx
 from tests.plugin_fixtures import BackendProcess, clean_environment
 from tests.server_fixtures import free_port, make_tiny_model, reference_upscale
 
-server, tiny_models = fx.server, fx.tiny_models
+server, tiny_models, face_server = fx.server, fx.tiny_models, fx.face_server
 
 REPO = Path(__file__).resolve().parents[2]
 KRITA_RUN = REPO / "tests" / "editors" / "krita_run.sh"
@@ -57,8 +57,8 @@ def killable(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="module")
-def krita_run(server: fx.LiveServer, killable: BackendProcess,
-              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
+              astronaut: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
     home = tmp_path_factory.mktemp("krita-home")
@@ -67,7 +67,10 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess,
     krita_plugin.install(pykrita, home / ".config" / "kritarc")
     config = {"pykrita": str(pykrita), "url": server.url, "out_dir": str(out),
               "dead_url": f"http://127.0.0.1:{free_port()}", "kill_url": killable.url,
-              "kill_pid": killable.proc.pid if killable.proc else None}
+              "kill_pid": killable.proc.pid if killable.proc else None,
+              "face_url": face_server.url, "face_model": fx.FACE_MODEL,
+              "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
+    (out / "astronaut.rgba").write_bytes(photo_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
     env = {**clean_environment(), "KRITA_HOME": str(home), "KRITA_RUN_TIMEOUT": "400"}
     t0 = time.monotonic()
@@ -82,6 +85,11 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess,
     results["_seconds"] = seconds
     print(f"\nKrita scenarios took {seconds:.1f} s (Krita {results['krita']})")
     return results
+
+
+def photo_rgba(photo: np.ndarray) -> np.ndarray:
+    alpha = np.full((*photo.shape[:2], 1), 255, np.uint8)
+    return np.ascontiguousarray(np.concatenate([photo, alpha], axis=2))
 
 
 def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
@@ -233,3 +241,34 @@ def test_backend_killed_mid_job(krita_run) -> None:
     assert "not changed" in r["error"] and r["seconds_to_report"] < 15
     assert r["doc_size"] == [320, 320] and r["layers"] == ["Background"]
     assert r["connection"] == "disconnected"
+
+
+def test_restore_faces_adds_one_layer_of_the_face(krita_run, face_server: fx.LiveServer,
+                                                   astronaut: np.ndarray) -> None:
+    from backend.models.registry import Registry
+    from backend.models.runtime import load_model
+    from backend.tasks import face_restore
+
+    r = scenario(krita_run, "faces_photo")
+    assert r["status"] == "finished", r
+    assert r["layer_name"] == f"Restore faces - {fx.FACE_MODEL}"
+    assert r["layers"] == ["Background", r["layer_name"]] and r["source_unchanged"]
+    assert r["stage"] == f"Added '{r['layer_name']}'."
+    size = astronaut.shape[0]
+    layer = raw(krita_run, r["layer_file"], size, size, 4)
+    # the engine's own result on the same pixels, as the server computed it (fp32, CPU)
+    models = Registry([Path(d) for d in face_server.settings.models_dirs])
+    model = load_model(models.find(fx.FACE_MODEL), device="cpu", precision="fp32")
+    expected = face_restore.run(photo_rgba(astronaut), model,
+                                face_restore.FaceRestoreParams()).layer()
+    assert np.array_equal(layer[..., 3], expected[..., 3])
+    assert np.abs(layer.astype(int) - expected).max() <= 1
+    alpha = layer[..., 3]
+    assert 0.02 < (alpha > 0).mean() < 0.25  # the face only; transparent elsewhere
+
+
+def test_no_face_adds_nothing_and_says_so(krita_run) -> None:
+    r = scenario(krita_run, "faces_none")
+    assert r["status"] == "finished" and r["error"] is None
+    assert r["layers"] == ["Background"]
+    assert r["stage"].startswith("No face found in the image.")
