@@ -4,5 +4,6 @@ client.py the backend's HTTP API · event_stream.py server-sent events · job_ru
 on a worker thread · connection.py backend state for the UI · catalog.py tasks, models and
 options · operations.py what each action sends and where its result goes · editor.py the
 interface an adapter implements · selection.py selection box and mask · pixels.py raw pixel
-shuffles · settings.py the settings and their storage as strings · errors.py typed errors.
+shuffles · settings.py the settings and their storage as strings · errors.py typed errors ·
+launcher.py starts the local backend the installer recorded.
 """
