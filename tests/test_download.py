@@ -97,15 +97,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._empty(416, name, rng, {"Content-Range": f"bytes */{total}"})
                 return
         body = data[start:]
+        limit = len(body)
+        if seen < served.drops:
+            limit = min(limit, served.drop_after)
+        # logged before a byte is sent: the client may check the log as soon as it has them
+        state.log.append(Hit(name, rng, status, limit))
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
         self.end_headers()
-        limit = len(body)
-        if seen < served.drops:
-            limit = min(limit, served.drop_after)
-        state.log.append(Hit(name, rng, status, limit))
         if seen < served.stalls:
             time.sleep(served.stall_s)
         try:
@@ -116,12 +117,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _empty(self, status: int, name: str, rng: str | None, headers: dict | None = None) -> None:
+        self.server.state.log.append(Hit(name, rng, status, 0))  # type: ignore[attr-defined]
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        self.server.state.log.append(Hit(name, rng, status, 0))  # type: ignore[attr-defined]
 
 
 @pytest.fixture
