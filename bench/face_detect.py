@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.timing import median_seconds  # noqa: E402
 
 
 def photo(side: int) -> np.ndarray:
@@ -40,16 +39,6 @@ def photo(side: int) -> np.ndarray:
     small = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
     canvas[side // 3 : side // 3 + 256, side // 2 : side // 2 + 256] = small
     return canvas
-
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up: kernel selection, allocation
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class LiteRTModel:

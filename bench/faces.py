@@ -14,11 +14,8 @@ Then face detection per megapixel. Figures are medians.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up: kernel selection, allocation
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench.timing import median_seconds  # noqa: E402
 
 
 def build(family: str):  # real-size networks

@@ -16,17 +16,16 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.timing import median_seconds  # noqa: E402
 
 
 def photo(size: int) -> np.ndarray:
@@ -39,16 +38,6 @@ def photo(size: int) -> np.ndarray:
     import cv2
 
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LANCZOS4)
-
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up: kernel selection, allocation
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @contextlib.contextmanager

@@ -158,6 +158,24 @@ def face_server(
         yield live
 
 
+def opaque_rgba(photo: np.ndarray) -> np.ndarray:
+    """An RGB photo as the editors send a layer: RGBA, fully opaque."""
+    alpha = np.full((*photo.shape[:2], 1), 255, np.uint8)
+    return np.ascontiguousarray(np.concatenate([photo, alpha], axis=2))
+
+
+def expected_face_layer(server: LiveServer, pixels: np.ndarray) -> np.ndarray:
+    """The layer the face server makes of `pixels` with FACE_MODEL: the engine's own result,
+    computed here the way the server computes it (fp32, CPU, default parameters)."""
+    from backend.models.registry import Registry
+    from backend.models.runtime import load_model
+    from backend.tasks import face_restore
+
+    models = Registry([Path(d) for d in server.settings.models_dirs])
+    model = load_model(models.find(FACE_MODEL), device="cpu", precision="fp32")
+    return face_restore.run(pixels, model, face_restore.FaceRestoreParams()).layer()
+
+
 @dataclass
 class Client:
     """What a plug-in does, in a few lines of httpx: upload, submit, follow, fetch."""

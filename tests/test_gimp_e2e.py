@@ -51,16 +51,11 @@ def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
 @pytest.fixture(scope="module")
 def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
         astronaut: np.ndarray) -> dict[str, str]:
-    (gimp_home.on_host / "astronaut.rgba").write_bytes(photo_rgba(astronaut).tobytes())
+    (gimp_home.on_host / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     return {"RESTORA_E2E_URL": backend.url, "RESTORA_E2E_MODEL": MODEL,
             "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}",
             "RESTORA_E2E_FACE_URL": face_server.url, "RESTORA_E2E_FACE_MODEL": fx.FACE_MODEL,
             "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba"}
-
-
-def photo_rgba(photo: np.ndarray) -> np.ndarray:
-    alpha = np.full((*photo.shape[:2], 1), 255, np.uint8)
-    return np.ascontiguousarray(np.concatenate([photo, alpha], axis=2))
 
 
 @pytest.fixture(scope="module")
@@ -233,10 +228,6 @@ def test_installed_files(gimp_home: GimpHome) -> None:
 def test_restore_faces_adds_one_layer_of_the_face(results: dict[str, Any], gimp_home: GimpHome,
                                                    face_server: LiveServer,
                                                    astronaut: np.ndarray) -> None:
-    from backend.models.registry import Registry
-    from backend.models.runtime import load_model
-    from backend.tasks import face_restore
-
     found = case(results, "faces")
     call = succeeded(found)
     assert call["layer"] == f"Restore faces - {fx.FACE_MODEL}"
@@ -246,11 +237,7 @@ def test_restore_faces_adds_one_layer_of_the_face(results: dict[str, Any], gimp_
     assert found["source_unchanged"]
     layer = np.frombuffer((gimp_home.on_host / found["layer_file"]).read_bytes(),
                           np.uint8).reshape(512, 512, 4)
-    # the engine's own result on the same pixels, as the server computed it (fp32, CPU)
-    models = Registry([Path(d) for d in face_server.settings.models_dirs])
-    model = load_model(models.find(fx.FACE_MODEL), device="cpu", precision="fp32")
-    expected = face_restore.run(photo_rgba(astronaut), model,
-                                face_restore.FaceRestoreParams()).layer()
+    expected = fx.expected_face_layer(face_server, fx.opaque_rgba(astronaut))
     assert np.array_equal(layer[..., 3], expected[..., 3])
     assert np.abs(layer.astype(int) - expected).max() <= 1
     assert 0.02 < (layer[..., 3] > 0).mean() < 0.25

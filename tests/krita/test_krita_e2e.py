@@ -70,7 +70,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "kill_pid": killable.proc.pid if killable.proc else None,
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
-    (out / "astronaut.rgba").write_bytes(photo_rgba(astronaut).tobytes())
+    (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
     env = {**clean_environment(), "KRITA_HOME": str(home), "KRITA_RUN_TIMEOUT": "400"}
     t0 = time.monotonic()
@@ -85,11 +85,6 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
     results["_seconds"] = seconds
     print(f"\nKrita scenarios took {seconds:.1f} s (Krita {results['krita']})")
     return results
-
-
-def photo_rgba(photo: np.ndarray) -> np.ndarray:
-    alpha = np.full((*photo.shape[:2], 1), 255, np.uint8)
-    return np.ascontiguousarray(np.concatenate([photo, alpha], axis=2))
 
 
 def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
@@ -245,10 +240,6 @@ def test_backend_killed_mid_job(krita_run) -> None:
 
 def test_restore_faces_adds_one_layer_of_the_face(krita_run, face_server: fx.LiveServer,
                                                    astronaut: np.ndarray) -> None:
-    from backend.models.registry import Registry
-    from backend.models.runtime import load_model
-    from backend.tasks import face_restore
-
     r = scenario(krita_run, "faces_photo")
     assert r["status"] == "finished", r
     assert r["layer_name"] == f"Restore faces - {fx.FACE_MODEL}"
@@ -256,11 +247,7 @@ def test_restore_faces_adds_one_layer_of_the_face(krita_run, face_server: fx.Liv
     assert r["stage"] == f"Added '{r['layer_name']}'."
     size = astronaut.shape[0]
     layer = raw(krita_run, r["layer_file"], size, size, 4)
-    # the engine's own result on the same pixels, as the server computed it (fp32, CPU)
-    models = Registry([Path(d) for d in face_server.settings.models_dirs])
-    model = load_model(models.find(fx.FACE_MODEL), device="cpu", precision="fp32")
-    expected = face_restore.run(photo_rgba(astronaut), model,
-                                face_restore.FaceRestoreParams()).layer()
+    expected = fx.expected_face_layer(face_server, fx.opaque_rgba(astronaut))
     assert np.array_equal(layer[..., 3], expected[..., 3])
     assert np.abs(layer.astype(int) - expected).max() <= 1
     alpha = layer[..., 3]
