@@ -581,6 +581,14 @@ def _plan_outputs(args: argparse.Namespace, inputs: list[tuple[Path, Path | None
         raise InvalidParameterError(
             "Two inputs would write the same output file.", "Give an output folder with -o."
         )
+    existing = [] if args.overwrite else [t for t in targets if t.exists()]
+    if existing:
+        raise InvalidParameterError(
+            f"{existing[0]} already exists"
+            + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+            + ".",
+            "Choose another output or pass --overwrite.",
+        )
     return targets
 
 
@@ -644,15 +652,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     inputs = _collect_inputs(args.inputs)
     targets = _plan_outputs(args, inputs)
-    if not args.overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise InvalidParameterError(
-                f"{existing[0]} already exists"
-                + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
-                + ".",
-                "Choose another output or pass --overwrite.",
-            )
 
     from backend.tasks.upscale import UpscaleParams
 

@@ -104,15 +104,8 @@ def cmd_faces(args: argparse.Namespace) -> int:
         scale=args.scale,
     )
     params.validate()
-    args.compress = 6
     inputs = _collect_inputs(args.inputs)
-    targets = _plan_outputs(args, inputs)
-    if not args.overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise InvalidParameterError(
-                f"{existing[0]} already exists.", "Choose another output or pass --overwrite."
-            )
+    targets = _plan_outputs(args, inputs)  # refuses existing outputs unless --overwrite
     registry = _registry(args)
     entry = _face_entry(registry, args.model)
     from backend.models.runtime import load_model

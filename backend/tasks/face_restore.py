@@ -122,7 +122,6 @@ class FaceRestoreResult:
 
 
 ProgressSink = Callable[[float, str], None]
-Detect = Callable[[np.ndarray], Any]
 
 
 def run(
@@ -144,8 +143,8 @@ def run(
         raise InvalidParameterError("upscale_model was named but not loaded.", "")
     height, width = pixels.shape[:2]
     colour, alpha = split_alpha(pixels)
-    rgb = colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2)
-    rgb_float = _float_rgb(colour)
+    rgb = _rgb(colour)
+    rgb_float = _float(rgb)
 
     def report(fraction: float, stage: str) -> None:
         if cancel is not None:
@@ -177,7 +176,7 @@ def run(
         base_px, out_alpha, scale = _upscale_background(
             pixels, upscaler, params, report, has_faces=bool(to_faces)
         )
-    base = _float_rgb(base_px) if upscaler is not None else rgb_float
+    base = _float(_rgb(base_px)) if upscaler is not None else rgb_float
     out_h, out_w = base.shape[:2]
 
     # 4. restore each face; progress and cancel also work between the model's layers
@@ -267,9 +266,13 @@ def _selection_box(selection: np.ndarray) -> tuple[float, float, float, float] |
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
-def _float_rgb(colour: np.ndarray) -> np.ndarray:
-    rgb = colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2)
-    return rgb.astype(np.float32) / np.float32(max_value(colour.dtype))
+def _rgb(colour: np.ndarray) -> np.ndarray:
+    """Grey pixels as RGB: the face models take three channels."""
+    return colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2)
+
+
+def _float(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float32) / np.float32(max_value(pixels.dtype))
 
 
 def _upscale_background(
