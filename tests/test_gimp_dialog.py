@@ -33,8 +33,9 @@ MODEL = "tiny-compact"
 def display() -> Iterator[str]:
     xvfb = shutil.which("Xvfb")
     if xvfb is None or ctypes.util.find_library("Xtst") is None:
-        pytest.skip("Xvfb or libXtst is missing (apt-get install xvfb libxtst6): the dialogs "
-                    "need a display, and the test presses keys through XTEST")
+        pytest.fail("Xvfb or libXtst is missing (apt-get install xvfb libxtst6; tests/run.sh "
+                    "installs them): the dialogs need a display, and the test presses keys "
+                    "through XTEST", pytrace=False)
     number = next(n for n in range(90, 200)
                   if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock")
                   .exists())
