@@ -72,3 +72,10 @@ class UnsupportedOperatorError(ModelFormatError):
     """A model file that is well formed but uses operations Restora cannot run."""
 
     code = "unsupported_operator"
+
+
+class TaskUnavailableError(RestoraError):
+    """A task this install does not know, or cannot run (a package it needs is missing)."""
+
+    code = "task_unavailable"
+    http_status = 422

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from backend.errors import OutOfMemoryError
@@ -105,10 +105,11 @@ class ModelCache:
         log.info("loaded %s on %s (%s)", entry.name, model.device, model.precision)
         return model
 
-    def unload_all(self, keep: LoadedModel | None = None) -> int:
-        """Unload every model but `keep`; returns how many were unloaded."""
+    def unload_all(self, keep: LoadedModel | Iterable[LoadedModel] | None = None) -> int:
+        """Unload every model but `keep` (one or several); returns how many were unloaded."""
+        kept = {id(keep)} if not isinstance(keep, Iterable) else {id(m) for m in keep}
         with self._lock:
-            victims = [k for k, m in self._models.items() if m is not keep]
+            victims = [k for k, m in self._models.items() if id(m) not in kept]
             for k in victims:
                 del self._models[k]
         if victims:

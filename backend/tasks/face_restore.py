@@ -21,6 +21,17 @@ from backend.errors import InvalidParameterError
 from backend.faces import align, paste
 from backend.imaging import max_value, split_alpha
 from backend.models.runtime import LoadedModel
+from backend.tasks.context import TaskContext
+from backend.tasks.spec import (
+    Limits,
+    ModelSlot,
+    Output,
+    OutputSpec,
+    TaskInputs,
+    TaskResult,
+    TaskSpec,
+    param,
+)
 from backend.tasks.upscale import DEFAULT_MAX_OUTPUT_PIXELS
 
 #: faces smaller than this (pixels across) are skipped: too little to restore from
@@ -30,22 +41,75 @@ MAX_SCALE = 8.0
 
 @dataclass
 class FaceRestoreParams:
-    #: CodeFormer's fidelity w: 0 restores the most, 1 stays closest to the input face
-    fidelity: float = 0.5
-    #: how much of the restored face shows over the original (the "visibility" of A1111)
-    strength: float = 1.0
-    #: give each restored face the colours of the original face around it
-    colour_match: bool = True
-    #: faces smaller than this many pixels across are skipped (noted in the result)
-    min_face: int = DEFAULT_MIN_FACE
-    #: faces the detector is less sure of than this are ignored
-    threshold: float = 0.5
-    #: also upscale the whole image with this super-resolution model (faces are then restored
-    #: at the new size)
-    upscale_model: str | None = None
-    #: with upscale_model: the output scale (default: the model's own)
-    scale: float | None = None
-    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    fidelity: float = param(
+        0.5,
+        "Fidelity",
+        help="CodeFormer's weight w: 0 restores the most, 1 stays closest to the input face.",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.05,
+        widget="slider",
+        flags=("-w", "--fidelity"),
+        applies_to=("CodeFormer",),
+    )
+    strength: float = param(
+        1.0,
+        "Strength",
+        help="How much of the restored face shows over the original (A1111's visibility).",
+        minimum=0.0,
+        maximum=1.0,
+        step=0.05,
+        widget="slider",
+    )
+    colour_match: bool = param(
+        True,
+        "Match colours",
+        help="Give each restored face the colours of the original face (lightness, colour "
+        "mean and spread in Lab).",
+    )
+    min_face: int = param(
+        DEFAULT_MIN_FACE,
+        "Smallest face",
+        help="Faces smaller than this many pixels across are skipped and reported.",
+        minimum=1,
+        maximum=4096,
+        unit="px",
+        advanced=True,
+    )
+    threshold: float = param(
+        0.5,
+        "Detection threshold",
+        help="How sure the detector must be to count a face.",
+        minimum=0.01,
+        maximum=0.99,
+        step=0.05,
+        advanced=True,
+    )
+    upscale_model: str | None = param(
+        None,
+        "Upscale model",
+        help="Also upscale the whole image with this super-resolution model; the faces are "
+        "then restored at the new size.",
+        widget="model",
+        folders=("upscale_models",),
+        purposes=("SR", "Restoration"),
+        none_label="none (faces only)",
+        flags=("-u", "--upscale-model"),
+        advanced=True,
+    )
+    scale: float | None = param(
+        None,
+        "Scale",
+        help="With an upscale model: the output scale.",
+        minimum=1.0,
+        maximum=MAX_SCALE,
+        step=0.5,
+        unit="x",
+        none_label="the model's own",
+        flags=("-s", "--scale"),
+        advanced=True,
+    )
+    max_output_pixels: int = param(DEFAULT_MAX_OUTPUT_PIXELS, "Largest result", internal=True)
 
     def validate(self) -> None:
         for name in ("fidelity", "strength"):
@@ -325,3 +389,49 @@ def _message(faces: list[FaceReport], user_region: bool, had_selection: bool) ->
         notes = sorted({f.note for f in skipped if f.note})
         text += f" Skipped {len(skipped)} ({'; '.join(notes)})."
     return text
+
+
+# --- the task --------------------------------------------------------------------------------
+
+
+def prepare(params: FaceRestoreParams, inputs: TaskInputs, entry: Any, limits: Limits) -> None:
+    params.max_output_pixels = limits.max_output_pixels
+
+
+def run_task(ctx: TaskContext, inputs: TaskInputs, params: FaceRestoreParams) -> TaskResult:
+    upscaler = inputs.models.get("upscale_model")
+    result = run(
+        inputs.image, inputs.model, params, ctx, ctx.cancel, mask=inputs.mask, upscaler=upscaler
+    )
+    # the faces alone as a layer over the original; an upscaled background is the whole image
+    pixels = result.pixels if upscaler is not None else result.layer()
+    return TaskResult(
+        [Output("faces", pixels)],
+        result.details(),
+        nothing_found=result.restored_count == 0,
+        message=result.message,
+    )
+
+
+SPEC = TaskSpec(
+    id="face-restore",
+    title="Restore faces",
+    help="Find every face, restore it with GFPGAN, CodeFormer or RestoreFormer aligned to the "
+    "model's template, and paste it back through a soft mask with its colours matched.",
+    params=FaceRestoreParams,
+    run=run_task,
+    prepare=prepare,
+    model=ModelSlot(
+        folders=("facerestore_models",),
+        purposes=("FaceSR",),
+        default=None,  # the first face model installed (GFPGAN before CodeFormer, ...)
+        missing_hint="Put a face model (GFPGANv1.4.pth, codeformer.pth, RestoreFormer.pth) in "
+        "the facerestore_models folder, or download GFPGAN v1.4 from the catalog.",
+        catalog_task="face-restore",
+    ),
+    outputs=(OutputSpec("faces", "Restored faces"),),
+    resizes=True,  # with an upscale model
+    group="restore",
+    order=20,
+    command="faces",
+)

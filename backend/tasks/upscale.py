@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,10 @@ from backend.errors import (
     OutOfMemoryError,
 )
 from backend.imaging import check_size, max_value, split_alpha
+from backend.models.registry import DEFAULT_UPSCALE_MODEL
 from backend.models.runtime import MIN_TILE, LoadedModel
+from backend.tasks.context import CancelToken, TaskContext
+from backend.tasks.spec import Limits, ModelSlot, OutputSpec, TaskInputs, TaskSpec, param
 from backend.tiling import tiled_apply
 
 DEFAULT_MAX_OUTPUT_PIXELS = 600_000_000
@@ -30,12 +34,61 @@ BORDER = 8  # input pixels mirrored around the image (ncnn's Real-ESRGAN mirrors
 
 @dataclass
 class UpscaleParams:
-    scale: float | None = None  # output scale; None = the model's own
-    width: int | None = None  # target output width (keeps aspect); overrides scale
-    tile: int | None = None  # None = automatic; 0 = whole image in one pass
-    overlap: int = 32
-    alpha: str = "model"  # "model": run alpha through the model too; "resize": Lanczos only
-    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    scale: float | None = param(
+        None,
+        "Scale",
+        help="How much larger the result is. With an x4 model, 2 runs the model and then "
+        "resizes with high quality (area averaging down, Lanczos up).",
+        minimum=0.05,
+        maximum=MAX_SCALE,
+        step=0.5,
+        unit="x",
+        none_label="the model's own",
+        flags=("-s", "--scale"),
+    )
+    width: int | None = param(
+        None,
+        "Width",
+        help="The result's width; the aspect ratio is kept. Overrides the scale.",
+        minimum=1,
+        maximum=65536,
+        unit="px",
+        none_label="from the scale",
+        flags=("-W", "--width"),
+        advanced=True,
+    )
+    tile: int | None = param(
+        None,
+        "Tile size",
+        help="The image is upscaled in tiles of this many input pixels so it fits in memory; "
+        "0 runs the whole image in one pass.",
+        minimum=0,
+        maximum=8192,
+        step=32,
+        unit="px",
+        none_label="automatic (from free memory)",
+        flags=("-t", "--tile"),
+        advanced=True,
+    )
+    overlap: int = param(
+        32,
+        "Tile overlap",
+        help="How far tiles overlap; the overlap is blended so no seam shows.",
+        minimum=0,
+        maximum=256,
+        step=8,
+        unit="px",
+        advanced=True,
+    )
+    alpha: str = param(
+        "model",
+        "Transparency",
+        help="How the alpha channel is enlarged: by the model too, or only resized (faster).",
+        choices=ALPHA_MODES,
+        choice_labels=("through the model", "resized only"),
+        advanced=True,
+    )
+    max_output_pixels: int = param(DEFAULT_MAX_OUTPUT_PIXELS, "Largest result", internal=True)
 
     def validate(self) -> None:
         if self.scale is not None and not (0 < self.scale <= MAX_SCALE):
@@ -56,26 +109,6 @@ class UpscaleParams:
             raise InvalidParameterError(
                 f"alpha must be one of {ALPHA_MODES}, not '{self.alpha}'.", ""
             )
-
-
-class CancelToken:
-    """Set from any thread; the job notices between tiles."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise CancelledError("The job was cancelled.", "")
 
 
 #: progress(fraction 0..1, stage)
@@ -148,7 +181,13 @@ def run(
             fraction = min((position["stage"] + tiles) / passes, 0.999)
             if within_tile == 0.0 or fraction - position["sent"] >= 0.002:
                 position["sent"] = fraction
-                progress(fraction, position["name"])
+                if isinstance(progress, TaskContext):  # "tile 3 of 12" for the editors
+                    tile_no = min(position["done"] + 1, position["total"])
+                    progress.progress(
+                        fraction, position["name"], step=tile_no, steps=position["total"]
+                    )
+                else:
+                    progress(fraction, position["name"])
 
     # 3 + 4. upscale, halving the tile on out-of-memory
     while True:
@@ -214,3 +253,49 @@ def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     channels = pixels.shape[2]
     out = cv2.resize(pixels, (width, height), interpolation=interp)
     return out if out.ndim == 3 else out.reshape(height, width, channels)
+
+
+# --- the task --------------------------------------------------------------------------------
+
+
+def prepare(params: UpscaleParams, inputs: TaskInputs, entry: Any, limits: Limits) -> None:
+    """Before queueing: a selection is restored in place, and the result must fit the limit."""
+    if inputs.mask is not None and params.scale is None and params.width is None:
+        params.scale = 1.0
+    params.max_output_pixels = limits.max_output_pixels
+    height, width = inputs.image.shape[:2]
+    # the scale the file delivers: an ncnn x2 model is an x4 network plus a resize
+    out_w, out_h = output_size(width, height, entry.output_scale or entry.scale, params)
+    if out_w * out_h > params.max_output_pixels:
+        raise ImageTooLargeError(
+            f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
+            f"than the limit of {params.max_output_pixels / 1e6:.0f}.",
+            "Upscale a selection, or choose a smaller scale.",
+        )
+
+
+def run_task(ctx: TaskContext, inputs: TaskInputs, params: UpscaleParams) -> np.ndarray:
+    return run(inputs.image, inputs.model, params, progress=ctx, cancel=ctx.cancel)
+
+
+SPEC = TaskSpec(
+    id="upscale",
+    title="Upscale",
+    help="Enlarge the image with a super-resolution model (ESRGAN, Real-ESRGAN, SwinIR, HAT, "
+    "SPAN, ...), tiled so any size fits in memory, with no visible seam.",
+    params=UpscaleParams,
+    run=run_task,
+    prepare=prepare,
+    model=ModelSlot(
+        folders=("upscale_models",),
+        purposes=("SR", "Restoration"),
+        default=DEFAULT_UPSCALE_MODEL,
+        missing_hint="Put a super-resolution model (.pth or .safetensors) in the "
+        "upscale_models folder, or download one from the catalog.",
+        catalog_task="upscale",
+    ),
+    outputs=(OutputSpec("result", "Upscaled"),),
+    resizes=True,
+    group="upscale",
+    order=10,
+)
