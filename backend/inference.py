@@ -12,6 +12,9 @@ import torch.nn.functional as F
 
 from backend.errors import OutOfMemoryError
 
+#: (descriptor, input batch) -> output batch
+ModelCall = Callable[[Any, torch.Tensor], torch.Tensor]
+
 
 def padded_size(height: int, width: int, req: Any) -> tuple[int, int]:
     """The smallest size >= (height, width) that meets spandrel's SizeRequirements."""
@@ -67,9 +70,16 @@ def set_memory_format(descriptor: Any, channels_last: bool) -> None:
 
 @torch.inference_mode()
 def run_tensor(
-    descriptor: Any, x: torch.Tensor, precision: str, channels_last: bool = False
+    descriptor: Any,
+    x: torch.Tensor,
+    precision: str,
+    channels_last: bool = False,
+    call: ModelCall | None = None,
 ) -> torch.Tensor:
-    """(1, C, h, w) float in [0, 1] -> (1, C, h*s, w*s) float32 on the CPU."""
+    """(1, C, h, w) float in [0, 1] -> (1, C, h*s, w*s) float32 on the CPU.
+
+    `call(descriptor, x)` replaces the descriptor's own call, for a model that takes a further
+    input (FBCNN's JPEG quality, DRUNet's noise level)."""
     device = descriptor.device
     set_memory_format(descriptor, channels_last)
     h, w = x.shape[2], x.shape[3]
@@ -79,7 +89,7 @@ def run_tensor(
         x = x.contiguous(memory_format=torch.channels_last)
     x = x.to(descriptor.dtype)
     with autocast_context(device, precision):
-        y = descriptor(x)
+        y = call(descriptor, x) if call is not None else descriptor(x)
     s = descriptor.scale
     return y[:, :, : h * s, : w * s].float().clamp_(0, 1).cpu()
 
@@ -150,8 +160,10 @@ class TileRunner:
         precision: str,
         channels_last: bool = False,
         on_layer: Callable[[float], None] | None = None,
+        call: ModelCall | None = None,
     ) -> None:
         self.descriptor = descriptor
+        self.call = call
         self.precision = precision
         self.channels_last = channels_last
         self.watch = LayerWatch(descriptor.model, on_layer) if on_layer else None
@@ -160,7 +172,7 @@ class TileRunner:
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
         try:
             with self.watch or contextlib.nullcontext():
-                y = run_tensor(self.descriptor, x, self.precision, self.channels_last)
+                y = run_tensor(self.descriptor, x, self.precision, self.channels_last, self.call)
         except RuntimeError as exc:
             if is_out_of_memory(exc):
                 raise OutOfMemoryError(

@@ -100,11 +100,11 @@ def test_out_of_memory_halves_the_tile(tiny, face_crop, monkeypatch) -> None:
     real = inference.run_tensor
     tiles: list[int] = []
 
-    def limited(descriptor, x, precision, channels_last=False):
+    def limited(descriptor, x, precision, channels_last=False, call=None):
         tiles.append(x.shape[-1])
         if x.shape[-1] > 40:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(descriptor, x, precision, channels_last)
+        return real(descriptor, x, precision, channels_last, call)
 
     monkeypatch.setattr(inference, "run_tensor", limited)
     out = upscale.run(face_crop, tiny, UpscaleParams(tile=80))

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from backend.errors import (
-    CancelledError,
     ImageTooLargeError,
     InvalidParameterError,
     OutOfMemoryError,
@@ -131,8 +130,12 @@ def run(
     progress: ProgressSink | None = None,
     cancel: CancelToken | None = None,
     free_bytes: int | None = None,
+    call: Any = None,
 ) -> np.ndarray:
-    """Upscale (H, W, C) uint8/uint16 pixels; returns the same channels and dtype."""
+    """Upscale (H, W, C) uint8/uint16 pixels; returns the same channels and dtype.
+
+    `call(descriptor, x)` runs the network in place of its own call (see inference.run_tensor);
+    a scale-1 restoration model passes through here too, tiled the same way."""
     # 1. check
     params.validate()
     height, width = pixels.shape[:2]
@@ -195,7 +198,7 @@ def run(
             from backend.inference import TileRunner
 
             runner = TileRunner(
-                model.descriptor, model.precision, model.channels_last, on_layer=publish
+                model.descriptor, model.precision, model.channels_last, on_layer=publish, call=call
             )
             if cancel:
                 cancel.raise_if_cancelled()
