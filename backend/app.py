@@ -23,6 +23,7 @@ from backend.jobs import JobManager
 from backend.model_cache import ModelCache
 from backend.models.registry import Registry
 from backend.settings import Settings
+from backend.tasks.registry import TaskRegistry, default_registry
 from shared.protocol import PROTOCOL_VERSION
 
 DESCRIPTION = f"""
@@ -44,7 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub.bind(asyncio.get_running_loop())
     registry = Registry(paths.models_dirs(settings.models_dirs))
     cache = ModelCache(settings.device, settings.precision, settings.max_loaded_models)
-    manager = JobManager(settings, registry, cache, hub.publish)
+    manager = JobManager(settings, registry, cache, hub.publish, app.state.tasks)
     app.state.hub = hub
     app.state.images = ImageStore(settings.image_memory_bytes, settings.image_ttl)
     app.state.jobs = manager
@@ -56,10 +57,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(manager.stop)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, tasks: TaskRegistry | None = None) -> FastAPI:
+    """The app; `tasks` defaults to every task module in backend/tasks/."""
     settings = settings or Settings()
     app = FastAPI(title="Restora", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.tasks = tasks if tasks is not None else default_registry()
     install_error_handlers(app)
     for module in (health, models, images, jobs, events):
         app.include_router(module.router)

@@ -1,64 +1,57 @@
-"""Jobs: the task table, the queue, the one worker thread that owns the device, and results.
+"""Jobs: the queue, the one worker thread that owns the device, and job state.
 
 One thread runs every job, so models, device memory and the GPU are never shared between two
 jobs; request handlers only validate, enqueue and read state under a lock, and never wait for a
-model. The worker reports through `publish` (the event hub, which hands events to the event
-loop with call_soon_threadsafe). A job's failure is stored as a typed error and the worker
-takes the next job.
-
-Adding a task: its module in backend/tasks/ (params dataclass with validate(), and run()), its
-name in shared.protocol.Task, and one TaskSpec in TASKS below.
+model. The worker runs each task through `backend.executor` (the same code the CLI runs) and
+reports through `publish` (the event hub, which hands events to the event loop with
+call_soon_threadsafe). A job's failure is stored as a typed error and the worker takes the next
+job. Which tasks exist comes from the task registry the manager is given; results and their
+placement live in backend/results.py.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
-import typing
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from backend import masking
+from backend import executor, masking
 from backend.errors import (
     CancelledError,
-    ImageTooLargeError,
     InvalidParameterError,
     ModelNotFoundError,
-    OutOfMemoryError,
     RestoraError,
+    TaskUnavailableError,
 )
 from backend.model_cache import ModelCache
-from backend.models.registry import (
-    DEFAULT_UPSCALE_MODEL,
-    ModelEntry,
-    Registry,
-    preferred_entry,
-)
+from backend.models.registry import ModelEntry, Registry, preferred_entry
+from backend.results import ResultStore, result_info
 from backend.settings import Settings
-from backend.tasks import face_restore, upscale
+from backend.tasks.context import CancelToken, Progress, TaskContext
+from backend.tasks.registry import TaskRegistry, default_registry
+from backend.tasks.spec import Limits, ModelSlot, TaskInputs, TaskSpec
 from shared.geometry import Bounds
 from shared.protocol import (
     PROTOCOL_VERSION,
     ErrorBody,
     EventType,
+    ImageInputInfo,
     JobRequest,
     JobState,
     JobStatus,
+    OutputInfo,
     ParamInfo,
-    Placement,
     ResultInfo,
-    Task,
     TaskInfo,
     check_id,
+    check_task_id,
 )
 
 log = logging.getLogger("restora.jobs")
@@ -91,206 +84,64 @@ class QueueFullError(RestoraError):
     http_status = 429
 
 
-class TaskUnavailableError(RestoraError):
-    code = "task_unavailable"
-    http_status = 422
-
-
 class ProtocolVersionError(RestoraError):
     code = "protocol_version"
     http_status = 400
 
 
-# --- the task table --------------------------------------------------------------------------
+def slot_accepts(slot: ModelSlot, entry: ModelEntry) -> bool:
+    return entry.usable and entry.folder in slot.folders and entry.purpose in slot.purposes
+
+
+def task_info(spec: TaskSpec) -> TaskInfo:
+    """What /v1/tasks says of a task, before the models installed are looked at."""
+    available, reason = spec.availability()
+    params = [
+        ParamInfo(
+            name=f.name,
+            type=f.type,
+            default=f.default,
+            optional=f.optional,
+            choices=list(f.info.choices) or None,
+            label=f.info.label,
+            help=f.info.help,
+            minimum=f.info.minimum,
+            maximum=f.info.maximum,
+            step=f.info.step,
+            unit=f.info.unit,
+            widget=f.widget,
+            none_label=f.info.none_label,
+            choice_labels=list(f.info.choice_labels),
+            advanced=f.info.advanced,
+            purposes=list(f.info.purposes),
+            applies_to=list(f.info.applies_to),
+        )
+        for f in spec.fields()
+    ]
+    return TaskInfo(
+        task=spec.id,
+        available=available,
+        title=spec.title,
+        help=spec.help,
+        reason=reason,
+        hint=spec.install_hint if not available else "",
+        default_model=spec.model.default if spec.model else None,
+        mask=spec.mask,
+        images=[ImageInputInfo(i.name, i.label, i.required, i.help) for i in spec.images],
+        outputs=[OutputInfo(o.name, o.title, o.kind) for o in spec.outputs],
+        resizes=spec.resizes,
+        group=spec.group,
+        order=spec.order,
+        catalog_task=spec.model.catalog_task if spec.model else "",
+        params=params,
+    )
 
 
 @dataclass
 class JobInput:
-    pixels: np.ndarray
-    mask: np.ndarray | None
-    #: other models the task uses besides its own (loaded by the worker): param name -> model
-    helpers: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TaskOutput:
-    """A task's pixels plus what it reports about them (ResultInfo.details)."""
-
-    pixels: np.ndarray
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-ProgressSink = Callable[[float, str], None]
-TaskRun = Callable[[JobInput, Any, Any, ProgressSink, Any], "np.ndarray | TaskOutput"]
-TaskPrepare = Callable[[Any, JobInput, ModelEntry, Settings], None]
-#: the params naming other models: param name -> (model name, the task whose models fit)
-HelperModels = Callable[[Any], dict[str, tuple[str, Task]]]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    task: Task
-    params_type: type
-    #: registry folders and spandrel purposes of the models that can run it
-    folders: tuple[str, ...]
-    purposes: tuple[str, ...]
-    default_model: str | None
-    run: TaskRun
-    #: server-side adjustment and checks of the params before the job is queued
-    prepare: TaskPrepare
-    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    #: params the server sets itself; a client cannot name them
-    server_params: frozenset[str] = frozenset()
-    helper_models: HelperModels | None = None
-    #: what to say when no model is named and none is installed
-    missing_model_hint: str = ""
-
-    def accepts(self, entry: ModelEntry) -> bool:
-        return entry.usable and entry.folder in self.folders and entry.purpose in self.purposes
-
-
-def _upscale_prepare(
-    params: upscale.UpscaleParams, inp: JobInput, entry: ModelEntry, settings: Settings
-) -> None:
-    if inp.mask is not None and params.scale is None and params.width is None:
-        params.scale = 1.0  # a selection is restored in place
-    params.max_output_pixels = settings.max_output_pixels
-    height, width = inp.pixels.shape[:2]
-    out_w, out_h = upscale.output_size(width, height, entry.scale, params)
-    if out_w * out_h > params.max_output_pixels:
-        raise ImageTooLargeError(
-            f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
-            f"than this server's limit of {params.max_output_pixels / 1e6:.0f}.",
-            "Upscale a selection, or choose a smaller scale.",
-        )
-
-
-def _upscale_run(
-    inp: JobInput, model: Any, params: Any, progress: ProgressSink, cancel: Any
-) -> np.ndarray:
-    return upscale.run(inp.pixels, model, params, progress=progress, cancel=cancel)
-
-
-def _face_prepare(
-    params: face_restore.FaceRestoreParams, inp: JobInput, entry: ModelEntry, settings: Settings
-) -> None:
-    params.max_output_pixels = settings.max_output_pixels
-
-
-def _face_run(
-    inp: JobInput, model: Any, params: Any, progress: ProgressSink, cancel: Any
-) -> TaskOutput:
-    upscaler = inp.helpers.get("upscale_model")
-    result = face_restore.run(
-        inp.pixels, model, params, progress, cancel, mask=inp.mask, upscaler=upscaler
-    )
-    # the faces alone as a layer over the original; an upscaled background is the whole image
-    pixels = result.pixels if upscaler is not None else result.layer()
-    return TaskOutput(pixels, result.details())
-
-
-def _face_helpers(params: face_restore.FaceRestoreParams) -> dict[str, tuple[str, Task]]:
-    return {"upscale_model": (params.upscale_model, Task.UPSCALE)} if params.upscale_model else {}
-
-
-TASKS: dict[Task, TaskSpec] = {
-    Task.UPSCALE: TaskSpec(
-        task=Task.UPSCALE,
-        params_type=upscale.UpscaleParams,
-        folders=("upscale_models",),
-        purposes=("SR", "Restoration"),
-        default_model=DEFAULT_UPSCALE_MODEL,
-        run=_upscale_run,
-        prepare=_upscale_prepare,
-        choices={"alpha": upscale.ALPHA_MODES},
-        server_params=frozenset({"max_output_pixels"}),
-    ),
-    Task.FACE_RESTORE: TaskSpec(
-        task=Task.FACE_RESTORE,
-        params_type=face_restore.FaceRestoreParams,
-        folders=("facerestore_models",),
-        purposes=("FaceSR",),
-        default_model=None,  # the first face model installed (GFPGAN before CodeFormer, ...)
-        run=_face_run,
-        prepare=_face_prepare,
-        server_params=frozenset({"max_output_pixels"}),
-        helper_models=_face_helpers,
-        missing_model_hint="Put a face model (GFPGANv1.4.pth, codeformer.pth, "
-        "RestoreFormer.pth) in the facerestore_models folder, or run "
-        "`restora models download gfpgan-v1.4`.",
-    ),
-}
-
-
-def task_spec(task: Task) -> TaskSpec:
-    spec = TASKS.get(task)
-    if spec is None:
-        raise TaskUnavailableError(
-            f"The task '{task.value}' is not available in this version of the server.",
-            f"Tasks it runs: {', '.join(t.value for t in TASKS)}.",
-        )
-    return spec
-
-
-def parse_params(spec: TaskSpec, raw: dict[str, Any]) -> Any:
-    """The task's params dataclass from a JSON object, naming any unknown or mistyped key."""
-    hints = typing.get_type_hints(spec.params_type)
-    known = [f.name for f in fields(spec.params_type) if f.name not in spec.server_params]
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise InvalidParameterError(
-                f"Unknown parameter '{key}' for task '{spec.task.value}'.",
-                f"Its parameters are: {', '.join(known)}.",
-            )
-        values[key] = _check_type(spec.task, key, hints[key], value)
-    params = spec.params_type(**values)
-    params.validate()
-    return params
-
-
-def _check_type(task: Task, name: str, hint: Any, value: Any) -> Any:
-    kind, optional = _param_type(hint)
-    if value is None and optional:
-        return None
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }.get(kind, True)
-    if not ok:
-        article = "an" if kind == "int" else "a"
-        raise InvalidParameterError(
-            f"Parameter '{name}' of task '{task.value}' must be {article} {kind}"
-            f"{' or null' if optional else ''}, not {value!r}.",
-            "",
-        )
-    return float(value) if kind == "float" else value
-
-
-def _param_type(hint: Any) -> tuple[str, bool]:
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
-    return getattr(base, "__name__", str(base)), optional
-
-
-def task_info(spec: TaskSpec) -> TaskInfo:
-    hints = typing.get_type_hints(spec.params_type)
-    params = []
-    for f in fields(spec.params_type):
-        if f.name in spec.server_params:
-            continue
-        kind, optional = _param_type(hints[f.name])
-        default = None if f.default is MISSING else f.default
-        choices = list(spec.choices[f.name]) if f.name in spec.choices else None
-        params.append(ParamInfo(f.name, kind, default, optional, choices))
-    return TaskInfo(spec.task, True, spec.default_model, accepts_mask=True, params=params)
-
-
-def all_task_infos() -> list[TaskInfo]:
-    return [task_info(TASKS[t]) if t in TASKS else TaskInfo(t, False) for t in Task]
+    inputs: TaskInputs
+    #: the registry entries the worker loads: "model" and the params naming further models
+    entries: dict[str, ModelEntry] = field(default_factory=dict)
 
 
 # --- jobs and their results ------------------------------------------------------------------
@@ -301,7 +152,7 @@ class Job:
     id: str
     request: JobRequest
     spec: TaskSpec
-    entry: ModelEntry
+    entry: ModelEntry | None  # None for a task that runs no model
     params: Any
     input: JobInput | None  # dropped once the job ends
     feather: float | None
@@ -309,25 +160,28 @@ class Job:
     state: JobState = JobState.QUEUED
     progress: float = 0.0
     stage: str = ""
+    step: int | None = None
+    steps: int | None = None
     error: ErrorBody | None = None
     result: ResultInfo | None = None
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
     expires: float = float("inf")
-    cancel: upscale.CancelToken = field(default_factory=upscale.CancelToken)
+    cancel: CancelToken = field(default_factory=CancelToken)
     last_progress_event: float = 0.0
-    helper_entries: dict[str, ModelEntry] = field(default_factory=dict)
 
     def status(self, position: int | None = None) -> JobStatus:
         return JobStatus(
             id=self.id,
             client=self.request.client,
-            task=self.spec.task,
-            model=self.entry.name,
+            task=self.spec.id,
+            model=self.entry.name if self.entry is not None else "",
             state=self.state,
             progress=self.progress,
             stage=self.stage,
+            step=self.step,
+            steps=self.steps,
             position=position,
             error=self.error,
             result=self.result,
@@ -335,94 +189,6 @@ class Job:
             started=self.started,
             finished=self.finished,
         )
-
-
-@dataclass
-class _Stored:
-    pixels: np.ndarray | None
-    path: Path | None
-    nbytes: int
-    fetched: float | None = None
-
-
-class ResultStore:
-    """Finished jobs' pixels, in memory up to a budget; beyond it, fetched results are dropped
-    (oldest first) and then unfetched ones are written to a spill folder, so none is lost."""
-
-    def __init__(self, memory_limit: int, spill_dir: str | None = None) -> None:
-        self.memory_limit = memory_limit
-        self._spill_root = Path(spill_dir) if spill_dir else None
-        self._spill_dir: Path | None = None
-        self._items: OrderedDict[str, _Stored] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, job_id: str, pixels: np.ndarray) -> list[str]:
-        """Store a result; returns the ids of fetched results dropped to make room."""
-        with self._lock:
-            self._items[job_id] = _Stored(pixels, None, pixels.nbytes)
-            return self._enforce_budget()
-
-    def get(self, job_id: str) -> np.ndarray | None:
-        with self._lock:
-            item = self._items.get(job_id)
-            if item is None:
-                return None
-            if item.fetched is None:
-                item.fetched = time.time()
-            if item.pixels is not None:
-                return item.pixels
-            path = item.path
-        return np.load(path, mmap_mode="r") if path else None
-
-    def drop(self, job_id: str) -> None:
-        with self._lock:
-            item = self._items.pop(job_id, None)
-        if item is not None and item.path is not None:
-            item.path.unlink(missing_ok=True)
-
-    def memory_bytes(self) -> int:
-        with self._lock:
-            return sum(i.nbytes for i in self._items.values() if i.pixels is not None)
-
-    def close(self) -> None:
-        with self._lock:
-            self._items.clear()
-            spill, self._spill_dir = self._spill_dir, None
-        if spill is not None:
-            shutil.rmtree(spill, ignore_errors=True)
-
-    def _enforce_budget(self) -> list[str]:
-        dropped: list[str] = []
-        in_memory = sum(i.nbytes for i in self._items.values() if i.pixels is not None)
-        fetched = sorted(
-            (i.fetched, k)
-            for k, i in self._items.items()
-            if i.fetched is not None and i.pixels is not None
-        )
-        for _when, key in fetched:
-            if in_memory <= self.memory_limit:
-                return dropped
-            in_memory -= self._items.pop(key).nbytes
-            dropped.append(key)
-        for key, item in self._items.items():  # oldest first
-            if in_memory <= self.memory_limit:
-                break
-            if item.pixels is None:
-                continue
-            path = self._spill_folder() / f"{key}.npy"
-            np.save(path, item.pixels)
-            item.pixels, item.path = None, path
-            in_memory -= item.nbytes
-        return dropped
-
-    def _spill_folder(self) -> Path:
-        if self._spill_dir is None:
-            if self._spill_root is not None:
-                self._spill_root.mkdir(parents=True, exist_ok=True)
-            self._spill_dir = Path(
-                tempfile.mkdtemp(prefix="restora-results-", dir=self._spill_root)
-            )
-        return self._spill_dir
 
 
 # --- the manager: queue and worker -----------------------------------------------------------
@@ -433,11 +199,17 @@ Publish = Callable[[EventType, JobStatus], None]
 
 class JobManager:
     def __init__(
-        self, settings: Settings, registry: Registry, models: ModelCache, publish: Publish
+        self,
+        settings: Settings,
+        registry: Registry,
+        models: ModelCache,
+        publish: Publish,
+        tasks: TaskRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.models = models
+        self.tasks = tasks if tasks is not None else default_registry()
         self._publish = publish
         self.results = ResultStore(settings.result_memory_bytes, settings.spill_dir)
         self._jobs: dict[str, Job] = {}
@@ -472,37 +244,59 @@ class JobManager:
 
     # - requests (any thread) -
 
-    def find_model(self, name: str | None, spec: TaskSpec) -> ModelEntry:
-        name = name or spec.default_model
+    def find_model(self, name: str | None, spec: TaskSpec, slot: ModelSlot) -> ModelEntry:
+        """The entry of model `name` for `slot` of `spec`; with no name, the slot's default
+        when it is installed, else the first installed model that fits."""
         if not name:
-            return self._first_model(spec)
+            return self._first_model(spec, slot)
         with self._registry_lock:  # the first listing loads every file: only once at a time
             entry = self.registry.find(name)
-        if not spec.accepts(entry):
+        if not slot_accepts(slot, entry):
             raise InvalidParameterError(
                 f"Model '{entry.name}' is a {entry.purpose or 'non-spandrel'} model in "
-                f"{entry.folder}/; task '{spec.task.value}' needs a "
-                f"{' or '.join(spec.purposes)} model.",
-                "GET /v1/models?task=" + spec.task.value + " lists the models that fit.",
+                f"{entry.folder}/; task '{spec.id}' needs a {' or '.join(slot.purposes)} "
+                "model here.",
+                f"GET /v1/models?task={spec.id} lists the models that fit.",
             )
         return entry
 
     def default_model_name(self, spec: TaskSpec) -> str | None:
         """The model a job of this task runs when it names none; None when none is installed."""
-        if spec.default_model:
-            return spec.default_model
+        if spec.model is None:
+            return None
         try:
-            return self._first_model(spec).name
+            return self._first_model(spec, spec.model).name
         except ModelNotFoundError:
             return None
 
-    def _first_model(self, spec: TaskSpec) -> ModelEntry:
-        """A task without a default model runs the first one installed that fits it."""
-        entry = preferred_entry([e for e in self.model_entries() if spec.accepts(e)])
+    def task_infos(self) -> list[TaskInfo]:
+        """/v1/tasks: every task, with the model it would run; a task none of whose models is
+        installed is unavailable, with what to install."""
+        infos = []
+        for spec in self.tasks:
+            info = task_info(spec)
+            if info.available and spec.model is not None:
+                info.default_model = self.default_model_name(spec)
+                if info.default_model is None:
+                    info.available = False
+                    info.reason = f"{spec.title} needs a model, and none is installed."
+                    info.hint = spec.model.missing_hint
+            infos.append(info)
+        return infos
+
+    def tasks_for(self, entry: ModelEntry) -> list[str]:
+        return [s.id for s in self.tasks if s.model is not None and slot_accepts(s.model, entry)]
+
+    def _first_model(self, spec: TaskSpec, slot: ModelSlot) -> ModelEntry:
+        """The slot's default when it is installed, else the installed model that fits which
+        the registry prefers (GFPGAN before CodeFormer, ...)."""
+        fitting = [e for e in self.model_entries() if slot_accepts(slot, e)]
+        entry = next((e for e in fitting if e.name == slot.default), None)
+        entry = entry or preferred_entry(fitting)
         if entry is None:
             raise ModelNotFoundError(
-                f"No model for task '{spec.task.value}' is installed.",
-                spec.missing_model_hint or f"GET /v1/models?task={spec.task.value}",
+                f"No model for task '{spec.id}' is installed.",
+                slot.missing_hint or f"GET /v1/models?task={spec.id}",
             )
         return entry
 
@@ -511,47 +305,49 @@ class JobManager:
             return list(self.registry.entries(refresh=refresh))
 
     def submit(
-        self, request: JobRequest, pixels: np.ndarray, mask: np.ndarray | None
+        self,
+        request: JobRequest,
+        pixels: np.ndarray,
+        mask: np.ndarray | None,
+        images: dict[str, np.ndarray] | None = None,
     ) -> tuple[JobStatus, bool]:
         """Validate and queue a job; returns its status and whether it is new.
 
         Resubmitting a request with the same client-chosen id returns the first job, so a
         client that lost the answer can simply send it again.
         """
-        if request.protocol_version > PROTOCOL_VERSION:
-            raise ProtocolVersionError(
-                f"The client speaks protocol {request.protocol_version}; this server speaks "
-                f"{PROTOCOL_VERSION}.",
-                "Update the Restora server.",
-            )
+        check_protocol(request.protocol_version)
         resubmitted = self.resubmission(request)
         if resubmitted is not None:
             return resubmitted, False
         if request.client is not None:
             _checked_id(request.client, "client")
-        spec = task_spec(request.task)
-        inp = JobInput(pixels, mask)
+        spec = self.tasks.get(_checked_task(request.task))
+        available, reason = spec.availability()
+        if not available:
+            raise TaskUnavailableError(reason, spec.install_hint)
         bounds = _check_geometry(request, pixels, mask)
+        mask = _check_mask(spec, mask)
+        inputs = TaskInputs(pixels, mask, _check_images(spec, images or {}))
         feather = masking.resolve_feather(mask, request.feather) if mask is not None else None
-        params = parse_params(spec, request.params)
-        entry = self.find_model(request.model, spec)
-        helpers = {
-            key: self.find_model(name, task_spec(task))
-            for key, (name, task) in (
-                spec.helper_models(params) if spec.helper_models else {}
-            ).items()
-        }
-        spec.prepare(params, inp, entry, self.settings)
+        params = spec.parse_params(request.params)
+        entries: dict[str, ModelEntry] = {}
+        if spec.model is not None:
+            entries["model"] = self.find_model(request.model, spec, spec.model)
+        for key, (name, slot) in spec.helper_models(params).items():
+            entries[key] = self.find_model(name, spec, slot)
+        if spec.prepare is not None:
+            limits = Limits(max_output_pixels=self.settings.max_output_pixels)
+            spec.prepare(params, inputs, entries.get("model"), limits)
         job = Job(
             id=request.id or uuid.uuid4().hex,
             request=request,
             spec=spec,
-            entry=entry,
+            entry=entries.get("model"),
             params=params,
-            input=inp,
+            input=JobInput(inputs, entries),
             feather=feather,
             bounds=bounds,
-            helper_entries=helpers,
         )
         with self._lock:
             existing = self._jobs.get(job.id)
@@ -631,8 +427,9 @@ class JobManager:
             self._publish(EventType.REMOVED, status)
         self.results.drop(job_id)
 
-    def result(self, job_id: str) -> tuple[np.ndarray, JobStatus]:
-        """The result's pixels; the first fetch shortens how long it is kept."""
+    def result(self, job_id: str, output: str | None = None) -> tuple[np.ndarray, JobStatus]:
+        """The pixels of one output (default: the first); the first fetch shortens how long
+        the result is kept."""
         with self._lock:
             job = self._get(job_id)
             if job.state != JobState.FINISHED:
@@ -645,7 +442,19 @@ class JobManager:
                     "Wait for its 'finished' event." if not job.state.done else "Submit it again.",
                 )
             status = job.status()
-        pixels = self.results.get(job_id)
+            names = [o.name for o in job.result.outputs] if job.result else []
+        if output is None and not names:
+            raise JobStateError(
+                f"Job '{job_id}' found nothing to do and has no image.",
+                (job.result.message if job.result else "") or "",
+            )
+        name = output if output is not None else names[0]
+        if name not in names:
+            raise JobNotFoundError(
+                f"Job '{job_id}' has no output '{name[:40]}'.",
+                f"Its outputs are: {', '.join(names) or 'none'}.",
+            )
+        pixels = self.results.get(job_id, name)
         if pixels is None:
             raise JobNotFoundError(
                 f"The result of job '{job_id}' is no longer kept.", "Submit the job again."
@@ -723,8 +532,8 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         try:
-            pixels, details = self._execute(job)
-            dropped = self.results.put(job.id, pixels)
+            result = self._execute(job)
+            dropped = self.results.put(job.id, {o.name: o.pixels for o in result.outputs})
         except CancelledError:
             self._finish(job, JobState.CANCELLED, EventType.CANCELLED, "cancelled")
         except RestoraError as exc:
@@ -740,7 +549,16 @@ class JobManager:
             )
             self._finish(job, JobState.FAILED, EventType.FAILED, "failed")
         else:
-            job.result = self._result_info(job, pixels, details)
+            kinds = {o.name: o.kind for o in job.spec.outputs}
+            job.result = result_info(
+                job.bounds,
+                job.request.canvas,
+                [(o.name, o.title, kinds.get(o.name, "image"), o.pixels) for o in result.outputs],
+                job.expires,
+                result.details,
+                result.nothing_found,
+                result.message,
+            )
             self._finish(job, JobState.FINISHED, EventType.FINISHED, "done", progress=1.0)
             with self._lock:
                 for job_id in dropped:
@@ -748,37 +566,24 @@ class JobManager:
                     if forgotten is not None:
                         log.info("dropped fetched result %s to stay within memory", job_id)
 
-    def _execute(self, job: Job) -> tuple[np.ndarray, dict[str, Any]]:
+    def _execute(self, job: Job) -> executor.TaskResult:
         inp = job.input
         if inp is None or job.cancel.cancelled:
             raise CancelledError("The job was cancelled.", "")
+        ctx = TaskContext(lambda p: self._progress(job, p), job.cancel)
+        result = executor.run_task(
+            job.spec, inp.inputs, job.params, inp.entries, self.models, ctx, job.feather
+        )
+        if result.nothing_found:  # no layer is added: no pixels to keep
+            result.outputs = []
+        return result
 
-        def progress(fraction: float, stage: str) -> None:
-            self._progress(job, fraction, stage)
-
-        progress(0.0, "loading model")
-        model = self.models.get(job.entry)
-        inp.helpers = {key: self.models.get(e) for key, e in job.helper_entries.items()}
-        job.cancel.raise_if_cancelled()
-        try:
-            out = job.spec.run(inp, model, job.params, progress, job.cancel)
-        except OutOfMemoryError:
-            # the task already went down to its smallest tile: free every other model, retry
-            freed = self.models.unload_all(keep=model)
-            log.warning("job %s ran out of memory; unloaded %d models, retrying", job.id, freed)
-            progress(job.progress, "retrying with less memory")
-            out = job.spec.run(inp, model, job.params, progress, job.cancel)
-        output = out if isinstance(out, TaskOutput) else TaskOutput(out)
-        if inp.mask is not None:
-            progress(1.0, "masking")
-            output.pixels = masking.apply_selection(output.pixels, inp.mask, job.feather or 0.0)
-        return output.pixels, output.details
-
-    def _progress(self, job: Job, fraction: float, stage: str) -> None:
+    def _progress(self, job: Job, progress: Progress) -> None:
         now = time.monotonic()
         with self._lock:
-            changed = stage != job.stage
-            job.progress, job.stage = float(fraction), stage
+            changed = progress.stage != job.stage or progress.step != job.step
+            job.progress, job.stage = progress.fraction, progress.stage
+            job.step, job.steps = progress.step, progress.steps
             if not changed and now - job.last_progress_event < PROGRESS_INTERVAL:
                 return
             job.last_progress_event = now
@@ -795,24 +600,6 @@ class JobManager:
                 job.result.expires = job.expires
             self._publish(event, job.status())
 
-    def _result_info(
-        self, job: Job, pixels: np.ndarray, details: dict[str, Any] | None = None
-    ) -> ResultInfo:
-        height, width, channels = pixels.shape
-        in_h, in_w = job.bounds.height, job.bounds.width
-        canvas = job.request.canvas
-        sx, sy = width / in_w, height / in_h
-        placement = Placement(
-            bounds=job.bounds.scaled_to(width, height),
-            canvas=canvas.scaled(sx, sy) if canvas is not None else None,
-            scale_x=sx,
-            scale_y=sy,
-        )
-        depth = 16 if pixels.dtype == np.uint16 else 8
-        return ResultInfo(
-            width, height, channels, depth, placement, expires=job.expires, details=details or {}
-        )
-
     def _sweep(self) -> None:
         """Forget jobs (and results) past their time. Called with the lock held."""
         now = time.time()
@@ -822,6 +609,22 @@ class JobManager:
             self.results.drop(job_id)
 
 
+def check_protocol(version: int) -> None:
+    """A client of another protocol version is told which side to update."""
+    if version == PROTOCOL_VERSION:
+        return
+    newer = "server" if version > PROTOCOL_VERSION else "plug-in"
+    raise ProtocolVersionError(
+        f"The client speaks Restora protocol {version}; this server speaks {PROTOCOL_VERSION}.",
+        f"Update the {newer}: "
+        + (
+            "reinstall the plug-in from this Restora (restora plugin krita|gimp install)."
+            if newer == "plug-in"
+            else "install the newer Restora backend."
+        ),
+    )
+
+
 def _checked_id(value: str, what: str) -> str:
     from shared.protocol import ProtocolError
 
@@ -829,6 +632,40 @@ def _checked_id(value: str, what: str) -> str:
         return check_id(value, what)
     except ProtocolError as exc:
         raise InvalidParameterError(f"{exc}.", "") from None
+
+
+def _checked_task(value: str) -> str:
+    from shared.protocol import ProtocolError
+
+    try:
+        return check_task_id(value)
+    except ProtocolError as exc:
+        raise TaskUnavailableError(f"{exc}.", "GET /v1/tasks lists the tasks.") from None
+
+
+def _check_mask(spec: TaskSpec, mask: np.ndarray | None) -> np.ndarray | None:
+    if spec.mask == "required" and mask is None:
+        raise InvalidParameterError(
+            f"Task '{spec.id}' needs a mask (a selection) and none was sent.",
+            "Select the area first.",
+        )
+    return None if spec.mask == "ignored" else mask
+
+
+def _check_images(spec: TaskSpec, images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    declared = {i.name: i for i in spec.images}
+    for name in images:
+        if name not in declared:
+            raise InvalidParameterError(
+                f"Task '{spec.id}' takes no image named '{name[:40]}'.",
+                f"Its further images are: {', '.join(declared) or 'none'}.",
+            )
+    for name, info in declared.items():
+        if info.required and name not in images:
+            raise InvalidParameterError(
+                f"Task '{spec.id}' needs the image '{name}' ({info.label}).", info.help
+            )
+    return images
 
 
 def _check_geometry(request: JobRequest, pixels: np.ndarray, mask: np.ndarray | None) -> Bounds:

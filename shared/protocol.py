@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 
 from .geometry import Bounds, Extent
 
-#: Bumped when a change would break a peer; the plug-in compares it with /v1/health on connect.
-PROTOCOL_VERSION = 1
+#: Bumped when a change would break a peer; the plug-in compares it with /v1/health on connect,
+#: and the server refuses a job from a client of another version, saying which side to update.
+#: 2: tasks are open string ids described by /v1/tasks; named inputs; several named outputs.
+PROTOCOL_VERSION = 2
 DEFAULT_PORT = 8765
 
 #: Raw pixels: rows top to bottom, each row left to right, channels interleaved (G, GA, RGB or
@@ -44,17 +46,13 @@ class ProtocolError(ValueError):
     """A message that does not follow this protocol; the text names the field."""
 
 
-class Task(str, Enum):
-    """What a job does. A task the server does not run yet is listed as unavailable."""
-
-    UPSCALE = "upscale"
-    FACE_RESTORE = "face-restore"
-    REFINE = "refine"
-    TILED_REFINE = "tiled-refine"
-    INSTRUCT_EDIT = "instruct-edit"
-    COLORIZE = "colorize"
-    INPAINT = "inpaint"
-    DENOISE = "denoise"
+#: Task ids are open strings (a plug-in lists whatever tasks a newer server describes):
+#: lowercase words joined by '-'.
+TASK_ID_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+_TASK_ID_RE = re.compile(TASK_ID_PATTERN)
+MAX_TASK_ID = 40
+#: the well-known input names of a job besides its further named images
+IMAGE_INPUT, MASK_INPUT = "image", "mask"
 
 
 class JobState(str, Enum):
@@ -203,11 +201,13 @@ class JobRequest(Message):
     (default: 8% of the selection's diagonal, at least 4), zero outside the selection.
     """
 
-    task: Task
+    task: str  # a task id from GET /v1/tasks
     image: str  # an id from POST /v1/images
     model: str | None = None  # None: the task's default model
     params: dict[str, Any] = field(default_factory=dict)
     mask: str | None = None  # an id from POST /v1/images
+    #: further named images the task takes (TaskInfo.images): input name -> image id
+    images: dict[str, str] = field(default_factory=dict)
     feather: float | None = None
     bounds: Bounds | None = None
     canvas: Extent | None = None
@@ -227,7 +227,24 @@ class Placement(Message):
 
 
 @dataclass
+class ResultOutput(Message):
+    """One output of a finished job, fetched on its own: GET /v1/jobs/{id}/result?output=NAME."""
+
+    name: str
+    title: str
+    width: int
+    height: int
+    channels: int
+    depth: int
+    placement: Placement
+    kind: str = "image"  # "image" or "mask"
+
+
+@dataclass
 class ResultInfo(Message):
+    """A finished job. The top-level size and placement are those of the first output; the
+    plug-ins add one layer per output, in a group when there are several, in this order."""
+
     width: int
     height: int
     channels: int
@@ -237,17 +254,23 @@ class ResultInfo(Message):
     #: what the task reports besides pixels; face-restore: {"faces": [{"box", "score",
     #: "landmarks", "restored", "note"}], "restored": n, "message": "No face found ..."}
     details: dict[str, Any] = field(default_factory=dict)
+    outputs: list[ResultOutput] = field(default_factory=list)
+    #: the task found nothing to do (no face): not an error, and no layer to add
+    nothing_found: bool = False
+    message: str = ""
 
 
 @dataclass
 class JobStatus(Message):
     id: str
     client: str | None
-    task: Task
+    task: str
     model: str
     state: JobState
     progress: float = 0.0  # 0..1
     stage: str = ""
+    step: int | None = None  # tile or sampler step n of `steps` in the current stage
+    steps: int | None = None
     position: int | None = None  # jobs ahead of this one while it is queued
     error: ErrorBody | None = None
     result: ResultInfo | None = None
@@ -268,6 +291,8 @@ class JobEvent(Message):
     state: JobState
     progress: float = 0.0
     stage: str = ""
+    step: int | None = None
+    steps: int | None = None
     position: int | None = None
     error: ErrorBody | None = None
     result: ResultInfo | None = None
@@ -280,23 +305,70 @@ class ParamInfo(Message):
     name: str
     type: str  # "int", "float", "str" or "bool"
     default: Any = None
-    optional: bool = False
+    optional: bool = False  # null is allowed; `none_label` says what it means
     choices: list[Any] | None = None
+    label: str = ""
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    unit: str = ""  # "px", "x", "%": shown beside the value
+    #: "spin", "slider", "checkbox", "choice", "text", "prompt", "seed" or "model"
+    widget: str = ""
+    none_label: str = ""
+    choice_labels: list[str] = field(default_factory=list)
+    advanced: bool = False  # behind an "Advanced" fold
+    #: widget "model": the purposes of the models that fit (ModelInfo.purpose)
+    purposes: list[str] = field(default_factory=list)
+    #: shown only when the task's model is of one of these architectures (empty: always)
+    applies_to: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageInputInfo(Message):
+    """A further named image a task takes (a reference image), sent in JobRequest.images."""
+
+    name: str
+    label: str
+    required: bool = False
+    help: str = ""
+
+
+@dataclass
+class OutputInfo(Message):
+    name: str
+    title: str
+    kind: str = "image"
 
 
 @dataclass
 class TaskInfo(Message):
-    task: Task
-    available: bool  # False for tasks that come in later versions
+    """GET /v1/tasks: everything a plug-in needs to offer a task, its form and its result."""
+
+    task: str  # the id
+    available: bool  # False: `reason` says why (a package or a model is missing) and `hint`
+    title: str = ""
+    help: str = ""
+    reason: str = ""
+    hint: str = ""
     default_model: str | None = None
-    accepts_mask: bool = False
+    #: how the task treats the selection: "optional", "required" or "ignored"
+    mask: str = "optional"
+    images: list[ImageInputInfo] = field(default_factory=list)
+    outputs: list[OutputInfo] = field(default_factory=list)
+    resizes: bool = False  # the result may be larger than the input
+    #: "upscale", "restore" (keeps the original), "enhance" (redraws) or "edit"
+    group: str = "restore"
+    order: int = 100  # menu order, lower first
+    #: the catalog's task name, for offering a download when no model is installed
+    catalog_task: str = ""
     params: list[ParamInfo] = field(default_factory=list)
 
 
 @dataclass
 class ModelInfo(Message):
     name: str
-    tasks: list[Task]
+    tasks: list[str]
     folder: str
     usable: bool
     reason: str = ""
@@ -338,9 +410,18 @@ class Health(Message):
     queued: int = 0
     running: str | None = None
     loaded_models: list[str] = field(default_factory=list)
-    tasks: list[Task] = field(default_factory=list)  # the tasks this server runs
+    tasks: list[str] = field(default_factory=list)  # the ids of the tasks this server runs
     max_upload_bytes: int | None = None
     max_pixels: int | None = None
+
+
+def check_task_id(value: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TASK_ID or not _TASK_ID_RE.match(value):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ProtocolError(
+            f"task must be a task id such as 'upscale' (lowercase words joined by '-'), not {shown}"
+        )
+    return value
 
 
 def check_id(value: str, what: str = "id") -> str:

@@ -97,14 +97,16 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    """The real app under uvicorn on a free loopback port, until the block ends."""
+def live_server(settings: Settings, tasks: Any = None) -> Iterator[LiveServer]:
+    """The real app under uvicorn on a free loopback port, until the block ends; `tasks`
+    (a TaskRegistry) defaults to the product's tasks plus the test-only ones."""
     from backend.app import create_app
     from backend.server import bind, make_server
+    from tests.extra_tasks import with_test_tasks
 
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = create_app(settings)
+    app = create_app(settings, tasks if tasks is not None else with_test_tasks())
     server = make_server(settings, app)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn-test"
@@ -235,8 +237,9 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {status['state']}")
             time.sleep(0.02)
 
-    def result(self, job_id: str) -> np.ndarray:
-        r = self.http.get(f"/v1/jobs/{job_id}/result", params={"format": "raw"})
+    def result(self, job_id: str, output: str | None = None) -> np.ndarray:
+        params = {"format": "raw", **({"output": output} if output else {})}
+        r = self.http.get(f"/v1/jobs/{job_id}/result", params=params)
         assert r.status_code == 200, r.text
         fmt = PixelFormat.parse(r.headers["content-type"])
         dtype = np.dtype("<u2") if fmt.depth == 16 else np.uint8

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend.imaging import encode
-from shared.protocol import RAW_PIXELS_MEDIA_TYPE, PixelFormat
+from shared.protocol import PROTOCOL_VERSION, RAW_PIXELS_MEDIA_TYPE, PixelFormat
 from tests import server_fixtures as fx
 from tests.server_fixtures import Client, live_server, random_image
 from tests.test_imaging import png_header_only
@@ -147,7 +147,12 @@ def test_body_that_is_not_json(client: Client) -> None:
 
 def test_unknown_task(client: Client, image_id: str) -> None:
     r = client.http.post("/v1/jobs", json={"task": "sharpen", "image": image_id})
-    assert "task" in error_of(r, 422, "invalid_request")
+    message = error_of(r, 422, "task_unavailable")
+    assert "'sharpen'" in message
+    assert "upscale" in r.json()["error"]["hint"]  # names the tasks it runs
+    # a task id that is no task id is refused without being repeated in full
+    r = client.http.post("/v1/jobs", json={"task": "Sharpen!" * 1000, "image": image_id})
+    assert len(error_of(r, 422, "task_unavailable")) < 300
 
 
 def test_task_of_a_later_version(client: Client, image_id: str) -> None:
@@ -206,10 +211,15 @@ def test_output_too_large(client: Client, image_id: str) -> None:
             "task": "upscale",
             "image": image_id,
             "model": "tiny-x2",
-            "params": {"width": 100_000},
+            "params": {"width": 60_000},
         },
     )
     assert "megapixels" in error_of(r, 413, "image_too_large")
+    r = client.http.post(
+        "/v1/jobs",
+        json={"task": "upscale", "image": image_id, "params": {"width": 100_000}},
+    )
+    assert "between 1 and 65536 px" in error_of(r, 422, "invalid_parameter")
 
 
 def test_mask_of_the_wrong_size(client: Client, image_id: str) -> None:
@@ -330,7 +340,7 @@ def test_token(tiny_models: fx.ModelsSetup) -> None:
         # health stays open, without details; the API description is open
         open_health = http.get("/v1/health").json()
         assert open_health["auth_required"] and open_health["instance"] is None
-        assert open_health["device"] is None and open_health["protocol_version"] == 1
+        assert open_health["device"] is None and open_health["protocol_version"] == PROTOCOL_VERSION
         full = http.get("/v1/health", headers={"Authorization": "Bearer s3cret"}).json()
         assert full["device"] == "cpu" and full["instance"]
         assert http.get("/openapi.json").status_code == 200

@@ -25,10 +25,13 @@ def client(face_server: fx.LiveServer) -> Iterator[Client]:
 def test_the_task_is_offered_with_its_parameters(client: Client) -> None:
     tasks = {t["task"]: t for t in client.http.get("/v1/tasks").json()}
     info = tasks["face-restore"]
-    assert info["available"] and info["accepts_mask"]
+    assert info["available"] and info["mask"] == "optional" and info["title"] == "Restore faces"
     assert info["default_model"] == "random-restoreformer"
     params = {p["name"]: p for p in info["params"]}
     assert params["fidelity"]["default"] == 0.5 and params["strength"]["type"] == "float"
+    assert params["fidelity"]["applies_to"] == ["CodeFormer"]  # shown for CodeFormer only
+    assert params["upscale_model"]["widget"] == "model"
+    assert params["upscale_model"]["purposes"] == ["SR", "Restoration"]
     assert params["upscale_model"]["optional"] and "max_output_pixels" not in params
     models = client.http.get("/v1/models", params={"task": "face-restore"}).json()
     assert [m["name"] for m in models] == ["random-restoreformer"]
@@ -60,9 +63,17 @@ def test_no_face_is_news_not_an_error(client: Client) -> None:
     job = client.submit(np.ascontiguousarray(data.coffee()), task="face-restore", model=None)
     status = client.wait(job["id"], timeout=120)
     assert status["state"] == "finished", status
-    details = status["result"]["details"]
-    assert details == {"faces": [], "restored": 0, "message": "No face found in the image."}
-    assert not client.result(job["id"])[..., 3].any()
+    result = status["result"]
+    assert result["details"] == {
+        "faces": [],
+        "restored": 0,
+        "message": "No face found in the image.",
+    }
+    # nothing to add: no output, and the result says so
+    assert result["nothing_found"] and result["message"] == "No face found in the image."
+    assert result["outputs"] == []
+    r = client.http.get(f"/v1/jobs/{job['id']}/result")
+    assert r.status_code == 409 and r.json()["error"]["hint"] == "No face found in the image."
 
 
 def test_background_upscale_in_the_same_job(client: Client, astronaut: np.ndarray) -> None:

@@ -6,7 +6,6 @@ resubmit; many clients at once; reconnecting clients; failures and out-of-memory
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import statistics
 import threading
@@ -16,10 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend import jobs as jobs_module
-from backend.errors import InvalidParameterError, OutOfMemoryError
 from backend.imaging import decode, encode
-from shared.protocol import JobEvent, JobStatus, Task
+from shared.protocol import JobEvent, JobStatus
 from tests import server_fixtures as fx
 from tests.server_fixtures import Client, live_server, random_image, reference_upscale
 
@@ -34,29 +31,12 @@ def client(server: fx.LiveServer, request: pytest.FixtureRequest):
 
 
 def slow_job_image() -> np.ndarray:
-    # ~170 tiles of 32 px, each made to take 10 ms or more (see slow_tiles)
+    # ~170 tiles of 32 px, each made to take 10 ms or more (see SLOW)
     return random_image(320, 320, seed=7)
 
 
-SLOW_PARAMS = {"tile": 32, "overlap": 8}
-
-
-@pytest.fixture
-def slow_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real upscale, each tile at least 10 ms, so that a fast machine cannot finish a job
-    before the test cancels it; cancelling still goes through the engine's own checks."""
-    spec = jobs_module.TASKS[Task.UPSCALE]
-
-    def run(
-        inp: object, model: object, params: object, progress: object, cancel: object
-    ) -> np.ndarray:
-        def slow_progress(fraction: float, stage: str) -> None:
-            time.sleep(0.01)
-            progress(fraction, stage)
-
-        return spec.run(inp, model, params, slow_progress, cancel)
-
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, dataclasses.replace(spec, run=run))
+#: the test-only task "test-slow-upscale" (tests/extra_tasks.py) makes each tile take 10 ms+
+SLOW = {"task": "test-slow-upscale", "params": {"tile": 32, "overlap": 8}}
 
 
 def test_submit_follow_events_and_fetch(client: Client, tiny_models: fx.ModelsSetup) -> None:
@@ -74,6 +54,9 @@ def test_submit_follow_events_and_fetch(client: Client, tiny_models: fx.ModelsSe
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     fractions = [e["progress"] for e in mine if e["type"] == "progress"]
     assert fractions == sorted(fractions) and all(0 <= f <= 1 for f in fractions)
+    # tiles are counted: "tile n of m" for the editors
+    tiles = [(e["step"], e["steps"]) for e in mine if e["stage"] == "upscaling" and e["steps"]]
+    assert tiles and all(1 <= n <= m for n, m in tiles)
     finished = JobEvent.from_json(mine[-1])
     assert finished.result is not None
     assert (finished.result.width, finished.result.height) == (112, 80)
@@ -81,6 +64,52 @@ def test_submit_follow_events_and_fetch(client: Client, tiny_models: fx.ModelsSe
     result = client.result(status["id"])
     np.testing.assert_array_equal(result, reference_upscale(tiny_models, image))
     assert client.status(status["id"])["state"] == "finished"
+
+
+def test_a_job_with_two_outputs_returns_both_each_with_its_placement(client: Client) -> None:
+    image = random_image(24, 32, seed=3)
+    job = client.submit(
+        image,
+        task="test-split",
+        model=None,
+        params={"gain": 2.0},
+        bounds={"x": 10, "y": 20, "width": 32, "height": 24},
+        canvas={"width": 100, "height": 80},
+    )
+    status = client.wait(job["id"])
+    assert status["state"] == "finished", status
+    result = status["result"]
+    assert [(o["name"], o["title"]) for o in result["outputs"]] == [
+        ("bright", "Brighter"),
+        ("inverse", "Inverse"),
+    ]
+    for out in result["outputs"]:
+        assert out["placement"]["bounds"] == {"x": 10, "y": 20, "width": 32, "height": 24}
+        assert (out["width"], out["height"], out["channels"]) == (32, 24, 3)
+    expected = np.clip(image.astype(np.float32) * 2.0, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(client.result(job["id"], "bright"), expected)
+    np.testing.assert_array_equal(client.result(job["id"], "inverse"), 255 - image)
+    np.testing.assert_array_equal(client.result(job["id"]), expected)  # default: the first
+    r = client.http.get(f"/v1/jobs/{job['id']}/result", params={"output": "nope"})
+    assert r.status_code == 404 and "bright, inverse" in r.json()["error"]["hint"]
+
+
+def test_a_client_of_another_protocol_is_told_which_side_to_update(client: Client) -> None:
+    image_id = client.upload(random_image(8, 8))
+    body = {"task": "upscale", "image": image_id, "protocol_version": 1}
+    error = client.http.post("/v1/jobs", json=body).json()["error"]
+    assert error["code"] == "protocol_version" and "plug-in" in error["hint"]
+    body["protocol_version"] = 99
+    error = client.http.post("/v1/jobs", json=body).json()["error"]
+    assert error["code"] == "protocol_version" and "backend" in error["hint"]
+
+
+def test_named_inputs_a_task_does_not_take_are_refused(client: Client) -> None:
+    image_id = client.upload(random_image(8, 8))
+    body = {"task": "upscale", "image": image_id, "images": {"reference": image_id}}
+    r = client.http.post("/v1/jobs", json=body)
+    assert r.status_code == 422
+    assert "no image named 'reference'" in r.json()["error"]["message"]
 
 
 def test_png_16bit_rgba_travels_losslessly(client: Client, tiny_models: fx.ModelsSetup) -> None:
@@ -157,9 +186,8 @@ def test_selection_restore_is_feathered_inside_the_selection(client: Client) -> 
     assert 0 < alpha[16, 30] < 255  # the edge is soft
 
 
-@pytest.mark.usefixtures("slow_tiles")
 def test_cancel_stops_a_running_job_and_the_next_one_runs(client: Client) -> None:
-    job = client.submit(slow_job_image(), params=SLOW_PARAMS)
+    job = client.submit(slow_job_image(), **SLOW)
     events = client.events(
         lambda e: (
             e["job"] == job["id"]
@@ -186,9 +214,8 @@ def test_cancel_stops_a_running_job_and_the_next_one_runs(client: Client) -> Non
     assert client.wait(nxt["id"])["state"] == "finished"
 
 
-@pytest.mark.usefixtures("slow_tiles")
 def test_remove_a_queued_job(client: Client) -> None:
-    blocker = client.submit(slow_job_image(), params=SLOW_PARAMS)
+    blocker = client.submit(slow_job_image(), **SLOW)
     queued = client.submit(random_image(8, 8, seed=9))
     assert client.status(queued["id"])["state"] == "queued"
     assert client.http.delete(f"/v1/jobs/{queued['id']}").status_code == 204
@@ -201,9 +228,8 @@ def test_remove_a_queued_job(client: Client) -> None:
     assert [e["type"] for e in removed] == ["queued", "removed"]
 
 
-@pytest.mark.usefixtures("slow_tiles")
 def test_cancel_a_queued_job(client: Client) -> None:
-    blocker = client.submit(slow_job_image(), params=SLOW_PARAMS)
+    blocker = client.submit(slow_job_image(), **SLOW)
     queued = client.submit(random_image(8, 8, seed=10))
     assert client.http.post(f"/v1/jobs/{queued['id']}/cancel").json()["state"] == "cancelled"
     client.http.post(f"/v1/jobs/{blocker['id']}/cancel")
@@ -296,17 +322,8 @@ def test_reconnecting_client_misses_nothing(client: Client, tiny_models: fx.Mode
     np.testing.assert_array_equal(client.result(job["id"]), reference_upscale(tiny_models, image))
 
 
-def test_a_failing_job_reports_a_typed_error_and_the_next_runs(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = jobs_module.TASKS[Task.UPSCALE]
-
-    def fail(*_args: object) -> np.ndarray:
-        raise InvalidParameterError("This image upsets the model.", "Try another one.")
-
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, dataclasses.replace(spec, run=fail))
-    bad = client.submit(random_image(8, 8))
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, spec)
+def test_a_failing_job_reports_a_typed_error_and_the_next_runs(client: Client) -> None:
+    bad = client.submit(random_image(8, 8), task="test-fail")
     good = client.submit(random_image(8, 8))
     status = client.wait(bad["id"])
     assert status["state"] == "failed"
@@ -320,17 +337,8 @@ def test_a_failing_job_reports_a_typed_error_and_the_next_runs(
     assert r.status_code == 409 and "upsets" in r.json()["error"]["message"]
 
 
-def test_a_bug_in_a_task_fails_one_job_only(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = jobs_module.TASKS[Task.UPSCALE]
-
-    def crash(*_args: object) -> np.ndarray:
-        raise ZeroDivisionError("oops")
-
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, dataclasses.replace(spec, run=crash))
-    bad = client.submit(random_image(8, 8))
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, spec)
+def test_a_bug_in_a_task_fails_one_job_only(client: Client) -> None:
+    bad = client.submit(random_image(8, 8), task="test-crash")
     status = client.wait(bad["id"])
     assert status["state"] == "failed" and status["error"]["code"] == "internal"
     good = client.submit(random_image(8, 8))
@@ -340,8 +348,8 @@ def test_a_bug_in_a_task_fails_one_job_only(
 def test_out_of_memory_unloads_models_and_retries(
     client: Client, server: fx.LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = jobs_module.TASKS[Task.UPSCALE]
-    calls: list[int] = []
+    from tests import extra_tasks
+
     unloads: list[object] = []
     manager = server.app.state.jobs
     real_unload = manager.models.unload_all
@@ -350,24 +358,13 @@ def test_out_of_memory_unloads_models_and_retries(
         unloads.append(keep)
         return real_unload(keep)
 
-    def oom_once(*args: object) -> np.ndarray:
-        calls.append(1)
-        if len(calls) == 1:
-            raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
-        return spec.run(*args)
-
-    monkeypatch.setattr(manager.models, "unload_all", unload_all)
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, dataclasses.replace(spec, run=oom_once))
-    job = client.submit(random_image(8, 8))
+    monkeypatch.setattr(manager.models, "unload_all", unload_all)  # counts the real calls
+    extra_tasks.calls.clear()
+    job = client.submit(random_image(8, 8), task="test-oom-once")
     assert client.wait(job["id"])["state"] == "finished"
-    assert len(calls) == 2 and len(unloads) == 1
+    assert extra_tasks.calls == ["oom-once", "oom-once"] and len(unloads) == 1
 
-    def oom_always(*_args: object) -> np.ndarray:
-        raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
-
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, dataclasses.replace(spec, run=oom_always))
-    job = client.submit(random_image(8, 8))
-    monkeypatch.setitem(jobs_module.TASKS, Task.UPSCALE, spec)
+    job = client.submit(random_image(8, 8), task="test-oom-always")
     status = client.wait(job["id"])
     assert status["state"] == "failed" and status["error"]["code"] == "out_of_memory"
     assert client.wait(client.submit(random_image(8, 8))["id"])["state"] == "finished"
@@ -399,16 +396,33 @@ def test_health_stays_fast_during_a_heavy_job(client: Client) -> None:
 def test_models_and_tasks_describe_what_runs(client: Client) -> None:
     models = client.http.get("/v1/models", params={"task": "upscale"}).json()
     assert {m["name"] for m in models} == {"tiny-x2", "tiny-x4"}
-    assert all(m["tasks"] == ["upscale"] and m["scale"] in (2, 4) for m in models)
+    # the test servers also serve the test-only tasks, which take the same models
+    product = {"upscale", "face-restore", "denoise"}
+    assert all(set(m["tasks"]) & product == {"upscale"} and m["scale"] in (2, 4) for m in models)
     everything = client.http.get("/v1/models").json()
     broken = next(m for m in everything if m["name"] == "broken")
     assert not broken["usable"] and broken["reason"]
-    tasks = {t["task"]: t for t in client.http.get("/v1/tasks").json()}
-    assert tasks["upscale"]["available"] and not tasks["colorize"]["available"]
-    params = {p["name"]: p for p in tasks["upscale"]["params"]}
-    assert params["scale"]["type"] == "float" and params["scale"]["optional"]
+    listed = client.http.get("/v1/tasks").json()
+    tasks = {t["task"]: t for t in listed}
+    assert [t["order"] for t in listed] == sorted(t["order"] for t in listed)
+    upscale = tasks["upscale"]
+    assert upscale["available"] and upscale["title"] == "Upscale" and upscale["resizes"]
+    assert upscale["mask"] == "optional" and upscale["group"] == "upscale"
+    assert [o["name"] for o in upscale["outputs"]] == ["result"]
+    # no face model on this server: the task says so and what to install, instead of failing
+    faces = tasks["face-restore"]
+    assert not faces["available"] and faces["default_model"] is None
+    assert "needs a model" in faces["reason"] and "facerestore_models" in faces["hint"]
+    params = {p["name"]: p for p in upscale["params"]}
+    scale = params["scale"]
+    assert scale["type"] == "float" and scale["optional"] and scale["unit"] == "x"
+    assert (scale["minimum"], scale["maximum"]) == (0.05, 16.0) and scale["label"] == "Scale"
+    assert scale["none_label"] == "the model's own" and scale["help"]
+    assert params["tile"]["advanced"] and params["tile"]["unit"] == "px"
     assert params["alpha"]["choices"] == ["model", "resize"]
+    assert params["alpha"]["widget"] == "choice" and len(params["alpha"]["choice_labels"]) == 2
     assert "max_output_pixels" not in params  # the server sets it
+    assert [o["name"] for o in tasks["test-split"]["outputs"]] == ["bright", "inverse"]
 
 
 def test_results_expire_and_spill_to_disk(tiny_models: fx.ModelsSetup) -> None:
@@ -461,7 +475,7 @@ def test_urllib_alone_can_drive_the_server(server: fx.LiveServer) -> None:
     with urllib.request.urlopen(req) as resp:
         image_id = json.load(resp)["id"]
     assert image_id == fmt.content_id(data)
-    body = JobRequest(task=Task.UPSCALE, image=image_id, model="tiny-x2", client="urllib")
+    body = JobRequest(task="upscale", image=image_id, model="tiny-x2", client="urllib")
     req = urllib.request.Request(
         f"{server.url}/v1/jobs",
         data=json.dumps(body.to_json()).encode(),

@@ -11,9 +11,9 @@ import pytest
 from backend.api.event_hub import EventHub
 from backend.api.image_store import ImageNotFoundError, ImageStore
 from backend.errors import OutOfMemoryError
-from backend.jobs import ResultStore
 from backend.model_cache import ModelCache
-from shared.protocol import EventType, JobState, JobStatus, Task
+from backend.results import ResultStore
+from shared.protocol import EventType, JobState, JobStatus
 
 
 @dataclass
@@ -117,19 +117,34 @@ def test_unload_all_keeps_the_running_model() -> None:
 def test_result_store_drops_fetched_results_first_then_spills(tmp_path) -> None:
     store = ResultStore(memory_limit=250, spill_dir=str(tmp_path))
     a, b, c = (np.full((10, 10, 1), v, np.uint8) for v in (1, 2, 3))
-    store.put("a", a)
-    store.put("b", b)
-    assert store.get("a") is a  # fetched: the first to go
-    assert store.put("c", c) == ["a"]
-    assert store.get("a") is None and store.memory_bytes() == 200
-    store.put("d", np.full((10, 10, 1), 4, np.uint8))  # nothing fetched: b goes to disk
+    store.put("a", {"result": a})
+    store.put("b", {"result": b})
+    assert store.get("a", "result") is a  # fetched: the first to go
+    assert store.put("c", {"result": c}) == ["a"]
+    assert store.get("a", "result") is None and store.memory_bytes() == 200
+    store.put("d", {"result": np.full((10, 10, 1), 4, np.uint8)})  # nothing fetched: b spills
     assert store.memory_bytes() == 200
-    np.testing.assert_array_equal(store.get("b"), b)
-    assert list(tmp_path.glob("*/b.npy"))
+    np.testing.assert_array_equal(store.get("b", "result"), b)
+    assert list(tmp_path.glob("*/b-0.npy"))
     store.drop("b")
-    assert not list(tmp_path.glob("*/b.npy"))
+    assert not list(tmp_path.glob("*/b-*.npy"))
     store.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_result_store_keeps_every_named_output_of_a_job(tmp_path) -> None:
+    store = ResultStore(memory_limit=150, spill_dir=str(tmp_path))
+    one, two = np.full((10, 10, 1), 1, np.uint8), np.full((5, 5, 2), 2, np.uint8)
+    store.put("j", {"bright": one, "inverse": two})
+    assert store.get("j", "bright") is one and store.get("j", "inverse") is two
+    store.put("k", {"result": np.zeros((10, 10, 1), np.uint8)})  # j is fetched: it goes
+    assert store.get("j", "bright") is None
+    store.put("m", {"bright": one, "inverse": two})
+    store.put("n", {"result": np.zeros((10, 10, 1), np.uint8)})  # nothing fetched: m spills
+    np.testing.assert_array_equal(store.get("m", "inverse"), two)
+    np.testing.assert_array_equal(store.get("m", "bright"), one)
+    assert store.get("m", "missing") is None
+    store.close()
 
 
 def test_image_store_forgets_least_recently_used_beyond_its_budget() -> None:
@@ -143,7 +158,7 @@ def test_image_store_forgets_least_recently_used_beyond_its_budget() -> None:
 
 
 def _status(job: str, client: str | None) -> JobStatus:
-    return JobStatus(id=job, client=client, task=Task.UPSCALE, model="m", state=JobState.QUEUED)
+    return JobStatus(id=job, client=client, task="upscale", model="m", state=JobState.QUEUED)
 
 
 def test_event_hub_backlog_live_delivery_and_no_duplicates() -> None:

@@ -62,6 +62,8 @@ class EventHub:
                 state=status.state,
                 progress=status.progress,
                 stage=status.stage,
+                step=status.step,
+                steps=status.steps,
                 position=status.position,
                 error=status.error,
                 result=status.result,

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from backend import __version__
 from backend.api.deps import AuthenticatedDep, JobsDep, SettingsDep
-from backend.jobs import TASKS
 from shared.protocol import PROTOCOL_VERSION, Health, MemoryInfo
 
 router = APIRouter(prefix="/v1", tags=["health"])
@@ -36,7 +35,7 @@ def health(settings: SettingsDep, jobs: JobsDep, authenticated: AuthenticatedDep
     base.queued = queued
     base.running = running
     base.loaded_models = jobs.models.loaded_names()
-    base.tasks = list(TASKS)
+    base.tasks = jobs.tasks.ids()
     base.max_upload_bytes = settings.max_upload_bytes
     base.max_pixels = settings.max_pixels
     return base.to_json()

@@ -57,7 +57,8 @@ def submit_job(
         return JSONResponse(resubmitted.to_json(), status_code=200)
     pixels = images.get(job.image)
     mask = images.get(job.mask, "mask") if job.mask is not None else None
-    status, created = jobs.submit(job, pixels, mask)
+    named = {name: images.get(image_id, name) for name, image_id in job.images.items()}
+    status, created = jobs.submit(job, pixels, mask, named)
     return JSONResponse(status.to_json(), status_code=202 if created else 200)
 
 
@@ -121,13 +122,17 @@ def get_result(
             f"{RAW_PIXELS_MEDIA_TYPE}, else png",
         ),
     ] = None,
+    output: Annotated[
+        str | None,
+        Query(max_length=64, description="which output (result.outputs[].name); default the first"),
+    ] = None,
 ) -> Response:
-    """The result image, at the size and place given by the job's `result.placement`.
+    """One output image, at the size and place given by its `placement` in `result.outputs`.
 
     Results are kept `result_ttl` seconds after the job ends (default one hour), and
     `fetched_result_ttl` seconds (default five minutes) once fetched, so a broken download can
     be repeated; DELETE /v1/jobs/{id} frees one at once."""
-    pixels, _status = jobs.result(job_id)
+    pixels, _status = jobs.result(job_id, output)
     if transport.choose_format(request, image_format) == "raw":
         return transport.raw_response(pixels)
     return transport.png_response(pixels, settings.png_compress_level)

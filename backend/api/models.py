@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.api.deps import JobsDep
-from backend.jobs import TASKS, all_task_infos
 from backend.models.registry import ModelEntry
-from shared.protocol import ModelInfo, Task, TaskInfo
+from shared.protocol import TASK_ID_PATTERN, ModelInfo, TaskInfo
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -17,7 +16,10 @@ router = APIRouter(prefix="/v1", tags=["models"])
 @router.get("/models", response_model=list[ModelInfo], summary="Models, by task")
 def list_models(
     jobs: JobsDep,
-    task: Annotated[Task | None, Query(description="only models that can run this task")] = None,
+    task: Annotated[
+        str | None,
+        Query(pattern=TASK_ID_PATTERN, max_length=40, description="only models for this task"),
+    ] = None,
     refresh: Annotated[bool, Query(description="look for new model files first")] = False,
 ) -> list[dict]:
     """Every model file found, with the tasks it can run and what it supports.
@@ -25,7 +27,10 @@ def list_models(
     Unusable files are listed with the reason (with `task`, only usable models are listed).
     """
     loaded = set(jobs.models.loaded_names())
-    infos = [_model_info(e, e.name in loaded) for e in jobs.model_entries(refresh=refresh)]
+    infos = [
+        _model_info(e, e.name in loaded, jobs.tasks_for(e))
+        for e in jobs.model_entries(refresh=refresh)
+    ]
     if task is not None:
         infos = [m for m in infos if task in m.tasks]
     return [m.to_json() for m in infos]
@@ -33,19 +38,17 @@ def list_models(
 
 @router.get("/tasks", response_model=list[TaskInfo], summary="Tasks and their parameters")
 def list_tasks(jobs: JobsDep) -> list[dict]:
-    """Every task of the protocol; `available` says whether this server runs it, and `params`
-    describes the task's parameters (name, type, default, choices) for a plug-in's form."""
-    infos = all_task_infos()
-    for info in infos:
-        if info.available and info.default_model is None:
-            info.default_model = jobs.default_model_name(TASKS[info.task])
-    return [t.to_json() for t in infos]
+    """Every task this server knows, in menu order: words for people, the inputs it takes, the
+    outputs it makes, and each parameter's type, default, range, unit, label, help and widget,
+    so a plug-in builds its menus and forms from this alone. `available` is false, with a
+    `reason` and a `hint`, when a package or a model the task needs is missing."""
+    return [t.to_json() for t in jobs.task_infos()]
 
 
-def _model_info(e: ModelEntry, loaded: bool) -> ModelInfo:
+def _model_info(e: ModelEntry, loaded: bool, tasks: list[str]) -> ModelInfo:
     return ModelInfo(
         name=e.name,
-        tasks=[s.task for s in TASKS.values() if s.accepts(e)],
+        tasks=tasks,
         folder=e.folder,
         usable=e.usable,
         reason=e.reason,

@@ -1,0 +1,101 @@
+"""Test-only tasks, served beside the product's own by the test servers (never by the product).
+
+They exercise what no product task does yet, or cannot be made to do on demand: fail, crash,
+run out of memory once, run slowly enough to be cancelled, return two outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.errors import InvalidParameterError, OutOfMemoryError
+from backend.tasks import upscale
+from backend.tasks.registry import TaskRegistry, default_registry
+from backend.tasks.spec import Output, OutputSpec, TaskResult, TaskSpec, param
+
+
+def _slow(ctx, inputs, params):
+    """The real upscale, each progress report at least 10 ms later, so a fast machine cannot
+    finish a job before the test cancels it; cancelling still goes through the engine."""
+
+    class Slow:
+        cancel = ctx.cancel
+
+        def __call__(self, fraction: float, stage: str = "") -> None:
+            time.sleep(0.01)
+            ctx(fraction, stage)
+
+    return upscale.run(inputs.image, inputs.model, params, progress=Slow(), cancel=ctx.cancel)
+
+
+def _fail(ctx, inputs, params):
+    raise InvalidParameterError("This image upsets the model.", "Try another one.")
+
+
+def _crash(ctx, inputs, params):
+    return 1 / 0
+
+
+_seen: set[int] = set()
+calls: list[str] = []
+
+
+def _oom_once(ctx, inputs, params):
+    calls.append("oom-once")
+    if id(inputs) not in _seen:
+        _seen.add(id(inputs))
+        raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
+    return upscale.run_task(ctx, inputs, params)
+
+
+def _oom_always(ctx, inputs, params):
+    raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
+
+
+@dataclass
+class SplitParams:
+    gain: float = param(1.0, "Gain", minimum=0.0, maximum=4.0, step=0.1)
+
+
+def _split(ctx, inputs, params: SplitParams) -> TaskResult:
+    """Two outputs of the input's size: the image brightened, and its inverse."""
+    image = inputs.image
+    top = 65535 if image.dtype == np.uint16 else 255
+    bright = np.clip(image.astype(np.float32) * params.gain, 0, top).astype(image.dtype)
+    ctx.step(1, 2, "splitting")
+    inverse = (top - image).astype(image.dtype)
+    ctx.step(2, 2, "splitting")
+    return TaskResult(
+        [Output("bright", bright, "Brighter"), Output("inverse", inverse, "Inverse")],
+        {"gain": params.gain},
+    )
+
+
+def _upscale_like(task_id: str, run) -> TaskSpec:
+    return dataclasses.replace(upscale.SPEC, id=task_id, command=task_id, run=run, order=900)
+
+
+TEST_SPECS = (
+    _upscale_like("test-slow-upscale", _slow),
+    _upscale_like("test-fail", _fail),
+    _upscale_like("test-crash", _crash),
+    _upscale_like("test-oom-once", _oom_once),
+    _upscale_like("test-oom-always", _oom_always),
+    TaskSpec(
+        id="test-split",
+        title="Split (test)",
+        help="Two layers from one: brighter and inverse.",
+        params=SplitParams,
+        run=_split,
+        outputs=(OutputSpec("bright", "Brighter"), OutputSpec("inverse", "Inverse")),
+        order=901,
+    ),
+)
+
+
+def with_test_tasks() -> TaskRegistry:
+    return TaskRegistry([*default_registry(), *TEST_SPECS])
