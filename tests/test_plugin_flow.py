@@ -329,3 +329,15 @@ def test_a_closed_document_drops_the_result(client: Client, catalog: Catalog) ->
     with pytest.raises(DocumentGone, match="closed"):
         apply_result(editor, prepared, rec.finished[0])
     assert to_array(rec.finished[0].pixels).shape == (32, 32, 4)
+
+
+def test_saved_options_a_task_lacks_are_not_sent_without_a_catalog(client: Client) -> None:
+    """Before the catalog arrives (or from a script), the runner asks the backend for the
+    task's parameters: a stale saved option is dropped with a note, not a failed job."""
+    s = settings(options={"upscale": {"tile": 0, "fidelity": 0.5, "strength": 1.0}})
+    prepared = prepare_upscale(FakeEditor(checker(width=24, height=16)), s)
+    assert prepared.input.params == {"tile": 0, "fidelity": 0.5, "strength": 1.0}
+    runner, rec = run(client, prepared.input)
+    assert runner.outcome == Outcome.FINISHED, rec.failed
+    assert rec.finished[0].notes == [
+        "Dropped the saved options 'fidelity', 'strength' that Upscale does not have."]

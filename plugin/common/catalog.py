@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..shared.protocol import Health, ModelInfo, ParamInfo, Task, TaskInfo
 from .client import Client
+from .settings import Settings
 
 TASK_TITLES = {
     Task.UPSCALE: "Upscale",
@@ -56,6 +57,24 @@ def param_label(param: ParamInfo) -> str:
     return PARAM_LABELS.get(param.name, param.name.replace("_", " ").capitalize())
 
 
+def dropped_note(task: Task | str, keys: list[str]) -> str:
+    """What the user reads when saved options of a task were dropped."""
+    try:
+        title = task_title(Task(task))
+    except ValueError:
+        title = str(task)
+    quoted = ", ".join(f"'{k}'" for k in keys)
+    noun = "option" if len(keys) == 1 else "options"
+    return f"Dropped the saved {noun} {quoted} that {title} does not have."
+
+
+def forget_unknown_options(settings: Settings, catalog: Catalog) -> tuple[Settings, list[str]]:
+    """The settings without options the backend's tasks do not declare, and a note for each
+    task that lost some (older versions saved one task's options under another)."""
+    cleaned, dropped = settings.without_unknown_options(catalog.declared_params())
+    return cleaned, [dropped_note(task, keys) for task, keys in dropped.items()]
+
+
 @dataclass
 class Catalog:
     health: Health
@@ -92,6 +111,11 @@ class Catalog:
     def params(self, task: Task) -> list[ParamInfo]:
         info = self.task_info(task)
         return list(info.params) if info is not None else []
+
+    def declared_params(self) -> dict[str, set[str]]:
+        """Each task the backend runs, by name, with the names of its parameters (a task it
+        only lists comes later: its parameters are not known yet)."""
+        return {t.task.value: {p.name for p in t.params} for t in self.tasks if t.available}
 
     def describe(self) -> str:
         """One line for the docker: version, device, models."""

@@ -33,7 +33,7 @@ from ..shared.protocol import (
     ResultInfo,
     Task,
 )
-from .catalog import Catalog, missing_model_hint, task_title
+from .catalog import Catalog, dropped_note, missing_model_hint, task_title
 from .client import Client, EventStream
 from .errors import (
     BackendLost,
@@ -71,6 +71,8 @@ class JobInput:
     #: the selection, one byte per pixel of `image`; None: the whole image is processed
     mask: Bytes | None = None
     feather: float | None = None
+    #: `params` were checked against the task's parameters from the backend's catalog
+    params_checked: bool = False
 
 
 @dataclass
@@ -82,6 +84,8 @@ class JobResult:
     placement: Placement
     #: what the task reports besides pixels (ResultInfo.details), e.g. the faces found
     details: dict[str, Any] = field(default_factory=dict)
+    #: what the user should know besides the result, e.g. saved options that were not sent
+    notes: list[str] = field(default_factory=list)
 
 
 class JobListener(Protocol):
@@ -190,6 +194,7 @@ class JobRunner:
         health = client.connect()
         instance = health.instance
         model = job.model or self._default_model(health)
+        params, notes = self._declared_params()
         self._check_cancel()
         # 2. upload
         self._progress(0.0, "sending the image")
@@ -202,7 +207,7 @@ class JobRunner:
         # 3. submit
         after = client.last_seq(instance)
         request = JobRequest(task=job.task, image=image_id, model=model,
-                             params=dict(job.params), mask=mask_id, feather=job.feather,
+                             params=params, mask=mask_id, feather=job.feather,
                              bounds=job.bounds, canvas=job.canvas, id=self.job_id,
                              client=client.client_id)
         status = client.submit(request)
@@ -228,7 +233,23 @@ class JobRunner:
             raise PluginError("The backend's result does not match its own placement.",
                               "This is a bug in Restora; please report it.")
         return JobResult(self.job_id, job.task, status.model, pixels, final.placement,
-                         dict(final.details))
+                         dict(final.details), notes)
+
+    def _declared_params(self) -> tuple[dict[str, Any], list[str]]:
+        """The job's params, without those the task does not declare when no catalog
+        checked them (a stale saved option must not fail the job), and a note about those."""
+        params = dict(self.job.params)
+        if self.job.params_checked or not params:
+            return params, []
+        info = next((t for t in self.client.tasks() if t.task == self.job.task), None)
+        if info is None or not info.available:
+            return params, []  # the backend refuses the task itself, in its own words
+        known = {p.name for p in info.params}
+        unknown = [k for k in params if k not in known]
+        if not unknown:
+            return params, []
+        kept = {k: v for k, v in params.items() if k in known}
+        return kept, [dropped_note(self.job.task, unknown)]
 
     def _default_model(self, health: Health) -> str:
         """The backend's default model for the task if it has it, else its first one."""

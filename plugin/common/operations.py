@@ -52,8 +52,8 @@ def prepare_restore(editor: Editor, settings: Settings, task: Task | None = None
                               "Select the part to restore, then try again.")
     pixels = editor.read_pixels(region, projection=settings.source == "projection")
     job = JobInput(task=task, image=pixels, bounds=region, canvas=canvas, model=model,
-                   params=settings.options_for(task, in_place=True), mask=mask,
-                   feather=settings.feather)
+                   params=settings.options_for(task, True, _declared(catalog, task)),
+                   mask=mask, feather=settings.feather, params_checked=catalog is not None)
     return PreparedJob(job, in_place=True)
 
 
@@ -76,6 +76,12 @@ def _model(settings: Settings, task: Task, catalog: Catalog | None) -> str | Non
     return catalog.resolve_model(task, settings.model_for(task))
 
 
+def _declared(catalog: Catalog | None, task: Task) -> set[str] | None:
+    """The task's parameter names from the backend; None without a catalog (the job runner
+    then asks the backend before it submits)."""
+    return None if catalog is None else {p.name for p in catalog.params(task)}
+
+
 def _whole_image(editor: Editor, settings: Settings, task: Task,
                  catalog: Catalog | None) -> PreparedJob:
     model = _model(settings, task, catalog)
@@ -83,7 +89,8 @@ def _whole_image(editor: Editor, settings: Settings, task: Task,
     region = Bounds.of(canvas)
     pixels = editor.read_pixels(region, projection=settings.source == "projection")
     job = JobInput(task=task, image=pixels, bounds=region, canvas=canvas, model=model,
-                   params=settings.options_for(task))
+                   params=settings.options_for(task, declared=_declared(catalog, task)),
+                   params_checked=catalog is not None)
     into_document = task == Task.UPSCALE and settings.upscale_into == "document"
     return PreparedJob(job, in_place=False, into_document=into_document)
 

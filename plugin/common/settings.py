@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,12 +46,46 @@ class Settings:
     def model_for(self, task: Task | str) -> str | None:
         return self.models.get(_task_name(task)) or None
 
-    def options_for(self, task: Task | str, in_place: bool = False) -> dict[str, Any]:
-        """The task's options to send; in place (a selection) without the size options."""
+    def options_for(self, task: Task | str, in_place: bool = False,
+                    declared: Collection[str] | None = None) -> dict[str, Any]:
+        """The task's options to send; in place (a selection) without the size options; with
+        `declared` (the task's parameter names from the backend), only those."""
         opts = {k: v for k, v in self.options.get(_task_name(task), {}).items() if v is not None}
         if in_place:
             opts = {k: v for k, v in opts.items() if k not in SIZE_PARAMS}
+        if declared is not None:
+            opts = {k: v for k, v in opts.items() if k in declared}
         return opts
+
+    def with_task_form(self, task: Task | str, model: str,
+                       options: Mapping[str, Any]) -> Settings:
+        """These settings with one task's model and shown options replaced; every other
+        task's entries stay as they are, and so do this task's options the form lacks."""
+        name = _task_name(task)
+        models = {**self.models, name: model}
+        all_options = {k: dict(v) for k, v in self.options.items()}
+        all_options[name] = {**all_options.get(name, {}), **options}
+        return dataclasses.replace(self, models=models, options=all_options)
+
+    def without_unknown_options(self, declared: Mapping[str, Collection[str]]
+                                ) -> tuple[Settings, dict[str, list[str]]]:
+        """These settings without the options a task does not declare, and what was dropped
+        per task. `declared` maps a task to its parameter names; a task it does not name
+        keeps its options (another backend may run it)."""
+        options: dict[str, dict[str, Any]] = {}
+        dropped: dict[str, list[str]] = {}
+        for name, values in self.options.items():
+            known = declared.get(name)
+            if known is None:
+                options[name] = dict(values)
+                continue
+            options[name] = {k: v for k, v in values.items() if k in known}
+            unknown = [k for k in values if k not in known]
+            if unknown:
+                dropped[name] = unknown
+        if not dropped:
+            return self, {}
+        return dataclasses.replace(self, options=options), dropped
 
     def restore_task(self) -> Task:
         try:
@@ -76,6 +111,10 @@ class Settings:
             default = getattr(settings, f.name)
             if _fits(value, default, f.name):
                 setattr(settings, f.name, value)
+        # one task's broken entry is dropped alone, so it cannot break the others
+        settings.models = {k: v for k, v in settings.models.items() if isinstance(v, str)}
+        settings.options = {k: v for k, v in settings.options.items()
+                            if isinstance(v, dict) and all(isinstance(n, str) for n in v)}
         settings.backend_url = normalise_url(settings.backend_url) or DEFAULT_URL
         if settings.source not in SOURCES:
             settings.source = "layer"

@@ -13,7 +13,7 @@ from typing import Any
 
 from krita import Krita
 
-from ..common.catalog import Catalog, task_title
+from ..common.catalog import Catalog, forget_unknown_options, task_title
 from ..common.connection import Connection, ConnectionState
 from ..common.errors import BackendLost, BackendUnavailable, NothingFound, PluginError
 from ..common.job_runner import JobResult, JobRunner
@@ -115,7 +115,7 @@ class ActionRun:
             self.fail(PluginError(f"Restora could not add the result: {exc!r}.",
                                   "This is a bug in the plug-in; please report it."))
             return
-        self._end("finished", f"Added '{self.layer_name}'.")
+        self._end("finished", " ".join([f"Added '{self.layer_name}'.", *result.notes]))
 
     def on_failed(self, error: PluginError) -> None:
         self.fail(error)
@@ -151,10 +151,13 @@ class Controller(QObject):
         self.dispatcher = UiDispatcher()
         self.connection = Connection(settings.backend_url, settings.token,
                                      dispatch=self.dispatcher.post,
-                                     on_change=lambda _c: self.notify())
+                                     on_change=self._connection_changed)
         self.launcher = BackendLauncher(self.dispatcher.post)
         self.current: ActionRun | None = None
         self.last: ActionRun | None = None
+        #: what the user should know about their settings, e.g. saved options dropped
+        self.notes: list[str] = []
+        self._checked: Catalog | None = None
         self._ticks = 0
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_SECONDS * 1000)
@@ -167,6 +170,18 @@ class Controller(QObject):
 
     def notify(self) -> None:
         self.changed.emit()
+
+    def _connection_changed(self, connection: Connection) -> None:
+        catalog = connection.catalog
+        if catalog is not None and catalog is not self._checked:
+            self._checked = catalog
+            cleaned, notes = forget_unknown_options(self.settings, catalog)
+            if notes:
+                self.notes = notes
+                self.update_settings(cleaned)  # saved at once, so kritarc heals too
+                _show_floating("Restora: " + " ".join(notes))
+                return
+        self.notify()
 
     def update_settings(self, settings: Settings) -> None:
         self.settings = settings
@@ -222,6 +237,7 @@ class Controller(QObject):
 
     def _start(self, title: str, prepare: Prepare, document: Any, node: Any) -> ActionRun:
         run = ActionRun(self, title)
+        self.notes = []  # read by now: the docker shows this action instead
         if self.current is not None and not self.current.done:
             run.fail(PluginError(f"Restora is still working on '{self.current.title}'.",
                                  "Wait for it to finish, or cancel it."))

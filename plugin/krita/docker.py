@@ -131,8 +131,13 @@ class RestoraDocker(DockWidget):
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #b71c1c")
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.note = W.QLabel()
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #8d6e00")
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.stage)
         layout.addWidget(self.error)
+        layout.addWidget(self.note)
         layout.addStretch(1)
         self.setWidget(root)
 
@@ -160,6 +165,7 @@ class RestoraDocker(DockWidget):
             self._fill_models()
             self._fill_options()
             self._show_settings()
+            self._show_notes()
             self._show_progress()
         finally:
             self._updating = False
@@ -275,6 +281,10 @@ class RestoraDocker(DockWidget):
         self.source.setCurrentIndex(max(self.source.findData(s.source), 0))
         self.upscale_into.setCurrentIndex(max(self.upscale_into.findData(s.upscale_into), 0))
 
+    def _show_notes(self) -> None:
+        self.note.setText("\n".join(self.controller.notes))
+        self.note.setVisible(bool(self.controller.notes))
+
     def _show_progress(self) -> None:
         run = self.controller.current
         busy = run is not None
@@ -315,7 +325,8 @@ class RestoraDocker(DockWidget):
     def _task_changed(self) -> None:
         if self._updating:
             return
-        self._save()
+        # the model and the form still show the previous task: saved under that one
+        self._save(task=self._current_task())
         self.refresh()
 
     def _apply_backend(self) -> None:
@@ -329,20 +340,20 @@ class RestoraDocker(DockWidget):
         self.controller.update_settings(settings)
         self.controller.connection.refresh()
 
-    def _save(self, *_args: object) -> None:
+    def _save(self, *_args: object, task: Task | None = None) -> None:
+        """The widgets into the settings: the model and the options into the task the form
+        was built for; `task`, the one now chosen, when that changed."""
         if self._updating:
             return
         s = self.controller.settings
-        task = self._current_task()
-        models = dict(s.models)
-        models[task.value] = self.model.currentData() or ""
-        options = {k: dict(v) for k, v in s.options.items()}
-        options[task.value] = {name: _get_value(widget, param)
-                               for name, (param, widget) in self._param_widgets.items()}
+        if self._form_task is not None:
+            options = {name: _get_value(widget, param)
+                       for name, (param, widget) in self._param_widgets.items()}
+            s = s.with_task_form(self._form_task, self.model.currentData() or "", options)
         feather = self.feather.value()
         padding = self.padding.value()
         self.controller.update_settings(dataclasses.replace(
-            s, task=task.value, models=models, options=options,
+            s, task=(task or self._form_task or s.restore_task()).value,
             feather=None if feather < 0 else feather, padding=None if padding < 0 else padding,
             source=self.source.currentData() or "layer",
             upscale_into=self.upscale_into.currentData() or "layer"))

@@ -5,7 +5,8 @@
 
 PLUGIN_TREE is a built plug-in (installer/krita_plugin.py tree); fake_krita/ stands in for
 Krita. Checks that the docker connects, builds its option form from the backend's
-parameters, and saves an edited option as the plug-in's settings.
+parameters, saves an edited option as the plug-in's settings, and, after Upscale -> Restore
+faces -> Upscale, keeps each task's options under its own task.
 """
 
 import json
@@ -51,6 +52,11 @@ def main() -> None:
     app.processEvents()
     stored = Settings.from_strings({
         "options": krita.Krita.instance().readSetting("Restora", "options", "")})
+    for task in ("face-restore", "upscale"):  # each task's form is saved into its own task
+        docker.task.setCurrentIndex(docker.task.findData(task))
+        app.processEvents()
+    switched = Settings.from_strings({
+        "options": krita.Krita.instance().readSetting("Restora", "options", "")})
     print(json.dumps({
         "qt6": QT6, "binding": QtCore.__name__.split(".")[0], "docker_id": factory.name,
         "actions": sorted(window.created), "menu": [
@@ -60,7 +66,7 @@ def main() -> None:
         "models": [docker.model.itemText(i) for i in range(docker.model.count())],
         "tasks": [docker.task.itemText(i) for i in range(docker.task.count())],
         "spins": sorted(spins), "stored_overlap": stored.options.get("upscale", {}).get(
-            "overlap")}))
+            "overlap"), "switched": switched.options}))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ EXACT = {"upscale": {"tile": 0}}  # one pass: the result can be compared with th
 
 CONFIG = {}
 OUT = {}
+DOCKERS = []  # the docker built by one scenario and used by the next
 
 
 def main(args):
@@ -491,6 +492,78 @@ def faces_none():
     return out
 
 
+def form_fields(docker):
+    """The docker's option form as the user sees it: label -> field widget."""
+    from restora.krita.qt import QtWidgets
+
+    form = docker.options
+    return {form.labelForField(w).text(): w
+            for w in docker.options_box.findChildren(QtWidgets.QWidget)
+            if form.labelForField(w) is not None}
+
+
+def stored(name):
+    return json.loads(Krita.instance().readSetting("Restora", name, "") or "null")
+
+
+def docker_upscale(name):
+    """Upscale a small painted document with the plug-in's own controller, which holds the
+    settings the docker saved (the same call as Tools > Restora > Upscale image)."""
+    from restora.krita import actions
+
+    doc, base = new_doc(name, width=32, height=24)
+    paint(base, 32, 24)
+    run = actions.upscale_image(doc, base, wait=True, timeout=120)
+    out = run_info(run)
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["layers"] = [n.name() for n in layers(doc)]
+    doc.close()
+    return out
+
+
+def docker_poisoned_kritarc():
+    """kritarc holds Restore faces' options under upscale, as the docker wrote them when it
+    saved a task switch into the new task: the docker connects, drops them with a note, and
+    an upscale runs."""
+    from restora.krita import actions
+    from restora.krita.docker import RestoraDocker
+    from restora.krita.qt import QtWidgets
+
+    out = {"stored_before": stored("options")}
+    controller = actions.controller()  # loads the settings from kritarc
+    docker = RestoraDocker()
+    DOCKERS.append(docker)
+    controller.start()
+    out["connected"] = pump_until(lambda: controller.connection.connected, 60)
+    pump_until(lambda: docker.task.count() > 1, 10)
+    out["labels"] = [w.text() for w in docker.findChildren(QtWidgets.QLabel) if w.text()]
+    out["stored_after"] = stored("options")
+    out["upscale"] = docker_upscale("docker-poisoned")
+    return out
+
+
+def docker_task_switch():
+    """Upscale -> Restore faces (one option edited) -> Upscale in the docker, then upscale."""
+    from restora.krita.qt import QtCore
+
+    docker = DOCKERS[0]
+    out = {"tasks": [docker.task.itemData(i) for i in range(docker.task.count())]}
+
+    def choose(task):
+        docker.task.setCurrentIndex(docker.task.findData(task))
+        QtCore.QCoreApplication.processEvents()
+        return sorted(form_fields(docker))
+
+    out["upscale_form"] = choose("upscale")
+    out["face_form"] = choose("face-restore")
+    form_fields(docker)["Fidelity"].setValue(0.7)
+    out["back_form"] = choose("upscale")
+    out["stored_options"] = stored("options")
+    out["stored_models"] = stored("models")
+    out["upscale"] = docker_upscale("docker-switch")
+    return out
+
+
 SCENARIOS = [
     ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
     ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
@@ -498,4 +571,6 @@ SCENARIOS = [
     ("restore_gray", restore_gray), ("restore_projection", restore_projection),
     ("no_selection", no_selection), ("backend_down", backend_down), ("cancel", cancel),
     ("killed", killed), ("faces_photo", faces_photo), ("faces_none", faces_none),
+    ("docker_poisoned_kritarc", docker_poisoned_kritarc),
+    ("docker_task_switch", docker_task_switch),
 ]

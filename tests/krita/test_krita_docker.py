@@ -52,3 +52,7 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert {"Tile size", "Tile overlap"} <= set(r["spins"])  # the form follows the params
     assert any(t.startswith("Connected: Restora") for t in r["labels"])
     assert r["stored_overlap"] == 24  # an edited option is saved in Krita's settings
+    switched = r["switched"]
+    assert set(switched["upscale"]) == {"scale", "width", "tile", "overlap", "alpha"}
+    assert switched["upscale"]["overlap"] == 24
+    assert "fidelity" in switched["face-restore"] and "tile" not in switched["face-restore"]

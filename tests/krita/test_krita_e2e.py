@@ -38,6 +38,15 @@ SCENARIOS = Path(__file__).with_name("krita_scenarios.py")
 W, H = 128, 96
 SEL = (40, 30, 36, 24)
 PADDING, FEATHER = 8, 4.0
+UPSCALE_PARAMS = {"scale", "width", "tile", "overlap", "alpha"}
+FACE_PARAMS = {"fidelity", "strength", "colour_match", "min_face", "threshold", "upscale_model",
+               "scale"}
+#: kritarc's options as the docker wrote them when a task switch saved the old task's form
+#: under the new task (Upscale -> Restore faces -> Upscale)
+POISONED = {"upscale": {"fidelity": 0.5, "strength": 1.0, "colour_match": True, "min_face": 20,
+                        "threshold": 0.5, "upscale_model": None, "scale": None},
+            "face-restore": {"scale": None, "width": None, "tile": None, "overlap": 32,
+                             "alpha": "model"}}
 
 
 def require_krita() -> None:
@@ -65,6 +74,8 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
     out = tmp_path_factory.mktemp("krita-out")
     pykrita = home / ".local" / "share" / "krita" / "pykrita"
     krita_plugin.install(pykrita, home / ".config" / "kritarc")
+    # kritarunner keeps Krita's settings in kritarunnerrc (its own name), Krita in kritarc
+    poison_kritarc(home / ".config" / "kritarunnerrc", server.url)
     config = {"pykrita": str(pykrita), "url": server.url, "out_dir": str(out),
               "dead_url": f"http://127.0.0.1:{free_port()}", "kill_url": killable.url,
               "kill_pid": killable.proc.pid if killable.proc else None,
@@ -85,6 +96,15 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
     results["_seconds"] = seconds
     print(f"\nKrita scenarios took {seconds:.1f} s (Krita {results['krita']})")
     return results
+
+
+def poison_kritarc(kritarc: Path, url: str) -> None:
+    """The plug-in's settings group as a Krita that ran the task-switch bug left it (the
+    file is new: kritarunner has not written it yet)."""
+    values = {"backend_url": url, "task": "upscale", "options": POISONED,
+              "models": {"upscale": "tiny-x2", "face-restore": "tiny-x2"}}
+    lines = ["[Restora]"] + [f"{k}={json.dumps(v)}" for k, v in sorted(values.items())]
+    kritarc.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
@@ -259,3 +279,36 @@ def test_no_face_adds_nothing_and_says_so(krita_run) -> None:
     assert r["status"] == "finished" and r["error"] is None
     assert r["layers"] == ["Background"]
     assert r["stage"].startswith("No face found in the image.")
+
+
+def test_a_kritarc_poisoned_by_a_task_switch_loads_with_a_note_and_upscales(krita_run) -> None:
+    r = scenario(krita_run, "docker_poisoned_kritarc")
+    assert r["stored_before"] == POISONED  # Krita read the bug's keys from kritarc
+    assert r["connected"]
+    u = r["upscale"]
+    assert u["status"] == "finished", u["error"]
+    assert u["layers"] == ["Background", "Upscale x2 - tiny-x2"] and u["doc_size"] == [64, 48]
+    shown = [line for text in r["labels"] for line in text.splitlines()]
+    assert ("Dropped the saved options 'fidelity', 'strength', 'colour_match', 'min_face', "
+            "'threshold', 'upscale_model' that Upscale does not have.") in shown
+    assert ("Dropped the saved options 'width', 'tile', 'overlap', 'alpha' that Restore faces "
+            "does not have.") in shown
+    # kritarc is healed: each task keeps only the options it has
+    assert r["stored_after"] == {"upscale": {"scale": None}, "face-restore": {"scale": None}}
+
+
+def test_switching_the_docker_task_keeps_each_tasks_options_apart(krita_run) -> None:
+    r = scenario(krita_run, "docker_task_switch")
+    assert r["tasks"] == ["upscale", "face-restore"]
+    upscale_form = sorted(["Scale", "Width", "Tile size", "Tile overlap", "Transparency"])
+    assert r["upscale_form"] == r["back_form"] == upscale_form
+    assert r["face_form"] == sorted(["Fidelity", "Strength", "Colour match", "Min face",
+                                     "Threshold", "Upscale model", "Scale"])
+    u = r["upscale"]
+    assert u["status"] == "finished", u["error"]
+    assert u["layers"] == ["Background", "Upscale x2 - tiny-x2"] and u["doc_size"] == [64, 48]
+    options = r["stored_options"]
+    assert set(options["upscale"]) == UPSCALE_PARAMS, options
+    assert set(options["face-restore"]) == FACE_PARAMS, options
+    assert options["face-restore"]["fidelity"] == 0.7  # the edit went to the face task
+    assert r["stored_models"] == {"upscale": "tiny-x2", "face-restore": ""}
