@@ -93,6 +93,27 @@ def _dncnn() -> torch.nn.Module:
     return DnCNN(in_nc=3, out_nc=3, nc=8, nb=5)
 
 
+def _dncnn_gray() -> torch.nn.Module:
+    from spandrel.architectures.DnCNN import DnCNN
+
+    return DnCNN(in_nc=1, out_nc=1, nc=8, nb=5)
+
+
+def _fdncnn() -> torch.nn.Module:
+    # FDnCNN takes a noise-level map as a fourth input channel, like DRUNet
+    from spandrel.architectures.DnCNN import DnCNN
+
+    return DnCNN(in_nc=4, out_nc=3, nc=8, nb=5, mode="FDnCNN")
+
+
+def _fbcnn() -> torch.nn.Module:
+    # the quality head's Linear(512) fixes the deepest width at 512; nb=1 would drop the ".0."
+    # from the keys spandrel detects FBCNN by
+    from spandrel.architectures.FBCNN import FBCNN
+
+    return FBCNN(in_nc=3, out_nc=3, nc=[8, 16, 32, 512], nb=2)
+
+
 def _plksr() -> torch.nn.Module:
     from spandrel.architectures.PLKSR import PLKSR
 
@@ -176,6 +197,9 @@ TINY_MODELS: dict[str, TinyModel] = {
     "nafnet": TinyModel("NAFNet", _nafnet, 1),
     "drunet": TinyModel("DRUNet", _drunet, 1),
     "dncnn": TinyModel("DnCNN", _dncnn, 1),
+    "dncnn-gray": TinyModel("DnCNN", _dncnn_gray, 1),
+    "fdncnn": TinyModel("DnCNN", _fdncnn, 1),
+    "fbcnn": TinyModel("FBCNN", _fbcnn, 1),
     "plksr": TinyModel("PLKSR", _plksr, 2),
     "safmn": TinyModel("SAFMN", _safmn, 2),
     "rcan": TinyModel("RCAN", _rcan, 2),
