@@ -182,31 +182,6 @@ def blend(original: np.ndarray, restored: np.ndarray, strength: float) -> np.nda
     return out
 
 
-class _Denoising(TaskContext):
-    """A span of a job's context that reports upscale.run's "upscaling" stage as denoising."""
-
-    def __init__(self, parent: TaskContext, start: float, end: float) -> None:
-        span = parent.span(start, end, "denoising")
-        super().__init__(
-            device=span.device,
-            _root=span._root,
-            _start=span._start,
-            _end=span._end,
-            _stage="denoising",
-        )
-
-    def progress(
-        self,
-        fraction: float,
-        stage: str = "",
-        *,
-        step: int | None = None,
-        steps: int | None = None,
-    ) -> None:
-        shown = "denoising" if stage == "upscaling" else stage
-        super().progress(fraction, shown, step=step, steps=steps)
-
-
 # --- the task --------------------------------------------------------------------------------
 
 
@@ -250,7 +225,8 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: DenoiseParams) -> np.ndarr
         np.ascontiguousarray(colour),
         model,
         params.upscale_params(),
-        progress=_Denoising(ctx, 0.0, 0.98),
+        progress=ctx.span(0.0, 0.98),
+        stage="denoising",
         cancel=ctx.cancel,
         call=model_call(descriptor, params),
     )

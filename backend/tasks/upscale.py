@@ -131,11 +131,13 @@ def run(
     cancel: CancelToken | None = None,
     free_bytes: int | None = None,
     call: Any = None,
+    stage: str = "upscaling",
 ) -> np.ndarray:
     """Upscale (H, W, C) uint8/uint16 pixels; returns the same channels and dtype.
 
     `call(descriptor, x)` runs the network in place of its own call (see inference.run_tensor);
-    a scale-1 restoration model passes through here too, tiled the same way."""
+    a scale-1 restoration model passes through here too, tiled the same way, reporting its
+    tiles as `stage`."""
     # 1. check
     params.validate()
     height, width = pixels.shape[:2]
@@ -166,7 +168,7 @@ def run(
 
     passes = 1 + (alpha is not None)
 
-    position = {"stage": 0, "name": "upscaling", "done": 0, "total": 1, "sent": 0.0}
+    position = {"stage": 0, "name": stage, "done": 0, "total": 1, "sent": 0.0}
 
     def report(stage_index: int, stage: str) -> Callable[[int, int], None]:
         def tick(done: int, total: int) -> None:
@@ -203,7 +205,7 @@ def run(
             if cancel:
                 cancel.raise_if_cancelled()
             up_colour = tiled_apply(
-                colour, runner, model.scale, tile, params.overlap, progress=report(0, "upscaling")
+                colour, runner, model.scale, tile, params.overlap, progress=report(0, stage)
             )
             up_alpha = None
             if alpha is not None:
