@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import weakref
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from backend.errors import OutOfMemoryError
+from backend.faces.detect import shared_detector
+from backend.model_cache import ModelCache
 from backend.models.manager import (
+    DetectorEntry,
     FaceDetectorAdapter,
     ModelManager,
     SpandrelAdapter,
     choose_tier,
+    default_manager,
     describe,
     register_adapter,
 )
@@ -349,3 +354,29 @@ def test_a_registered_adapter_loads_a_new_family(
     assert m.usage()["items"][0] == {"name": "ckpt", "kind": "tensors", "pool": "host",
                                      "bytes": (256 + 64) * 4, "pinned": False}  # fmt: skip
     assert m.unload_all() == 1 and loaded == {}  # the adapter's release ran
+
+
+def test_the_face_detector_lives_in_the_manager() -> None:
+    m = manager()
+    detector = m.detector("cpu")
+    assert m.detector("cpu") is detector and m.loaded_names() == ["face-detector"]
+    assert m.is_loaded(DetectorEntry.find())
+    (item,) = m.usage()["items"]
+    assert item["kind"] == "face_detector" and item["bytes"] == torch_nbytes(detector.models)
+    ref = weakref.ref(detector)
+    del detector
+    assert m.unload_all() == 1 and ref() is None
+    assert shared_detector("cpu") is default_manager().detector("cpu")
+
+
+def test_model_cache_is_the_manager_with_a_count(zoo: dict[str, ModelEntry]) -> None:
+    c = ModelCache("cpu", "fp32", 2, free_memory=FreeMemory())
+    assert isinstance(c, ModelManager)
+    a, b, d = zoo["compact-a"], zoo["compact-b"], zoo["esrgan"]
+    keep = c.get(a)
+    c.get(b)
+    c.get(a)
+    c.get(d)
+    assert c.loaded_names() == ["compact-a", "esrgan"]
+    assert c.unload_all(keep=keep) == 1 and c.loaded_names() == ["compact-a"]
+    assert re.fullmatch(r"[\d.]+ MB", megabytes(c.usage()["items"][0]["bytes"]))
