@@ -1,139 +1,40 @@
-"""Loaded models kept for the next job, unloaded least recently used when memory is short.
+"""The model store under its former name: ModelCache is the ModelManager with a count limit.
 
-Loading a model costs seconds (weights, precision choice, a speed measurement), so the worker
-keeps the last few. Only the worker thread loads and unloads; other threads may read which
-models are loaded (health, model list), under the lock.
+Kept so that the server and the CLI, which build `ModelCache(device, precision, max_models)`,
+run on the one implementation in backend.models.manager.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
-from backend.errors import OutOfMemoryError
+from backend.models.manager import FaceDetectorAdapter, LoaderAdapter, ModelManager
+from backend.models.manager.adapters import LOAD_MARGIN_BYTES, WEIGHT_EXPANSION
+from backend.models.manager.manager import default_free_memory
 
-if TYPE_CHECKING:
-    from backend.models.registry import ModelEntry
-    from backend.models.runtime import LoadedModel
-
-log = logging.getLogger("restora.models")
-
-#: Memory a model needs beyond its file size: activations of a first tile, framework buffers.
-LOAD_MARGIN_BYTES = 512 << 20
-#: Weights in memory can take twice the file size (fp16 files loaded as fp32).
-WEIGHT_EXPANSION = 2
+__all__ = ["LOAD_MARGIN_BYTES", "WEIGHT_EXPANSION", "ModelCache"]
 
 
-def _default_loader(entry: ModelEntry, device: str, precision: str) -> LoadedModel:
-    from backend.models.runtime import load_model
-
-    return load_model(entry, device=device, precision=precision)
-
-
-def _default_free_memory(device: str) -> int:
-    from backend.devices import free_memory, resolve_device
-
-    return free_memory(resolve_device(device))
-
-
-def _release_device_memory(device: str) -> None:
-    from backend.devices import resolve_device
-    from backend.inference import free_device_memory
-
-    free_device_memory(resolve_device(device))
-
-
-class ModelCache:
+class ModelCache(ModelManager):
     def __init__(
         self,
         device: str = "auto",
         precision: str = "auto",
-        max_models: int = 3,
-        loader: Callable[[ModelEntry, str, str], LoadedModel] = _default_loader,
-        free_memory: Callable[[str], int] = _default_free_memory,
+        max_models: int | None = 3,
+        loader: Callable[[Any, str, str], Any] | None = None,
+        free_memory: Callable[[str], int] = default_free_memory,
+        device_budget_bytes: int | None = None,
+        host_budget_bytes: int | None = None,
     ) -> None:
-        self.device = device
-        self.precision = precision
-        self.max_models = max_models
-        self._loader = loader
-        self._free_memory = free_memory
-        self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(entry: ModelEntry) -> tuple[str, int]:
-        return (entry.path, entry.size_bytes)
-
-    def loaded_names(self) -> list[str]:
-        with self._lock:
-            return [m.entry.name for m in self._models.values()]
-
-    def is_loaded(self, entry: ModelEntry) -> bool:
-        with self._lock:
-            return self.key(entry) in self._models
-
-    def get(self, entry: ModelEntry) -> LoadedModel:
-        """The loaded model for `entry`, loading it (and unloading others) when needed."""
-        key = self.key(entry)
-        with self._lock:
-            model = self._models.get(key)
-            if model is not None:
-                self._models.move_to_end(key)
-                return model
-        self._make_room(entry)
-        try:
-            model = self._loader(entry, self.device, self.precision)
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            log.warning("out of memory loading %s; unloading every model and retrying", entry.name)
-            self.unload_all()
-            try:
-                model = self._loader(entry, self.device, self.precision)
-            except (RuntimeError, MemoryError) as again:
-                if not _is_out_of_memory(again):
-                    raise
-                raise OutOfMemoryError(
-                    f"Not enough memory to load {entry.name}.",
-                    "Close other programs using the GPU, or use a smaller model.",
-                ) from None
-        with self._lock:
-            self._models[key] = model
-        log.info("loaded %s on %s (%s)", entry.name, model.device, model.precision)
-        return model
-
-    def unload_all(self, keep: LoadedModel | Iterable[LoadedModel] | None = None) -> int:
-        """Unload every model but `keep` (one or several); returns how many were unloaded."""
-        kept = {id(keep)} if not isinstance(keep, Iterable) else {id(m) for m in keep}
-        with self._lock:
-            victims = [k for k, m in self._models.items() if id(m) not in kept]
-            for k in victims:
-                del self._models[k]
-        if victims:
-            _release_device_memory(self.device)
-        return len(victims)
-
-    def _make_room(self, entry: ModelEntry) -> None:
-        need = entry.size_bytes * WEIGHT_EXPANSION + LOAD_MARGIN_BYTES
-        while True:
-            with self._lock:
-                if not self._models:
-                    return
-                full = len(self._models) >= self.max_models
-                if not full and self._free_memory(self.device) >= need:
-                    return
-                _key, oldest = self._models.popitem(last=False)
-            log.info("unloading %s to make room for %s", oldest.entry.name, entry.name)
-            del oldest
-            _release_device_memory(self.device)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    from backend.inference import is_out_of_memory
-
-    return is_out_of_memory(exc)
+        """`loader(entry, device, precision)` replaces spandrel for every entry with a path."""
+        adapters = None if loader is None else [FaceDetectorAdapter(), LoaderAdapter(loader)]
+        super().__init__(
+            device,
+            precision,
+            device_budget_bytes,
+            host_budget_bytes,
+            free_memory=free_memory,
+            adapters=adapters,
+            max_items=max_models,
+        )

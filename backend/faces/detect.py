@@ -14,7 +14,6 @@ width. Points have pixel centres at integers, as OpenCV and backend.faces.align 
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 from dataclasses import dataclass, replace
@@ -373,14 +372,12 @@ class FaceDetector:
         return out
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_detector(device: str, folders: tuple[Path, ...]) -> FaceDetector:
-    return FaceDetector(device, list(folders))
-
-
 def shared_detector(device: str | torch.device = "auto") -> FaceDetector:
-    """One detector per device and models folders, loaded on first use and kept."""
-    return _cached_detector(str(device), tuple(paths.models_dirs()))
+    """The model manager's detector for `device` and the models folders' files, loaded on
+    first use and kept (within the manager's memory budget) for the next image."""
+    from backend.models.manager import default_manager
+
+    return default_manager().detector(device)
 
 
 def five_points(mesh: np.ndarray) -> np.ndarray:
