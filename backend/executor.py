@@ -10,6 +10,7 @@ same from `restora faces -m ... --mask` as from a plug-in.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,11 +24,13 @@ log = logging.getLogger("restora.executor")
 
 
 class ModelSource(Protocol):
-    """What the executor needs of the model cache: load by entry, unload what is not kept."""
+    """What the executor needs of the model store (backend.models.manager.ModelManager)."""
 
     def get(self, entry: Any) -> Any: ...
 
     def unload_all(self, keep: Any = None) -> int: ...
+
+    def pinned(self, *things: Any) -> AbstractContextManager[None]: ...
 
 
 def run_task(
@@ -41,24 +44,27 @@ def run_task(
 ) -> TaskResult:
     """Run `spec` on `inputs`; `entries` maps "model" (and helper parameter names) to the
     registry entries to load."""
-    # 1. models
+    # 1. models, pinned so that loading the next one cannot evict them
     ctx.progress(0.0, "loading model")
+    ctx.models = models
     inputs.models = {}
-    for key, entry in entries.items():
-        ctx.check_cancel()
-        inputs.models[key] = models.get(entry)
-    ctx.check_cancel()
-
-    # 2 + 3. run; once more with nothing else loaded after out-of-memory
     try:
-        raw = spec.run(ctx, inputs, params)
-    except OutOfMemoryError:
-        freed = models.unload_all(keep=list(inputs.models.values()))
-        log.warning("%s ran out of memory; unloaded %d other models, retrying", spec.id, freed)
-        ctx.progress(0.0, "retrying with less memory")
-        raw = spec.run(ctx, inputs, params)
+        with models.pinned(*entries.values()):
+            for key, entry in entries.items():
+                ctx.check_cancel()
+                inputs.models[key] = models.get(entry)
+            ctx.check_cancel()
+
+            # 2 + 3. run; once more with nothing else loaded after out-of-memory
+            try:
+                raw = spec.run(ctx, inputs, params)
+            except OutOfMemoryError:
+                freed = models.unload_all(keep=list(inputs.models.values()))
+                log.warning("%s ran out of memory; unloaded %d other models", spec.id, freed)
+                ctx.progress(0.0, "retrying with less memory")
+                raw = spec.run(ctx, inputs, params)
     finally:
-        inputs.models = {}  # the cache owns the models: a finished job holds none of them
+        inputs.models = {}  # the store owns the models: a finished job holds none of them
     result = as_result(spec, raw)
 
     # 4. selection

@@ -78,6 +78,9 @@ class TaskContext:
         self._root = _root or _Root(report, cancel or CancelToken())
         self._start, self._end, self._stage = _start, _end, _stage
         self.device = device
+        #: the model store the job runs with (the executor sets it): shared helpers such as
+        #: the face detector come from it
+        self.models: Any = None
 
     # - progress -
 
@@ -108,13 +111,15 @@ class TaskContext:
     def span(self, start: float, end: float, stage: str = "") -> TaskContext:
         """A context for one part of the work: its 0..1 is this context's `start`..`end`."""
         width = self._end - self._start
-        return TaskContext(
+        child = TaskContext(
             device=self.device,
             _root=self._root,
             _start=self._start + width * start,
             _end=self._start + width * end,
             _stage=stage or self._stage,
         )
+        child.models = self.models
+        return child
 
     @property
     def fraction(self) -> float:

@@ -400,8 +400,17 @@ def prepare(params: FaceRestoreParams, inputs: TaskInputs, entry: Any, limits: L
 
 def run_task(ctx: TaskContext, inputs: TaskInputs, params: FaceRestoreParams) -> TaskResult:
     upscaler = inputs.models.get("upscale_model")
+    model = inputs.model
+    detector = ctx.models.detector(model.device) if hasattr(ctx.models, "detector") else None
     result = run(
-        inputs.image, inputs.model, params, ctx, ctx.cancel, mask=inputs.mask, upscaler=upscaler
+        inputs.image,
+        model,
+        params,
+        ctx,
+        ctx.cancel,
+        mask=inputs.mask,
+        upscaler=upscaler,
+        detector=detector,
     )
     # the faces alone as a layer over the original; an upscaled background is the whole image
     pixels = result.pixels if upscaler is not None else result.layer()
