@@ -308,12 +308,12 @@ class TaskInfo(Message):
     task: Task
     available: bool  # False for tasks that come in later versions, or without a model
     default_model: str | None = None
+    accepts_mask: bool = False
+    params: list[ParamInfo] = field(default_factory=list)
     #: the server runs the task but has no model for it: `reason` and `hint` say what to install
     needs_model: bool = False
     reason: str = ""  # why the task is not available
     hint: str = ""  # what to do about it
-    accepts_mask: bool = False
-    params: list[ParamInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -326,7 +326,6 @@ class ModelInfo(Message):
     architecture: str = ""
     purpose: str = ""
     scale: int = 0  # the result's scale (an ncnn x2 model may be an x4 network plus a resize)
-    network_scale: int = 0  # what one pass through the network does
     input_channels: int = 0
     output_channels: int = 0
     size_minimum: int = 0
@@ -337,6 +336,7 @@ class ModelInfo(Message):
     tags: list[str] = field(default_factory=list)
     size_bytes: int = 0
     loaded: bool = False
+    network_scale: int = 0  # what one pass through the network does
 
 
 @dataclass
