@@ -136,7 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local backend server for the editor plug-ins")
     serve.add_argument("--host", default=None, help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default 8765")
-    serve.add_argument("--token", default=None, help="required when listening beyond loopback")
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="required when listening beyond loopback, at least 16 characters; other local "
+        "users can read it in the process list, so prefer --token-file or RESTORA_TOKEN",
+    )
+    serve.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="read the token from FILE (also RESTORA_TOKEN_FILE); keep it readable by you only",
+    )
     serve.add_argument("--preload", action="append", metavar="MODEL", help="load a model at start")
     serve.add_argument(
         "--config",

@@ -13,8 +13,6 @@ name in shared.protocol.Task, and one TaskSpec in TASKS below.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 import typing
@@ -43,6 +41,7 @@ from backend.models.registry import (
     Registry,
     preferred_entry,
 )
+from backend.result_spill import SpillFolder, remove_stale, spill_root
 from backend.settings import Settings
 from backend.tasks import face_restore, upscale
 from shared.geometry import Bounds
@@ -58,7 +57,7 @@ from shared.protocol import (
     ResultInfo,
     Task,
     TaskInfo,
-    check_id,
+    excerpt,
 )
 
 log = logging.getLogger("restora.jobs")
@@ -142,11 +141,14 @@ class TaskSpec:
     #: params the server sets itself; a client cannot name them
     server_params: frozenset[str] = frozenset()
     helper_models: HelperModels | None = None
-    #: what to say when no model is named and none is installed
-    missing_model_hint: str = ""
 
     def accepts(self, entry: ModelEntry) -> bool:
         return entry.usable and entry.folder in self.folders and entry.purpose in self.purposes
+
+
+def output_scale(entry: ModelEntry) -> int:
+    """The scale a model delivers: an ncnn x2 model may be an x4 network plus a resize."""
+    return entry.output_scale or entry.scale
 
 
 def _upscale_prepare(
@@ -156,7 +158,7 @@ def _upscale_prepare(
         params.scale = 1.0  # a selection is restored in place
     params.max_output_pixels = settings.max_output_pixels
     height, width = inp.pixels.shape[:2]
-    out_w, out_h = upscale.output_size(width, height, entry.scale, params)
+    out_w, out_h = upscale.output_size(width, height, output_scale(entry), params)
     if out_w * out_h > params.max_output_pixels:
         raise ImageTooLargeError(
             f"The result would be {out_w}x{out_h} = {out_w * out_h / 1e6:.0f} megapixels, more "
@@ -215,9 +217,6 @@ TASKS: dict[Task, TaskSpec] = {
         prepare=_face_prepare,
         server_params=frozenset({"max_output_pixels"}),
         helper_models=_face_helpers,
-        missing_model_hint="Put a face model (GFPGANv1.4.pth, codeformer.pth, "
-        "RestoreFormer.pth) in the facerestore_models folder, or run "
-        "`restora models download gfpgan-v1.4`.",
     ),
 }
 
@@ -240,7 +239,7 @@ def parse_params(spec: TaskSpec, raw: dict[str, Any]) -> Any:
     for key, value in raw.items():
         if key not in known:
             raise InvalidParameterError(
-                f"Unknown parameter '{key}' for task '{spec.task.value}'.",
+                f"Unknown parameter '{excerpt(key)}' for task '{spec.task.value}'.",
                 f"Its parameters are: {', '.join(known)}.",
             )
         values[key] = _check_type(spec.task, key, hints[key], value)
@@ -263,7 +262,7 @@ def _check_type(task: Task, name: str, hint: Any, value: Any) -> Any:
         article = "an" if kind == "int" else "a"
         raise InvalidParameterError(
             f"Parameter '{name}' of task '{task.value}' must be {article} {kind}"
-            f"{' or null' if optional else ''}, not {value!r}.",
+            f"{' or null' if optional else ''}, not {excerpt(value)}.",
             "",
         )
     return float(value) if kind == "float" else value
@@ -291,6 +290,27 @@ def task_info(spec: TaskSpec) -> TaskInfo:
 
 def all_task_infos() -> list[TaskInfo]:
     return [task_info(TASKS[t]) if t in TASKS else TaskInfo(t, False) for t in Task]
+
+
+def missing_model_hint(spec: TaskSpec) -> str:
+    """What to install for a task that has no model, from the shipped catalog's entries."""
+    from backend.models.catalog import load_catalog
+
+    try:
+        entries = load_catalog().by_task(spec.task.value)
+    except RestoraError:  # a broken RESTORA_CATALOG must not break the task list
+        entries = []
+    folder = spec.folders[0]
+    after = "then restart `restora serve` (or list GET /v1/models?refresh=true)."
+    if not entries:
+        return f"Put a model for it in the {folder} folder, {after}"
+    families = list(dict.fromkeys(e.family for e in entries))
+    named = ", ".join(families[:-1]) + f" or {families[-1]}" if len(families) > 1 else families[0]
+    suggested = next((e for e in entries if not e.needs_consent), entries[0])
+    return (
+        f"Put a {named} model in the {folder} folder, or run "
+        f"`restora models download {suggested.name}`, {after}"
+    )
 
 
 # --- jobs and their results ------------------------------------------------------------------
@@ -351,8 +371,7 @@ class ResultStore:
 
     def __init__(self, memory_limit: int, spill_dir: str | None = None) -> None:
         self.memory_limit = memory_limit
-        self._spill_root = Path(spill_dir) if spill_dir else None
-        self._spill_dir: Path | None = None
+        self.spill = SpillFolder(spill_root(spill_dir))
         self._items: OrderedDict[str, _Stored] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -387,9 +406,7 @@ class ResultStore:
     def close(self) -> None:
         with self._lock:
             self._items.clear()
-            spill, self._spill_dir = self._spill_dir, None
-        if spill is not None:
-            shutil.rmtree(spill, ignore_errors=True)
+            self.spill.close()
 
     def _enforce_budget(self) -> list[str]:
         dropped: list[str] = []
@@ -409,20 +426,11 @@ class ResultStore:
                 break
             if item.pixels is None:
                 continue
-            path = self._spill_folder() / f"{key}.npy"
+            path = self.spill.path() / f"{key}.npy"
             np.save(path, item.pixels)
             item.pixels, item.path = None, path
             in_memory -= item.nbytes
         return dropped
-
-    def _spill_folder(self) -> Path:
-        if self._spill_dir is None:
-            if self._spill_root is not None:
-                self._spill_root.mkdir(parents=True, exist_ok=True)
-            self._spill_dir = Path(
-                tempfile.mkdtemp(prefix="restora-results-", dir=self._spill_root)
-            )
-        return self._spill_dir
 
 
 # --- the manager: queue and worker -----------------------------------------------------------
@@ -456,6 +464,7 @@ class JobManager:
     # - lifecycle -
 
     def start(self) -> None:
+        remove_stale(self.results.spill.root)
         self._thread = threading.Thread(target=self._work, name="restora-worker", daemon=True)
         self._thread.start()
 
@@ -501,8 +510,7 @@ class JobManager:
         entry = preferred_entry([e for e in self.model_entries() if spec.accepts(e)])
         if entry is None:
             raise ModelNotFoundError(
-                f"No model for task '{spec.task.value}' is installed.",
-                spec.missing_model_hint or f"GET /v1/models?task={spec.task.value}",
+                f"No model for task '{spec.task.value}' is installed.", missing_model_hint(spec)
             )
         return entry
 
@@ -527,8 +535,6 @@ class JobManager:
         resubmitted = self.resubmission(request)
         if resubmitted is not None:
             return resubmitted, False
-        if request.client is not None:
-            _checked_id(request.client, "client")
         spec = task_spec(request.task)
         inp = JobInput(pixels, mask)
         bounds = _check_geometry(request, pixels, mask)
@@ -570,9 +576,9 @@ class JobManager:
 
     def resubmission(self, request: JobRequest) -> JobStatus | None:
         """The status of the job this request already made (same id, same request), if any."""
+        checked_request(request)
         if request.id is None:
             return None
-        _checked_id(request.id, "id")
         with self._lock:
             existing = self._jobs.get(request.id)
         return self._same_job(existing, request) if existing is not None else None
@@ -590,13 +596,14 @@ class JobManager:
             job = self._get(job_id)
             return job.status(self._position(job))
 
-    def list_jobs(self, client: str | None = None) -> list[JobStatus]:
+    def list_jobs(self, client: str | None = None, everyone: bool = False) -> list[JobStatus]:
+        """One client's jobs (client None: the jobs sent without a client id), or all of them."""
         with self._lock:
             self._sweep()
             return [
                 j.status(self._position(j))
                 for j in self._jobs.values()
-                if client is None or j.request.client == client
+                if everyone or j.request.client == client
             ]
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -757,22 +764,49 @@ class JobManager:
             self._progress(job, fraction, stage)
 
         progress(0.0, "loading model")
-        model = self.models.get(job.entry)
-        inp.helpers = {key: self.models.get(e) for key, e in job.helper_entries.items()}
-        job.cancel.raise_if_cancelled()
-        try:
-            out = job.spec.run(inp, model, job.params, progress, job.cancel)
-        except OutOfMemoryError:
-            # the task already went down to its smallest tile: free every other model, retry
-            freed = self.models.unload_all(keep=model)
+        out = self._attempt(job, inp, progress)
+        if out is None:
+            # the task already went down to its smallest tile: start again from an empty cache
+            freed = self._free_models(inp)
             log.warning("job %s ran out of memory; unloaded %d models, retrying", job.id, freed)
             progress(job.progress, "retrying with less memory")
-            out = job.spec.run(inp, model, job.params, progress, job.cancel)
+            out = self._attempt(job, inp, progress)
+        if out is None:
+            self._free_models(inp)  # the job does not fit: give its memory back at once
+            raise OutOfMemoryError(
+                "Not enough memory for this job, even with every other model unloaded and "
+                "the smallest tiles.",
+                "Close other programs using the GPU, use a smaller model, or upscale a selection.",
+            )
         output = out if isinstance(out, TaskOutput) else TaskOutput(out)
         if inp.mask is not None:
             progress(1.0, "masking")
             output.pixels = masking.apply_selection(output.pixels, inp.mask, job.feather or 0.0)
         return output.pixels, output.details
+
+    def _attempt(
+        self, job: Job, inp: JobInput, progress: ProgressSink
+    ) -> np.ndarray | TaskOutput | None:
+        """One run of the task with its models loaded; None when it ran out of memory.
+
+        The error is not kept: its traceback holds the frames that hold the models and the
+        activations, and the retry needs that memory back.
+        """
+        model = self.models.get(job.entry)
+        inp.helpers = {key: self.models.get(e) for key, e in job.helper_entries.items()}
+        job.cancel.raise_if_cancelled()
+        try:
+            return job.spec.run(inp, model, job.params, progress, job.cancel)
+        except OutOfMemoryError as exc:
+            log.info("job %s: %s", job.id, exc.message)
+            return None
+        finally:
+            del model
+
+    def _free_models(self, inp: JobInput) -> int:
+        """Unload every model, the job's own and its helpers included, and drop their memory."""
+        inp.helpers = {}
+        return self.models.unload_all()
 
     def _progress(self, job: Job, fraction: float, stage: str) -> None:
         now = time.monotonic()
@@ -822,13 +856,15 @@ class JobManager:
             self.results.drop(job_id)
 
 
-def _checked_id(value: str, what: str) -> str:
+def checked_request(request: JobRequest) -> JobRequest:
+    """The request, its ids and model name checked against the protocol's patterns."""
     from shared.protocol import ProtocolError
 
     try:
-        return check_id(value, what)
+        request.check()
     except ProtocolError as exc:
         raise InvalidParameterError(f"{exc}.", "") from None
+    return request
 
 
 def _check_geometry(request: JobRequest, pixels: np.ndarray, mask: np.ndarray | None) -> Bounds:

@@ -7,6 +7,7 @@ models are loaded (health, model list), under the lock.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections import OrderedDict
@@ -84,34 +85,43 @@ class ModelCache:
                 self._models.move_to_end(key)
                 return model
         self._make_room(entry)
-        try:
-            model = self._loader(entry, self.device, self.precision)
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_out_of_memory(exc):
-                raise
+        model = self._load(entry)
+        if model is None:
             log.warning("out of memory loading %s; unloading every model and retrying", entry.name)
             self.unload_all()
-            try:
-                model = self._loader(entry, self.device, self.precision)
-            except (RuntimeError, MemoryError) as again:
-                if not _is_out_of_memory(again):
-                    raise
-                raise OutOfMemoryError(
-                    f"Not enough memory to load {entry.name}.",
-                    "Close other programs using the GPU, or use a smaller model.",
-                ) from None
+            model = self._load(entry)
+        if model is None:
+            raise OutOfMemoryError(
+                f"Not enough memory to load {entry.name}.",
+                "Close other programs using the GPU, or use a smaller model.",
+            )
         with self._lock:
             self._models[key] = model
         log.info("loaded %s on %s (%s)", entry.name, model.device, model.precision)
         return model
 
+    def _load(self, entry: ModelEntry) -> LoadedModel | None:
+        """The loaded model, or None when memory ran out (the error, and what its traceback
+        holds, is gone by the time the caller frees memory)."""
+        try:
+            return self._loader(entry, self.device, self.precision)
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            return None
+
     def unload_all(self, keep: LoadedModel | None = None) -> int:
-        """Unload every model but `keep`; returns how many were unloaded."""
+        """Unload every model but `keep`; returns how many were unloaded.
+
+        Their memory comes back only when nothing else holds them: callers drop their own
+        references first.
+        """
         with self._lock:
             victims = [k for k, m in self._models.items() if m is not keep]
             for k in victims:
                 del self._models[k]
         if victims:
+            gc.collect()  # a model can sit in a reference cycle (an error's traceback, hooks)
             _release_device_memory(self.device)
         return len(victims)
 

@@ -7,14 +7,20 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.api.deps import JobsDep
-from backend.jobs import TASKS, all_task_infos
+from backend.api.errors import errors_doc
+from backend.jobs import TASKS, all_task_infos, missing_model_hint, output_scale
 from backend.models.registry import ModelEntry
 from shared.protocol import ModelInfo, Task, TaskInfo
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models", response_model=list[ModelInfo], summary="Models, by task")
+@router.get(
+    "/models",
+    response_model=list[ModelInfo],
+    responses=errors_doc({422: ("invalid_request",)}),
+    summary="Models, by task",
+)
 def list_models(
     jobs: JobsDep,
     task: Annotated[Task | None, Query(description="only models that can run this task")] = None,
@@ -33,12 +39,21 @@ def list_models(
 
 @router.get("/tasks", response_model=list[TaskInfo], summary="Tasks and their parameters")
 def list_tasks(jobs: JobsDep) -> list[dict]:
-    """Every task of the protocol; `available` says whether this server runs it, and `params`
-    describes the task's parameters (name, type, default, choices) for a plug-in's form."""
+    """Every task of the protocol; `available` says whether this server runs it (a task it
+    runs but has no model for is unavailable, with `needs_model`, and `reason` and `hint` say
+    what to install), and `params` describes the task's parameters (name, type, default,
+    choices) for a plug-in's form."""
     infos = all_task_infos()
     for info in infos:
-        if info.available and info.default_model is None:
-            info.default_model = jobs.default_model_name(TASKS[info.task])
+        if not info.available:
+            info.reason = "This version of the server does not run this task."
+        elif info.default_model is None:
+            spec = TASKS[info.task]
+            info.default_model = jobs.default_model_name(spec)
+            if info.default_model is None:
+                info.available, info.needs_model = False, True
+                info.reason = f"It needs a model, and no {spec.folders[0]} model is installed."
+                info.hint = missing_model_hint(spec)
     return [t.to_json() for t in infos]
 
 
@@ -51,7 +66,8 @@ def _model_info(e: ModelEntry, loaded: bool) -> ModelInfo:
         reason=e.reason,
         architecture=e.architecture,
         purpose=e.purpose,
-        scale=e.scale,
+        scale=output_scale(e),
+        network_scale=e.scale,
         input_channels=e.input_channels,
         output_channels=e.output_channels,
         size_minimum=e.size_minimum,
