@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build or install the Krita / GIMP 3 plug-in",
         description="Build or install an editor plug-in. Examples: `restora plugin krita "
         "install`, `restora plugin krita build --out dist`, `restora plugin gimp install`. "
-        "Arguments after the editor go to installer/<editor>_plugin.py.",
+        "Arguments after the editor go to the plug-in builder (installer/<editor>_plugin.py).",
     )
     plug.add_argument("editor", choices=["krita", "gimp"])
     plug.add_argument("args", nargs=argparse.REMAINDER, help="build | install | ... (see --help)")
@@ -623,17 +623,12 @@ class ProgressBar:
 
 
 def cmd_plugin(args: argparse.Namespace) -> int:
-    """Run installer/<editor>_plugin.py from the source tree this backend runs from."""
+    """Run the editor's plug-in builder (installer/<editor>_plugin.py) shipped with Restora."""
     import runpy
 
-    from backend.errors import InvalidParameterError
+    from backend.editor_plugins import builder_script
 
-    script = Path(__file__).resolve().parent.parent / "installer" / f"{args.editor}_plugin.py"
-    if not script.is_file():
-        raise InvalidParameterError(
-            f"The plug-in installer is not here ({script}).",
-            "Run this from the Restora source folder set up by installer/setup.py.",
-        )
+    script = builder_script(args.editor)
     old_argv = sys.argv
     sys.argv = [str(script), *(args.args or ["--help"])]
     try:
