@@ -63,7 +63,8 @@ def test_setup_installs_restora_from_the_clone_not_editable(readme_setup) -> Non
         "import json, backend, importlib.metadata as m; d = m.distribution('restora'); "
         "print(json.dumps([backend.__file__, d.read_text('direct_url.json')]))"
     )
-    where, direct_url = json.loads(_run([python, "-c", probe], clone, env).stdout)
+    # not from the clone: there `import backend` would find the checkout itself
+    where, direct_url = json.loads(_run([python, "-c", probe], Path(env["HOME"]), env).stdout)
     assert Path(where).is_relative_to(clone / ".venv"), where
     assert '"editable": true' not in (direct_url or "")
 
