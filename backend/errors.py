@@ -72,3 +72,10 @@ class UnsupportedOperatorError(ModelFormatError):
     """A model file that is well formed but uses operations Restora cannot run."""
 
     code = "unsupported_operator"
+
+
+class OutputWriteError(RestoraError):
+    """An output file could not be written (disk full, read-only folder, no permission)."""
+
+    code = "output_write"
+    http_status = 507
