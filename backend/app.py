@@ -67,30 +67,64 @@ def create_app(settings: Settings | None = None, tasks: TaskRegistry | None = No
     for module in (health, models, images, jobs, events):
         app.include_router(module.router)
     app.add_middleware(RequestGuard, settings=settings)
-    _describe_token(app)
+    _describe_guard(app, settings)
     return app
 
 
-def _describe_token(app: FastAPI) -> None:
-    """Declare the bearer token in the OpenAPI document, so /docs offers to send it."""
+#: what the guard answers on every operation (security.py), whatever the route
+_GUARD_ERRORS: dict[str, tuple[str, ...]] = {
+    "403": ("forbidden_host", "forbidden_origin"),
+    "413": ("upload_too_large",),
+}
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def _describe_guard(app: FastAPI, settings: Settings) -> None:
+    """Make the OpenAPI document say what the guard does: the bearer token only when this
+    server has one, and the errors it answers before any route runs."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "needed when the server was started with --token",
+            if settings.token:
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "this server was started with a token",
+                    }
                 }
-            }
             for path, ops in schema.get("paths", {}).items():
-                if path in OPEN_PATHS:
-                    continue
                 for op in ops.values():
-                    op["security"] = [{"bearer": []}]
+                    errors = dict(_GUARD_ERRORS)
+                    if settings.token and path not in OPEN_PATHS:
+                        op["security"] = [{"bearer": []}]
+                        errors["401"] = ("unauthorized",)
+                    _add_errors(op.setdefault("responses", {}), errors)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_errors(responses: dict[str, Any], errors: dict[str, tuple[str, ...]]) -> None:
+    # FastAPI's own 422 body (HTTPValidationError) is never sent: the handler answers ours
+    default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
+    if "HTTPValidationError" in str(default_422.get("schema", "")):
+        responses["422"] = _error_doc(("invalid_request",))
+    for status, codes in errors.items():
+        if status not in responses:
+            responses[status] = _error_doc(codes)
+            continue
+        described = responses[status].get("description", "")
+        extra = [f"`{c}`" for c in codes if f"`{c}`" not in described]
+        if extra:
+            responses[status]["description"] = f"{described}, {', '.join(extra)}"
+
+
+def _error_doc(codes: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "description": "error codes: " + ", ".join(f"`{c}`" for c in codes),
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    }

@@ -9,11 +9,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from backend import __version__
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def add_quality(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=95,
+        choices=range(1, 101),
+        metavar="1-100",
+        help="JPEG and WebP quality (default 95)",
+    )
 
 
 def _add_models_dir(p: argparse.ArgumentParser) -> None:
@@ -97,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="0-9",
         help="PNG compression level (default 6; 1 is much faster for huge images)",
     )
+    add_quality(up)
     up.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    up.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines")
     _add_models_dir(up)
 
     from backend import cli_faces
@@ -128,15 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="build or install the Krita / GIMP 3 plug-in",
         description="Build or install an editor plug-in. Examples: `restora plugin krita "
         "install`, `restora plugin krita build --out dist`, `restora plugin gimp install`. "
-        "Arguments after the editor go to installer/<editor>_plugin.py.",
+        "Arguments after the editor go to the plug-in builder (installer/<editor>_plugin.py).",
     )
     plug.add_argument("editor", choices=["krita", "gimp"])
     plug.add_argument("args", nargs=argparse.REMAINDER, help="build | install | ... (see --help)")
 
+    from backend import cli_doctor
+
+    cli_doctor.add_parser(sub)
+
     serve = sub.add_parser("serve", help="run the local backend server for the editor plug-ins")
     serve.add_argument("--host", default=None, help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default 8765")
-    serve.add_argument("--token", default=None, help="required when listening beyond loopback")
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="required when listening beyond loopback, at least 16 characters; other local "
+        "users can read it in the process list, so prefer --token-file or RESTORA_TOKEN",
+    )
+    serve.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="read the token from FILE (also RESTORA_TOKEN_FILE); keep it readable by you only",
+    )
     serve.add_argument("--preload", action="append", metavar="MODEL", help="load a model at start")
     serve.add_argument(
         "--config",
@@ -244,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models(args, parser)
         if args.command == "plugin":
             return cmd_plugin(args)
+        if args.command == "doctor":
+            from backend.cli_doctor import cmd_doctor
+
+            return cmd_doctor(args)
         if args.command == "serve":
             from backend.server import serve_from_args
 
@@ -399,10 +431,22 @@ def _models_catalog(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog)
     entries = catalog.by_task(args.task) if args.task else list(catalog)
+    from backend.models.defaults import defaults_in
+
     roots = paths.models_dirs(args.models_dir)
     installed = {e.name: installed_paths(e, roots) for e in entries}
+    as_default: dict[str, list] = {}
+    for record in defaults_in(roots):
+        as_default.setdefault(record.catalog_name or "", []).append(record)
     if args.json:
-        rows = [{**e.to_dict(), "installed": [str(p) for p in installed[e.name]]} for e in entries]
+        rows = [
+            {
+                **e.to_dict(),
+                "installed": [str(p) for p in installed[e.name]],
+                "installed_as_default": [str(r.path) for r in as_default.get(e.name, [])],
+            }
+            for e in entries
+        ]
         print(json.dumps(rows, indent=1))
         return 0
     rows = [("NAME", "TASK", "SIZE", "LICENCE", "INSTALLED", "NOTE")]
@@ -410,16 +454,11 @@ def _models_catalog(args: argparse.Namespace) -> int:
         licence = e.licence + (" (NC)" if e.non_commercial else "")
         licence += " (restricted)" if e.restricted_use else ""
         note = "no pinned sha256: needs --allow-unverified" if not e.verified else ""
-        rows.append(
-            (
-                e.name,
-                e.task,
-                _human_size(e.size),
-                licence,
-                "yes" if installed[e.name] else "-",
-                note,
-            )
-        )
+        defaults = as_default.get(e.name, [])
+        if defaults and not installed[e.name]:
+            note = f"the offline default {defaults[0].name} (ncnn import) is this network"
+        state = "yes" if installed[e.name] else ("default" if defaults else "-")
+        rows.append((e.name, e.task, _human_size(e.size), licence, state, note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]).rstrip())
@@ -510,7 +549,7 @@ def _models_verify(args: argparse.Namespace) -> int:
         print("No catalog models installed in: " + ", ".join(str(r) for r in roots))
         return 0
     for item in items:
-        name = item.entry.name if item.entry else "-"
+        name = item.entry.name if item.entry else (item.name or "-")
         status = item.status.upper() if item.status in ("corrupt", "missing") else item.status
         line = f"{status:10} {name:28} {item.path or ''}"
         print(line.rstrip() + (f"  ({item.detail})" if item.detail else ""))
@@ -593,20 +632,38 @@ def _plan_outputs(args: argparse.Namespace, inputs: list[tuple[Path, Path | None
 
 
 class ProgressBar:
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label, self.enabled, self.last = label, enabled, -1.0
-        self.start = time.perf_counter()
+    """A bar redrawn in place on a terminal; elsewhere (a log, a pipe) one line at the start,
+    then one every `interval` seconds, and one at the end."""
+
+    INTERVAL_S = 5.0
+
+    def __init__(
+        self,
+        label: str,
+        enabled: bool,
+        interval: float = INTERVAL_S,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.label, self.enabled, self.interval, self.clock = label, enabled, interval, clock
+        self.start = clock()
+        self.printed_at: float | None = None
         self.tty = sys.stderr.isatty()
 
     def __call__(self, fraction: float, stage: str) -> None:
         if not self.enabled:
             return
-        if not self.tty and fraction < 1.0 and fraction - self.last < 0.25:
+        now = self.clock()
+        if (
+            not self.tty
+            and fraction < 1.0
+            and self.printed_at is not None
+            and now - self.printed_at < self.interval
+        ):
             return
-        self.last = fraction
+        self.printed_at = now
         filled = int(fraction * 30)
         bar = "#" * filled + "-" * (30 - filled)
-        text = f"{self.label} [{bar}] {fraction * 100:5.1f}% {stage:10} {self.elapsed():6.1f}s"
+        text = f"{self.label} [{bar}] {fraction * 100:5.1f}% {stage:10} {now - self.start:6.1f}s"
         print(
             ("\r" if self.tty else "") + text,
             end="" if self.tty else "\n",
@@ -615,7 +672,7 @@ class ProgressBar:
         )
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return self.clock() - self.start
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -623,17 +680,12 @@ class ProgressBar:
 
 
 def cmd_plugin(args: argparse.Namespace) -> int:
-    """Run installer/<editor>_plugin.py from the source tree this backend runs from."""
+    """Run the editor's plug-in builder (installer/<editor>_plugin.py) shipped with Restora."""
     import runpy
 
-    from backend.errors import InvalidParameterError
+    from backend.editor_plugins import builder_script
 
-    script = Path(__file__).resolve().parent.parent / "installer" / f"{args.editor}_plugin.py"
-    if not script.is_file():
-        raise InvalidParameterError(
-            f"The plug-in installer is not here ({script}).",
-            "Run this from the Restora source folder set up by installer/setup.py.",
-        )
+    script = builder_script(args.editor)
     old_argv = sys.argv
     sys.argv = [str(script), *(args.args or ["--help"])]
     try:
@@ -646,19 +698,30 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
+    from backend.cli_batch import (
+        import_torch,
+        precheck,
+        report,
+        status_printer,
+        tally,
+        write_result,
+    )
     from backend.errors import InvalidParameterError, RestoraError
-    from backend.imaging import read_image, write_image
+    from backend.imaging import read_image
     from backend.models.registry import DEFAULT_UPSCALE_MODEL
-
-    inputs = _collect_inputs(args.inputs)
-    targets = _plan_outputs(args, inputs)
-
     from backend.tasks.upscale import UpscaleParams
 
+    say = status_printer(args.quiet)
+    inputs = _collect_inputs(args.inputs)
+    targets = _plan_outputs(args, inputs)
     params = UpscaleParams(
         scale=args.scale, width=args.width, tile=args.tile, overlap=args.overlap, alpha=args.alpha
     )
     params.validate()
+    jobs, failures = precheck(inputs, targets, say)
+    if not jobs:
+        return tally(failures, len(inputs))
+    import_torch(say)
     entry = _registry(args).find(args.model or DEFAULT_UPSCALE_MODEL, folder=None)
     if entry.purpose not in ("SR", "Restoration"):
         raise InvalidParameterError(
@@ -668,38 +731,29 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from backend.models.runtime import load_model
     from backend.tasks import upscale
 
-    model = load_model(entry, device=args.device, precision=args.precision)
-    if not args.quiet:
-        print(
-            f"model {entry.name} ({entry.architecture} x{entry.scale}) on {model.device.type}, "
-            f"{model.precision} ({model.precision_reason})",
-            file=sys.stderr,
-        )
-    failures = 0
-    for (src, _root), dst in zip(inputs, targets):
+    say(f"loading {entry.name} ({Path(entry.path).name})...")
+    model = load_model(entry, device=args.device, precision=args.precision, notify=say)
+    say(
+        f"model {entry.name} ({entry.architecture} x{entry.scale}) on {model.device.type}, "
+        f"{model.precision_label} ({model.precision_reason})"
+    )
+    for src, dst in jobs:
         bar = ProgressBar(src.name, not args.quiet)
         try:
             pixels = read_image(src)
             result = upscale.run(pixels, model, params, progress=bar)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_image(dst, result, compress_level=args.compress)
             bar.close()
-            if not args.quiet:
-                h, w = pixels.shape[:2]
-                print(
-                    f"{src} ({w}x{h}) -> {dst} ({result.shape[1]}x{result.shape[0]}) "
-                    f"in {bar.elapsed():.1f}s",
-                    file=sys.stderr,
-                )
+            write_result(dst, result, args.compress, args.quality)
+            h, w = pixels.shape[:2]
+            say(
+                f"{src} ({w}x{h}) -> {dst} ({result.shape[1]}x{result.shape[0]}) "
+                f"in {bar.elapsed():.1f}s"
+            )
         except RestoraError as exc:
             bar.close()
             failures += 1
-            message = exc.message.removeprefix(f"{src.name}: ")
-            _error(f"{src}: {message}", exc.hint)
-    if failures:
-        print(f"{failures} of {len(inputs)} images failed.", file=sys.stderr)
-        return 2
-    return 0
+            report(src, exc.message, exc.hint)
+    return tally(failures, len(inputs))
 
 
 if __name__ == "__main__":

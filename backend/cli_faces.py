@@ -81,19 +81,30 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=["png", "jpg", "webp", "tif"],
         help="output format for folders/default names (default: png)",
     )
-    faces.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    from backend.cli import _add_models_dir
+    faces.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines")
+    from backend.cli import _add_models_dir, add_quality
+
+    add_quality(faces)
 
     _add_models_dir(faces)
     return faces
 
 
 def cmd_faces(args: argparse.Namespace) -> int:
-    from backend.cli import ProgressBar, _collect_inputs, _error, _plan_outputs, _registry
+    from backend.cli import ProgressBar, _collect_inputs, _plan_outputs, _registry
+    from backend.cli_batch import (
+        import_torch,
+        precheck,
+        report,
+        status_printer,
+        tally,
+        write_result,
+    )
     from backend.errors import InvalidParameterError, RestoraError
-    from backend.imaging import read_image, write_image
+    from backend.imaging import read_image
     from backend.tasks.face_restore import DEFAULT_MIN_FACE, FaceRestoreParams
 
+    say = status_printer(args.quiet)
     params = FaceRestoreParams(
         fidelity=args.fidelity,
         strength=args.strength,
@@ -106,12 +117,17 @@ def cmd_faces(args: argparse.Namespace) -> int:
     params.validate()
     inputs = _collect_inputs(args.inputs)
     targets = _plan_outputs(args, inputs)  # refuses existing outputs unless --overwrite
+    jobs, failures = precheck(inputs, targets, say)
+    if not jobs:
+        return tally(failures, len(inputs))
+    import_torch(say)
     registry = _registry(args)
     entry = _face_entry(registry, args.model)
     from backend.models.runtime import load_model
     from backend.tasks import face_restore
 
-    model = load_model(entry, device=args.device, precision=args.precision)
+    say(f"loading {entry.name}...")
+    model = load_model(entry, device=args.device, precision=args.precision, notify=say)
     upscaler = None
     if args.upscale_model:
         up_entry = registry.find(args.upscale_model)
@@ -120,15 +136,13 @@ def cmd_faces(args: argparse.Namespace) -> int:
                 f"{up_entry.name} is a {up_entry.purpose} model, not an upscaler.",
                 "Pick an SR model from `restora models list` for --upscale-model.",
             )
-        upscaler = load_model(up_entry, device=args.device, precision=args.precision)
-    if not args.quiet:
-        print(
-            f"face model {entry.name} ({entry.architecture}) on {model.device.type}, "
-            f"{model.precision} ({model.precision_reason})",
-            file=sys.stderr,
-        )
-    failures = 0
-    for (src, _root), dst in zip(inputs, targets):
+        say(f"loading {up_entry.name}...")
+        upscaler = load_model(up_entry, device=args.device, precision=args.precision, notify=say)
+    say(
+        f"face model {entry.name} ({entry.architecture}) on {model.device.type}, "
+        f"{model.precision_label} ({model.precision_reason})"
+    )
+    for src, dst in jobs:
         bar = ProgressBar(src.name, not args.quiet)
         try:
             pixels = read_image(src)
@@ -145,17 +159,13 @@ def cmd_faces(args: argparse.Namespace) -> int:
             if result.restored_count == 0 and upscaler is None:
                 print(f"{src}: {result.message} {dst} was not written.", file=sys.stderr)
                 continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write_image(dst, result.pixels)
+            write_result(dst, result.pixels, 6, args.quality)
             print(f"{src} -> {dst}: {result.message} ({bar.elapsed():.1f}s)", file=sys.stderr)
         except RestoraError as exc:
             bar.close()
             failures += 1
-            _error(f"{src}: {exc.message}", exc.hint)
-    if failures:
-        print(f"{failures} of {len(inputs)} images failed.", file=sys.stderr)
-        return 2
-    return 0
+            report(src, exc.message, exc.hint)
+    return tally(failures, len(inputs))
 
 
 def _face_entry(registry: Any, name: str | None) -> Any:

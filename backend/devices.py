@@ -2,7 +2,10 @@
 
 fp16 on CUDA and MPS where the architecture supports it; on a CPU, bf16 autocast with
 channels_last is several times faster than fp32 where the CPU has AMX/AVX512-BF16 and slower
-where it does not, so both are timed once per architecture and the answer is cached.
+where it does not, so the candidates are timed once per architecture and the answer is cached,
+keyed on what changes the answer: PyTorch's version, the CPU model and the thread count.
+Each candidate is timed several times, interleaved with the others, and the medians compared,
+so a burst of load elsewhere skews every candidate alike instead of condemning one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import hashlib
 import json
 import os
 import platform
+import statistics
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +31,19 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 #: bf16 must beat fp32 by this factor to be chosen: small gains are not worth the precision.
 BF16_MIN_SPEEDUP = 1.3
+#: timed runs per candidate after its warm-up (the median counts)
+MEASURE_ROUNDS = 3
+#: a candidate this many times slower than the best, twice in a row, is not timed further
+#: (bf16 emulated in software is 5-10x slower: no need to time it three times)
+HOPELESS = 2.5
+#: below this warm-up time, the cost of switching configuration between runs would dominate
+SETTLE_BELOW_S = 0.25
+
+Notify = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -90,11 +109,22 @@ class Precision:
     reason: str
     channels_last: bool = False  # NHWC activations: faster for bf16 on AMX, often not for fp32
 
+    @property
+    def label(self) -> str:
+        """What runs, e.g. "fp32", "fp32 + channels-last", "bf16 + channels-last"."""
+        return self.dtype + (" + channels-last" if self.channels_last else "")
+
 
 def choose_precision(
-    descriptor: Any, device: torch.device, requested: str = "auto", cache_file: Path | None = None
+    descriptor: Any,
+    device: torch.device,
+    requested: str = "auto",
+    cache_file: Path | None = None,
+    notify: Notify | None = None,
 ) -> Precision:
-    """Pick fp32 / fp16 / bf16 (and, on a CPU, the memory format) for this model here."""
+    """Pick fp32 / fp16 / bf16 (and, on a CPU, the memory format) for this model here.
+
+    `notify` hears about a measurement before it starts (default: a line on stderr)."""
     if requested not in DTYPES:
         raise DeviceError(f"Unknown precision '{requested}'.", f"Use one of: {', '.join(DTYPES)}.")
     half, bf16 = descriptor.supports_half, descriptor.supports_bfloat16
@@ -115,16 +145,32 @@ def choose_precision(
             if torch.cuda.is_bf16_supported():
                 return Precision("bf16", "cuda: no fp16 support, bf16 available")
         return Precision("fp32", f"{device.type}: no reduced precision available")
-    return _measured_cpu_precision(descriptor, cache_file)
+    return _measured_cpu_precision(descriptor, cache_file, notify or _stderr)
+
+
+def machine_identity() -> str:
+    """What a CPU measurement holds for: PyTorch's version, the CPU and the thread count."""
+    import torch
+
+    return f"torch {torch.__version__} | {cpu_model()} | {torch.get_num_threads()} threads"
 
 
 def _cpu_key(descriptor: Any) -> str:
-    import torch
-
     n_params = sum(p.numel() for p in descriptor.model.parameters())
-    ident = f"{platform.processor()}|{cpu_model()}|{torch.__version__}|{os.cpu_count()}"
-    digest = hashlib.sha1(ident.encode()).hexdigest()[:12]
-    return f"v2:{descriptor.architecture.id}:{n_params}:{digest}"
+    digest = hashlib.sha1(machine_identity().encode()).hexdigest()[:12]
+    return f"v3:{descriptor.architecture.id}:{n_params}:{digest}"
+
+
+def forget_measurements(cache_file: Path) -> int:
+    """Drop every cached CPU measurement (`restora doctor --remeasure`); returns how many."""
+    cache = _read_json(cache_file)
+    if cache:
+        _write_json(cache_file, {})
+    return len(cache)
+
+
+def cached_measurements(cache_file: Path) -> dict[str, Any]:
+    return _read_json(cache_file)
 
 
 def cpu_model() -> str:
@@ -143,30 +189,20 @@ def cpu_model() -> str:
 CPU_CANDIDATES = (("fp32", "fp32", False), ("fp32+nhwc", "fp32", True), ("bf16+nhwc", "bf16", True))
 
 
-def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precision:
+def _measured_cpu_precision(descriptor: Any, cache_file: Path | None, notify: Notify) -> Precision:
     key = _cpu_key(descriptor)
     cache = _read_json(cache_file)
-    times: dict[str, float] = cache.get(key) or {}
+    record = cache.get(key)
+    times: dict[str, float] = record.get("times", {}) if isinstance(record, dict) else {}
     if not times:
-        for name, dtype, nhwc in CPU_CANDIDATES:
-            if dtype == "bf16" and not descriptor.supports_bfloat16:
-                continue
-            # one run first: an emulated format is many times slower, so stop there
-            try:
-                first = time_model(descriptor, dtype, repeats=0, channels_last=nhwc)
-            except RuntimeError:  # a network that cannot run channels-last (GFPGAN's views)
-                from backend.inference import set_memory_format
-
-                set_memory_format(descriptor, False)
-                continue
-            best = min(times.values(), default=first)
-            times[name] = (
-                first
-                if first > 2 * best
-                else time_model(descriptor, dtype, repeats=1, channels_last=nhwc)
-            )
+        arch = descriptor.architecture.name
+        notify(
+            f"measuring the fastest precision for {arch} on this CPU, once "
+            "(seconds to a minute; `restora doctor --remeasure` redoes it)..."
+        )
+        times = measure_cpu_candidates(descriptor)
         if cache_file:
-            cache[key] = times
+            cache[key] = {"times": times, "machine": machine_identity(), "architecture": arch}
             _write_json(cache_file, cache)
     # a reduced precision must clearly win; fp32's two memory formats compete freely
     fp32_name = min((n for n in times if n.startswith("fp32")), key=times.__getitem__)
@@ -175,7 +211,39 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None) -> Precisi
         choice = "bf16+nhwc"
     _, dtype, nhwc = next(c for c in CPU_CANDIDATES if c[0] == choice)
     measured = ", ".join(f"{n} {t:.3f}s" for n, t in times.items())
-    return Precision(dtype, f"cpu: measured per tile {measured}", nhwc)
+    return Precision(dtype, f"cpu: measured, median per tile {measured}", nhwc)
+
+
+def measure_cpu_candidates(descriptor: Any, rounds: int = MEASURE_ROUNDS) -> dict[str, float]:
+    """Median seconds per probe tile of each CPU candidate, timed in interleaved rounds."""
+    from backend.inference import set_memory_format
+
+    runners: dict[str, Callable[[], float]] = {}
+    warm: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    for name, dtype, nhwc in CPU_CANDIDATES:
+        if dtype == "bf16" and not descriptor.supports_bfloat16:
+            continue
+        runner = _probe_runner(descriptor, dtype, nhwc)
+        try:
+            warm[name] = runner()  # pays for kernel selection and allocation: not counted
+        except RuntimeError:  # a network that cannot run channels-last (GFPGAN's views)
+            set_memory_format(descriptor, False)
+            continue
+        runners[name], samples[name] = runner, []
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            if warm[name] < SETTLE_BELOW_S:
+                runner()  # the first run after a switch pays for it: fast models run twice
+            samples[name].append(runner())
+        best = min(statistics.median(s) for s in samples.values())
+        best_warm = min(warm.values())
+        for name in list(runners):
+            # far behind in its warm-up and its first timed run: it cannot win
+            if warm[name] > HOPELESS * best_warm and min(samples[name]) > HOPELESS * best:
+                del runners[name]
+    set_memory_format(descriptor, False)
+    return {name: round(statistics.median(s), 4) for name, s in samples.items()}
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:
@@ -201,6 +269,32 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 PROBE_SIZE = 64
 
 
+def _probe_input(descriptor: Any, size: int = PROBE_SIZE) -> torch.Tensor:
+    import torch
+
+    req = descriptor.size_requirements
+    size = max(size, req.minimum)
+    size = -(-size // req.multiple_of) * req.multiple_of
+    return torch.rand(
+        1, descriptor.input_channels, size, size, generator=torch.Generator().manual_seed(0)
+    )
+
+
+def _probe_runner(descriptor: Any, precision: str, channels_last: bool) -> Callable[[], float]:
+    """A function that runs one probe tile in this configuration and returns its seconds."""
+    from backend.inference import run_tensor, set_memory_format
+
+    x = _probe_input(descriptor)
+
+    def run() -> float:
+        set_memory_format(descriptor, channels_last)  # re-laying the weights is not timed
+        start = time.perf_counter()
+        run_tensor(descriptor, x, precision, channels_last)
+        return time.perf_counter() - start
+
+    return run
+
+
 def time_model(
     descriptor: Any,
     precision: str,
@@ -208,20 +302,13 @@ def time_model(
     repeats: int = 2,
     channels_last: bool = False,
 ) -> float:
-    """Best-of-`repeats` seconds for one `size`x`size` tile, after one warm-up run."""
-    import torch
-
+    """Median seconds of `repeats` runs of one `size`x`size` tile, after one warm-up run."""
     from backend.inference import run_tensor
 
-    req = descriptor.size_requirements
-    size = max(size, req.minimum)
-    size = -(-size // req.multiple_of) * req.multiple_of
-    x = torch.rand(
-        1, descriptor.input_channels, size, size, generator=torch.Generator().manual_seed(0)
-    )
+    x = _probe_input(descriptor, size)
     times = []
     for _ in range(repeats + 1):  # the first run pays for kernel selection and allocation
         start = time.perf_counter()
         run_tensor(descriptor, x, precision, channels_last)
         times.append(time.perf_counter() - start)
-    return min(times[1:] or times)
+    return statistics.median(times[1:] or times)

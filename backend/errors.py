@@ -79,3 +79,10 @@ class TaskUnavailableError(RestoraError):
 
     code = "task_unavailable"
     http_status = 422
+
+
+class OutputWriteError(RestoraError):
+    """An output file could not be written (disk full, read-only folder, no permission)."""
+
+    code = "output_write"
+    http_status = 507

@@ -2,7 +2,7 @@
 
 Steps: 1. load the models the job names (its own and those its "model" parameters name),
 2. run the task, 3. on out-of-memory (the task already went down to its smallest tile) unload
-every model this job does not use and run it once more, 4. composite each image output through
+every model, reload the job's own and run it once more, 4. composite each image output through
 the selection's feathered mask. So a selection, the memory strategy and the outputs behave the
 same from `restora faces -m ... --mask` as from a plug-in.
 """
@@ -44,27 +44,22 @@ def run_task(
 ) -> TaskResult:
     """Run `spec` on `inputs`; `entries` maps "model" (and helper parameter names) to the
     registry entries to load."""
-    # 1. models, pinned so that loading the next one cannot evict them
-    ctx.progress(0.0, "loading model")
+    # 1 + 2. models and the run; 3. after out-of-memory (the task already went down to its
+    # smallest tile) once more from an empty store, the job's own models reloaded
     ctx.models = models
-    inputs.models = {}
-    try:
-        with models.pinned(*entries.values()):
-            for key, entry in entries.items():
-                ctx.check_cancel()
-                inputs.models[key] = models.get(entry)
-            ctx.check_cancel()
-
-            # 2 + 3. run; once more with nothing else loaded after out-of-memory
-            try:
-                raw = spec.run(ctx, inputs, params)
-            except OutOfMemoryError:
-                freed = models.unload_all(keep=list(inputs.models.values()))
-                log.warning("%s ran out of memory; unloaded %d other models", spec.id, freed)
-                ctx.progress(0.0, "retrying with less memory")
-                raw = spec.run(ctx, inputs, params)
-    finally:
-        inputs.models = {}  # the store owns the models: a finished job holds none of them
+    raw = _attempt(spec, inputs, params, entries, models, ctx)
+    if raw is None:
+        freed = models.unload_all()
+        log.warning("%s ran out of memory; unloaded %d models, retrying", spec.id, freed)
+        ctx.progress(0.0, "retrying with less memory")
+        raw = _attempt(spec, inputs, params, entries, models, ctx)
+    if raw is None:
+        models.unload_all()  # the job does not fit: give its memory back at once
+        raise OutOfMemoryError(
+            "Not enough memory for this job, even with every other model unloaded and the "
+            "smallest tiles.",
+            "Close other programs using the GPU, use a smaller model, or work on a selection.",
+        )
     result = as_result(spec, raw)
 
     # 4. selection
@@ -75,6 +70,34 @@ def run_task(
             if out.pixels is not None and _is_image(spec, out.name):
                 out.pixels = masking.apply_selection(out.pixels, inputs.mask, radius)
     return result
+
+
+def _attempt(
+    spec: TaskSpec,
+    inputs: TaskInputs,
+    params: Any,
+    entries: dict[str, Any],
+    models: ModelSource,
+    ctx: TaskContext,
+) -> Any:
+    """One run with the job's models loaded and pinned; None when it ran out of memory.
+
+    The error is not kept: its traceback holds the frames that hold the models and the
+    activations, and the retry needs that memory back.
+    """
+    ctx.progress(0.0, "loading model")
+    try:
+        with models.pinned(*entries.values()):
+            for key, entry in entries.items():
+                ctx.check_cancel()
+                inputs.models[key] = models.get(entry)
+            ctx.check_cancel()
+            return spec.run(ctx, inputs, params)
+    except OutOfMemoryError as exc:
+        log.info("%s: %s", spec.id, exc.message)
+        return None
+    finally:
+        inputs.models = {}  # the store owns the models: a finished run holds none of them
 
 
 def as_result(spec: TaskSpec, raw: Any) -> TaskResult:

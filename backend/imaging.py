@@ -15,10 +15,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from backend.errors import ImageDecodeError, ImageTooLargeError, ImageTooSmallError
+from backend.errors import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    OutputWriteError,
+)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 MIN_SIDE = 2
+#: JPEG and WebP quality when none is given
+DEFAULT_QUALITY = 95
+#: formats without an alpha channel: transparency is composited on white (like a print)
+NO_ALPHA_FORMATS = ("JPEG", "BMP")
+#: formats that hold 8 bits per channel at most
+EIGHT_BIT_FORMATS = ("JPEG", "WEBP", "BMP")
 
 
 def max_input_pixels() -> int:
@@ -168,10 +179,32 @@ def format_for(path: str | os.PathLike[str]) -> str:
     return _FORMATS[ext]
 
 
+def flatten_for(pixels: np.ndarray, fmt: str) -> tuple[np.ndarray, list[str]]:
+    """What `fmt` can hold: alpha composited on white where it has no alpha, and 16 bits
+    rounded to 8 where it has 8; returns the pixels and a note for each loss."""
+    notes: list[str] = []
+    channels = pixels.shape[2]
+    if fmt in NO_ALPHA_FORMATS and channels in (2, 4):
+        peak = int(max_value(pixels.dtype))
+        colour = pixels[:, :, : channels - 1].astype(np.uint32)
+        alpha = pixels[:, :, channels - 1 :].astype(np.uint32)
+        if alpha.min() < peak:
+            notes.append(f"{fmt} has no transparency: transparent pixels are shown on white")
+        # integer "over" on white, rounded: colour * a + white * (1 - a)
+        flat = (colour * alpha + peak * (peak - alpha) + peak // 2) // peak
+        pixels = flat.astype(pixels.dtype)
+    if fmt in EIGHT_BIT_FORMATS and pixels.dtype == np.uint16:
+        notes.append(f"{fmt} holds 8 bits per channel: the 16-bit result is rounded to 8 bits")
+        pixels = to_uint8(pixels)
+    return pixels, notes
+
+
 def encode(
-    pixels: np.ndarray, fmt: str = "PNG", compress_level: int = 6, quality: int = 95
+    pixels: np.ndarray, fmt: str = "PNG", compress_level: int = 6, quality: int = DEFAULT_QUALITY
 ) -> bytes:
-    """Encode (H, W, C) pixels. 16-bit is kept for PNG and TIFF, reduced to 8 bits elsewhere."""
+    """Encode (H, W, C) pixels. 16-bit is kept for PNG and TIFF; other formats get what
+    `flatten_for` makes of the pixels (alpha on white, 8 bits)."""
+    pixels, _notes = flatten_for(pixels, fmt)
     channels = pixels.shape[2]
     if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF") and channels != 2:
         import cv2
@@ -184,10 +217,7 @@ def encode(
             raise ImageDecodeError("Could not encode the 16-bit image.", "Try another format.")
         return buf.tobytes()
     if pixels.dtype == np.uint16:
-        pixels = to_uint8(pixels)
-    if fmt in ("JPEG", "BMP") and channels in (2, 4):
-        pixels = pixels[:, :, : channels - 1]  # these formats have no alpha
-        channels -= 1
+        pixels = to_uint8(pixels)  # gray+alpha at 16 bits: Pillow has no such mode
     im = PILImage.fromarray(pixels[:, :, 0] if channels == 1 else pixels, _PIL_MODES[channels])
     out = io.BytesIO()
     if fmt == "PNG":
@@ -199,13 +229,62 @@ def encode(
     return out.getvalue()
 
 
-def write_image(path: str | os.PathLike[str], pixels: np.ndarray, compress_level: int = 6) -> None:
-    """Write atomically: a half-written file never replaces a good one."""
+def write_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    compress_level: int = 6,
+    quality: int = DEFAULT_QUALITY,
+) -> list[str]:
+    """Write atomically: a half-written file never replaces a good one, and none is left
+    behind when the write fails. Returns the notes of `flatten_for` (what the format lost)."""
     p = Path(path)
-    data = encode(pixels, format_for(p), compress_level)
+    fmt = format_for(p)
+    pixels, notes = flatten_for(pixels, fmt)
+    data = encode(pixels, fmt, compress_level, quality)
     tmp = p.with_name(f".{p.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(p, exc) from None
+    return notes
+
+
+def write_error(path: Path, exc: OSError) -> OutputWriteError:
+    """The error a person understands for a failed write of `path`."""
+    import errno
+
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        hint = "Free some disk space, or write elsewhere with -o."
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "Choose a folder you can write to with -o."
+    else:
+        hint = "Check the output folder."
+    return OutputWriteError(f"Cannot write {path}: {reason}.", hint)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise OutputWriteError unless a file can be created in `folder` (or, where it does not
+    exist yet, in its nearest existing parent): before any model is loaded."""
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputWriteError(
+            f"Cannot write into {folder}: {probe} is not a folder.",
+            "Choose another output with -o.",
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".restora-write-check-"):
+            pass
+    except OSError as exc:
+        raise write_error(folder, exc) from None
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

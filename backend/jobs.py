@@ -32,6 +32,7 @@ from backend.errors import (
 )
 from backend.model_cache import ModelCache
 from backend.models.registry import ModelEntry, Registry, preferred_entry
+from backend.result_spill import remove_stale
 from backend.results import ResultStore, result_info
 from backend.settings import Settings
 from backend.tasks.context import CancelToken, Progress, TaskContext
@@ -50,7 +51,6 @@ from shared.protocol import (
     ParamInfo,
     ResultInfo,
     TaskInfo,
-    check_id,
     check_task_id,
 )
 
@@ -228,6 +228,7 @@ class JobManager:
     # - lifecycle -
 
     def start(self) -> None:
+        remove_stale(self.results.spill.root)
         self._thread = threading.Thread(target=self._work, name="restora-worker", daemon=True)
         self._thread.start()
 
@@ -278,9 +279,9 @@ class JobManager:
             if info.available and spec.model is not None:
                 info.default_model = self.default_model_name(spec)
                 if info.default_model is None:
-                    info.available = False
+                    info.available, info.needs_model = False, True
                     info.reason = f"{spec.title} needs a model, and none is installed."
-                    info.hint = spec.model.missing_hint
+                    info.hint = missing_model_hint(spec, spec.model)
             infos.append(info)
         return infos
 
@@ -295,8 +296,7 @@ class JobManager:
         entry = entry or preferred_entry(fitting)
         if entry is None:
             raise ModelNotFoundError(
-                f"No model for task '{spec.id}' is installed.",
-                slot.missing_hint or f"GET /v1/models?task={spec.id}",
+                f"No model for task '{spec.id}' is installed.", missing_model_hint(spec, slot)
             )
         return entry
 
@@ -320,9 +320,7 @@ class JobManager:
         resubmitted = self.resubmission(request)
         if resubmitted is not None:
             return resubmitted, False
-        if request.client is not None:
-            _checked_id(request.client, "client")
-        spec = self.tasks.get(_checked_task(request.task))
+        spec = self.tasks.get(request.task)
         available, reason = spec.availability()
         if not available:
             raise TaskUnavailableError(reason, spec.install_hint)
@@ -366,9 +364,9 @@ class JobManager:
 
     def resubmission(self, request: JobRequest) -> JobStatus | None:
         """The status of the job this request already made (same id, same request), if any."""
+        checked_request(request)
         if request.id is None:
             return None
-        _checked_id(request.id, "id")
         with self._lock:
             existing = self._jobs.get(request.id)
         return self._same_job(existing, request) if existing is not None else None
@@ -386,13 +384,14 @@ class JobManager:
             job = self._get(job_id)
             return job.status(self._position(job))
 
-    def list_jobs(self, client: str | None = None) -> list[JobStatus]:
+    def list_jobs(self, client: str | None = None, everyone: bool = False) -> list[JobStatus]:
+        """One client's jobs (client None: the jobs sent without a client id), or all of them."""
         with self._lock:
             self._sweep()
             return [
                 j.status(self._position(j))
                 for j in self._jobs.values()
-                if client is None or j.request.client == client
+                if everyone or j.request.client == client
             ]
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -625,22 +624,41 @@ def check_protocol(version: int) -> None:
     )
 
 
-def _checked_id(value: str, what: str) -> str:
+def checked_request(request: JobRequest) -> JobRequest:
+    """The request, its task, ids and model name checked against the protocol's patterns."""
     from shared.protocol import ProtocolError
 
     try:
-        return check_id(value, what)
-    except ProtocolError as exc:
-        raise InvalidParameterError(f"{exc}.", "") from None
-
-
-def _checked_task(value: str) -> str:
-    from shared.protocol import ProtocolError
-
-    try:
-        return check_task_id(value)
+        check_task_id(request.task)
     except ProtocolError as exc:
         raise TaskUnavailableError(f"{exc}.", "GET /v1/tasks lists the tasks.") from None
+    try:
+        request.check()
+    except ProtocolError as exc:
+        raise InvalidParameterError(f"{exc}.", "") from None
+    return request
+
+
+def missing_model_hint(spec: TaskSpec, slot: ModelSlot) -> str:
+    """What to install for a task that has no model: the spec's words, or else the shipped
+    catalog's entries for the task."""
+    from backend.models.catalog import load_catalog
+
+    after = "then restart `restora serve` (or list GET /v1/models?refresh=true)."
+    try:
+        entries = load_catalog().by_task(slot.catalog_task) if slot.catalog_task else []
+    except RestoraError:  # a broken RESTORA_CATALOG must not break the task list
+        entries = []
+    folder = slot.folders[0]
+    if not entries:
+        return slot.missing_hint or f"Put a model for it in the {folder} folder, {after}"
+    families = list(dict.fromkeys(e.family for e in entries))
+    named = ", ".join(families[:-1]) + f" or {families[-1]}" if len(families) > 1 else families[0]
+    suggested = next((e for e in entries if not e.needs_consent), entries[0])
+    return (
+        f"Put a {named} model in the {folder} folder, or run "
+        f"`restora models download {suggested.name}`, {after}"
+    )
 
 
 def _check_mask(spec: TaskSpec, mask: np.ndarray | None) -> np.ndarray | None:

@@ -1,14 +1,13 @@
 """Finished jobs' outputs and where they go on the canvas.
 
 `ResultStore` keeps each job's named outputs in memory up to a budget; beyond it, fetched
-results are dropped (oldest first) and then unfetched ones are written to a spill folder, so
-none is lost. `result_info` says, for each output, its size and its placement on the canvas.
+results are dropped (oldest first) and then unfetched ones are written to this server's spill
+folder (backend/result_spill.py), so none is lost. `result_info` says, for each output, its
+size and its placement on the canvas.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.result_spill import SpillFolder, spill_root
 from shared.geometry import Bounds, Extent
 from shared.protocol import Placement, ResultInfo, ResultOutput
 
@@ -33,8 +33,7 @@ class _Stored:
 class ResultStore:
     def __init__(self, memory_limit: int, spill_dir: str | None = None) -> None:
         self.memory_limit = memory_limit
-        self._spill_root = Path(spill_dir) if spill_dir else None
-        self._spill_dir: Path | None = None
+        self.spill = SpillFolder(spill_root(spill_dir))
         self._items: OrderedDict[str, _Stored] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -70,9 +69,7 @@ class ResultStore:
     def close(self) -> None:
         with self._lock:
             self._items.clear()
-            spill, self._spill_dir = self._spill_dir, None
-        if spill is not None:
-            shutil.rmtree(spill, ignore_errors=True)
+            self.spill.close()
 
     def _enforce_budget(self) -> list[str]:
         dropped: list[str] = []
@@ -92,7 +89,7 @@ class ResultStore:
                 break
             if item.outputs is None:
                 continue
-            folder = self._spill_folder()
+            folder = self.spill.path()
             item.paths = {}
             for n, (name, pixels) in enumerate(item.outputs.items()):
                 path = folder / f"{key}-{n}.npy"  # output names need not be file-name safe
@@ -101,15 +98,6 @@ class ResultStore:
             item.outputs = None
             in_memory -= item.nbytes
         return dropped
-
-    def _spill_folder(self) -> Path:
-        if self._spill_dir is None:
-            if self._spill_root is not None:
-                self._spill_root.mkdir(parents=True, exist_ok=True)
-            self._spill_dir = Path(
-                tempfile.mkdtemp(prefix="restora-results-", dir=self._spill_root)
-            )
-        return self._spill_dir
 
 
 def placement(bounds: Bounds, canvas: Extent | None, width: int, height: int) -> Placement:

@@ -27,6 +27,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "host": args.host,
         "port": args.port,
         "token": args.token,
+        "token_file": getattr(args, "token_file", None),
         "device": args.device,
         "precision": getattr(args, "precision", None),
         "preload": args.preload or None,

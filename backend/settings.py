@@ -17,6 +17,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ from shared.protocol import DEFAULT_PORT
 MiB = 1 << 20
 GiB = 1 << 30
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: a shorter token can be guessed by anyone who can reach the port
+MIN_TOKEN_CHARS = 16
+_TOKEN_HINT = (
+    "Make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(24))'` and pass it "
+    "with --token-file FILE or RESTORA_TOKEN (--token shows it to every local user in the "
+    "process list)."
+)
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 class UnsafeExposureError(RestoraError):
@@ -41,12 +50,19 @@ class Settings:
     port: int = DEFAULT_PORT
     #: when set, every request but /v1/health, /docs and /openapi.json needs "Bearer TOKEN"
     token: str | None = None
+    #: a file holding the token (read at start); unlike --token, not visible in the process list
+    token_file: str | None = None
+    #: Host names accepted besides loopback literals and localhost when bound to loopback
+    #: (a name in /etc/hosts that points here, say); DNS rebinding uses any other name
+    allowed_hosts: list[str] = field(default_factory=list)
     device: str = "auto"
     precision: str = "auto"
     models_dirs: list[str] = field(default_factory=list)
     preload: list[str] = field(default_factory=list)
     #: one upload's body, in bytes
     max_upload_bytes: int = 512 * MiB
+    #: a request whose body sends nothing for this long is answered 408 and closed
+    body_timeout_seconds: float = 30.0
     #: input pixels (width x height) of an image or mask; checked before decoding
     max_pixels: int = 100_000_000
     #: output pixels of a job, so a small image cannot ask for a 100x upscale
@@ -72,18 +88,37 @@ class Settings:
     keepalive_seconds: float = 15.0
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        # a token pasted with a newline or spaces around it is the same token
+        if self.token is not None:
+            self.token = self.token.strip()
+        self.allowed_hosts = [h.strip().strip("[]").lower() for h in self.allowed_hosts]
+
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
 
     def check(self) -> None:
         """Refuse settings that are unsafe or out of range, naming the setting."""
+        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
+            what = "empty" if not self.token else f"only {len(self.token)} characters"
+            raise UnsafeExposureError(
+                f"The token is {what}; it must be at least {MIN_TOKEN_CHARS} characters "
+                "(spaces around it do not count), or it can be guessed.",
+                _TOKEN_HINT,
+            )
         if not self.loopback and not self.token:
             raise UnsafeExposureError(
                 f"Refusing to listen on {self.host} without a token: anyone on the network "
                 "could run jobs.",
-                "Pass --token SECRET (or RESTORA_TOKEN), or listen on 127.0.0.1.",
+                "Pass --token-file FILE (or RESTORA_TOKEN), or listen on 127.0.0.1.",
             )
+        for name in self.allowed_hosts:
+            if not _HOST_NAME.match(name) and not _is_ip(name):
+                raise InvalidParameterError(
+                    f"allowed_hosts: '{name[:64]}' is not a host name.",
+                    "Give names like restora.local, without a scheme or port.",
+                )
         if not 0 <= self.port <= 65535:
             raise InvalidParameterError(f"port must be 0..65535, not {self.port}.", "")
         if not 0 <= self.png_compress_level <= 9:
@@ -102,11 +137,25 @@ class Settings:
                 raise InvalidParameterError(
                     f"{name} must be positive, not {getattr(self, name)}.", ""
                 )
-        for name in ("result_ttl", "fetched_result_ttl", "image_ttl", "keepalive_seconds"):
+        for name in (
+            "result_ttl",
+            "fetched_result_ttl",
+            "image_ttl",
+            "keepalive_seconds",
+            "body_timeout_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise InvalidParameterError(
                     f"{name} must be positive, not {getattr(self, name)}.", ""
                 )
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -130,20 +179,45 @@ def load_settings(
 ) -> Settings:
     """Defaults < config file < environment < command line (values that are None are unset)."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
+    layers: list[tuple[str, dict[str, Any]]] = []
     path = _config_path(config, env)
     if path is not None:
-        values.update(_read_config(path))
+        layers.append((str(path), _read_config(path)))
+    from_env: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         raw = env.get(f"RESTORA_{f.name.upper()}")
         if raw is not None and raw != "" and f.name not in _NOT_FROM_ENV:
-            values[f.name] = _convert(f, raw, f"RESTORA_{f.name.upper()}")
-    for key, value in (cli or {}).items():
-        if value is not None:
-            values[key] = value
+            from_env[f.name] = _convert(f, raw, f"RESTORA_{f.name.upper()}")
+    layers.append(("the environment", from_env))
+    layers.append(("the command line", {k: v for k, v in (cli or {}).items() if v is not None}))
+    values: dict[str, Any] = {}
+    for where, layer in layers:
+        _read_token_file(layer, where)
+        if "token" in layer:  # a token given here replaces a token file named below
+            values.pop("token_file", None)
+        values.update(layer)
     settings = Settings(**values)
     settings.check()
     return settings
+
+
+def _read_token_file(layer: dict[str, Any], where: str) -> None:
+    """A token file named in `layer` becomes the layer's token."""
+    name = layer.get("token_file")
+    if not name:
+        return
+    if layer.get("token"):
+        raise InvalidParameterError(
+            f"Both a token and a token file are given in {where}.", "Give only one of them."
+        )
+    path = Path(name).expanduser()
+    try:
+        layer["token"] = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+        raise InvalidParameterError(
+            f"Cannot read the token file {path}: {reason}.", "Check --token-file."
+        ) from None
 
 
 def _config_path(config: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -33,8 +33,9 @@ DEFINING_FILES = (
     "installer/weights-requirements.txt",
     "installer/backend_env.py",
 )
-#: what a non-editable install is built from (copied, so the checkout gets no build/ folder)
-PACKAGE_SOURCES = ("pyproject.toml", "README.md", "backend", "shared")
+#: what a non-editable install is built from (copied, so the checkout gets no build/ folder);
+#: installer/ and plugin/ too: the wheel carries the plug-ins for `restora plugin ...`
+PACKAGE_SOURCES = ("pyproject.toml", "README.md", "backend", "shared", "installer", "plugin")
 
 Log = Callable[[str], None]
 
@@ -96,9 +97,10 @@ def sources_digest(root: Path = ROOT) -> str:
     h = hashlib.sha256()
     for name in PACKAGE_SOURCES:
         path = root / name
-        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        # every file, not only .py: catalog.json and the Krita plug-in's files ship too
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
-            if "__pycache__" in f.parts:
+            if "__pycache__" in f.parts or f.suffix == ".pyc":
                 continue
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()

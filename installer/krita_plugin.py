@@ -51,9 +51,18 @@ else:
 
 
 def version() -> str:
-    text = (ROOT / "backend" / "__init__.py").read_text(encoding="utf-8")
-    match = re.search(r'^__version__ = "([^"]+)"', text, re.M)
-    return match.group(1) if match else "0"
+    # in an installed Restora this file is backend/editor_plugins/installer/krita_plugin.py
+    for init in (ROOT / "backend" / "__init__.py", ROOT.parent / "__init__.py"):
+        if init.is_file():
+            match = re.search(r'^__version__ = "([^"]+)"', init.read_text(encoding="utf-8"), re.M)
+            if match:
+                return match.group(1)
+    return "0"
+
+
+def default_out() -> Path:
+    """dist/ of the checkout, or of the current folder when run from an installed Restora."""
+    return ROOT / "dist" if (ROOT / "pyproject.toml").is_file() else Path("dist")
 
 
 def build_tree(dest: Path) -> Path:
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help=f"make {ZIP_NAME} for Krita's plug-in importer")
-    b.add_argument("--out", type=Path, default=ROOT / "dist", help="folder (default: dist/)")
+    b.add_argument("--out", type=Path, default=default_out(), help="folder (default: dist/)")
     t = sub.add_parser("tree", help="write the unpacked plug-in into a folder")
     t.add_argument("--out", type=Path, required=True)
     i = sub.add_parser("install", help="install into Krita's pykrita folder and enable it")

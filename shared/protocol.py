@@ -40,6 +40,13 @@ EVENT_STREAM_MEDIA_TYPE = "text/event-stream"
 #: Client-chosen job ids and client ids: short, printable, safe in a URL path.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
+#: An uploaded image's id: the sha256 of its shape and pixels (PixelFormat.content_id).
+IMAGE_ID_PATTERN = r"^[0-9a-f]{64}$"
+_IMAGE_ID_RE = re.compile(IMAGE_ID_PATTERN)
+#: Model names are file names without their extension.
+MAX_MODEL_NAME = 128
+#: An error message quotes at most this much of a value the peer sent.
+EXCERPT_CHARS = 64
 
 
 class ProtocolError(ValueError):
@@ -215,6 +222,23 @@ class JobRequest(Message):
     client: str | None = None  # events for this job go to GET /v1/events?client=...
     protocol_version: int = PROTOCOL_VERSION
 
+    def check(self) -> None:
+        """Refuse ids and names that do not follow the protocol, before anything looks them up."""
+        check_task_id(self.task)
+        check_image_id(self.image, "image")
+        if self.mask is not None:
+            check_image_id(self.mask, "mask")
+        for name, image_id in self.images.items():
+            if not isinstance(name, str) or not _ID_RE.match(name):
+                raise ProtocolError(f"images: {excerpt(name)} is not an input name")
+            check_image_id(image_id, f"images.{name}")
+        if self.id is not None:
+            check_id(self.id, "id")
+        if self.client is not None:
+            check_id(self.client, "client")
+        if self.model is not None:
+            check_model_name(self.model)
+
 
 @dataclass
 class Placement(Message):
@@ -349,8 +373,6 @@ class TaskInfo(Message):
     available: bool  # False: `reason` says why (a package or a model is missing) and `hint`
     title: str = ""
     help: str = ""
-    reason: str = ""
-    hint: str = ""
     default_model: str | None = None
     #: how the task treats the selection: "optional", "required" or "ignored"
     mask: str = "optional"
@@ -363,6 +385,10 @@ class TaskInfo(Message):
     #: the catalog's task name, for offering a download when no model is installed
     catalog_task: str = ""
     params: list[ParamInfo] = field(default_factory=list)
+    #: the server runs the task but has no model for it: `reason` and `hint` say what to install
+    needs_model: bool = False
+    reason: str = ""  # why the task is not available
+    hint: str = ""  # what to do about it
 
 
 @dataclass
@@ -374,7 +400,7 @@ class ModelInfo(Message):
     reason: str = ""
     architecture: str = ""
     purpose: str = ""
-    scale: int = 0
+    scale: int = 0  # the result's scale (an ncnn x2 model may be an x4 network plus a resize)
     input_channels: int = 0
     output_channels: int = 0
     size_minimum: int = 0
@@ -385,6 +411,7 @@ class ModelInfo(Message):
     tags: list[str] = field(default_factory=list)
     size_bytes: int = 0
     loaded: bool = False
+    network_scale: int = 0  # what one pass through the network does
 
 
 @dataclass
@@ -424,11 +451,40 @@ def check_task_id(value: str) -> str:
     return value
 
 
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """`value` as an error message may quote it: its repr, cut after `limit` characters."""
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def check_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    # fullmatch: `$` would also accept a trailing newline
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise ProtocolError(
             f"{what} must be 1-64 letters, digits, '.', '_' or '-' starting "
-            f"with a letter or digit, not {value!r}"
+            f"with a letter or digit, not '{excerpt(value)}'"
+        )
+    return value
+
+
+def check_image_id(value: str, what: str = "image") -> str:
+    if not isinstance(value, str) or not _IMAGE_ID_RE.fullmatch(value):
+        raise ProtocolError(
+            f"{what} must be an image id from POST /v1/images (64 lowercase hex digits), "
+            f"not '{excerpt(value)}'"
+        )
+    return value
+
+
+def check_model_name(value: str) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_MODEL_NAME
+        or not value.isprintable()
+    ):
+        raise ProtocolError(
+            f"model must be a model name of 1-{MAX_MODEL_NAME} printable characters, "
+            f"not '{excerpt(value)}'"
         )
     return value
 

@@ -7,13 +7,15 @@ run out of memory once, run slowly enough to be cancelled, return two outputs.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from backend.errors import InvalidParameterError, OutOfMemoryError
-from backend.tasks import upscale
+from backend.tasks import face_restore, upscale
 from backend.tasks.registry import TaskRegistry, default_registry
 from backend.tasks.spec import Output, OutputSpec, TaskResult, TaskSpec, param
 
@@ -56,6 +58,27 @@ def _oom_always(ctx, inputs, params):
     raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
 
 
+#: weak references to the models the face tasks below ran with, and what was loaded at a retry
+face_models_seen: list[weakref.ref] = []
+loaded_at_retry: list[tuple[list[bool], list[str]]] = []
+
+
+def _faces_oom_first(ctx, inputs, params):
+    """The face task with a helper model; its first run runs out of memory."""
+    if not face_models_seen:
+        face_models_seen.extend(weakref.ref(m) for m in inputs.models.values())
+        raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
+    gc.collect()
+    alive = [r() is None for r in face_models_seen]
+    loaded_at_retry.append((alive, ctx.models.loaded_names()))
+    return face_restore.run_task(ctx, inputs, params)
+
+
+def _faces_oom_always(ctx, inputs, params):
+    face_models_seen.extend(weakref.ref(m) for m in inputs.models.values())
+    raise OutOfMemoryError("Out of memory on a 64x64 tile.", "Use a smaller --tile.")
+
+
 @dataclass
 class SplitParams:
     gain: float = param(1.0, "Gain", minimum=0.0, maximum=4.0, step=0.1)
@@ -85,6 +108,12 @@ TEST_SPECS = (
     _upscale_like("test-crash", _crash),
     _upscale_like("test-oom-once", _oom_once),
     _upscale_like("test-oom-always", _oom_always),
+    dataclasses.replace(
+        face_restore.SPEC, id="test-faces-oom-first", command="", run=_faces_oom_first, order=910
+    ),
+    dataclasses.replace(
+        face_restore.SPEC, id="test-faces-oom-always", command="", run=_faces_oom_always, order=911
+    ),
     TaskSpec(
         id="test-split",
         title="Split (test)",

@@ -526,3 +526,37 @@ def test_cli_base_url_option_overrides_the_env(
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "upscale_models" / "free-x4.pth").is_file()
+
+
+def test_cli_offline_says_the_host_is_unreachable_and_leaves_nothing(
+    cli_catalog: dict[str, str], tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**cli_catalog, BASE_URL_ENV: f"http://127.0.0.1:{port}"}
+    dest = tmp_path / "fresh-models"
+    result = restora("models", "download", "free", "--dest", dest, "--retries", "0", env=env)
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port} could not be reached" in result.stderr
+    assert "--base-url" in result.stderr and "resume" not in result.stderr
+    assert not dest.exists()  # no .part, no empty folders
+
+
+def test_catalog_and_verify_recognise_the_imported_defaults(real_models: Path) -> None:
+    env = {"RESTORA_MODELS": ""}
+    listing = restora(
+        "models", "catalog", "--task", "upscale", "--models-dir", real_models, env=env
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert re.search(r"^realesrgan-x4plus\s.*\sdefault\s+the offline default", listing.stdout, re.M)
+    verify = restora("models", "verify", "--models-dir", real_models, env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert re.search(
+        r"^ok\s+realesrgan-x4plus\s+.*realesrgan-x4plus\.safetensors", verify.stdout, re.M
+    )
+    assert "unknown" not in verify.stdout and "0 unknown" in verify.stderr
+    named = restora("models", "verify", "realesrgan-x4plus", "--models-dir", real_models, env=env)
+    assert named.returncode == 0 and "MISSING" not in named.stdout

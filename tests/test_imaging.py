@@ -95,3 +95,21 @@ def test_truncated_png_is_refused() -> None:
     data = _png(arr, "RGB")
     with pytest.raises(ImageDecodeError, match=r"corrupt|truncated|not an image"):
         decode(data[: len(data) // 2])
+
+
+def test_jpeg_flattens_alpha_on_white_and_rounds_16_bit() -> None:
+    from backend.imaging import flatten_for
+
+    rgba = np.zeros((2, 2, 4), np.uint16)
+    rgba[..., 0] = 65535  # red, hidden under alpha 0 in the first row
+    rgba[1, :, 3] = 65535
+    rgba[0, 1, 3] = 32767  # just under half opaque: white shows through 32768/65535
+    flat, notes = flatten_for(rgba, "JPEG")
+    assert flat.dtype == np.uint8 and flat.shape == (2, 2, 3)
+    assert flat[0, 0].tolist() == [255, 255, 255]  # the red under alpha 0 does not show
+    assert flat[1, 0].tolist() == [255, 0, 0]
+    assert flat[0, 1].tolist() == [255, 128, 128]
+    assert len(notes) == 2 and "white" in notes[0] and "8 bits" in notes[1]
+    grey = np.full((2, 2, 1), 257 * 100 + 129, np.uint16)  # 100.5 in 8-bit terms: rounds up
+    assert flatten_for(grey, "WEBP")[0].ravel().tolist() == [101] * 4
+    assert flatten_for(rgba, "PNG") == (rgba, [])  # PNG keeps everything

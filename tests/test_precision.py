@@ -26,3 +26,50 @@ def test_auto_precision_is_measured_and_cached(real_models: Path, restora_home: 
     assert model.precision in ("fp32", "bf16")
     assert "measured" in model.precision_reason and "fp32" in model.precision_reason
     assert (restora_home / "cache" / "precision.json").is_file()
+
+
+def test_measurement_is_announced_interleaved_and_redone_when_threads_change(
+    models_root: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from backend.devices import choose_precision, machine_identity
+    from backend.models.loading import load_descriptor
+    from tests.model_zoo import save_tiny
+
+    descriptor = load_descriptor(save_tiny("compact", models_root))
+    cache = tmp_path / "precision.json"
+    heard: list[str] = []
+    first = choose_precision(descriptor, torch.device("cpu"), "auto", cache, heard.append)
+    assert len(heard) == 1 and "measuring the fastest precision for" in heard[0]
+    assert first.label in ("fp32", "fp32 + channels-last", "bf16 + channels-last")
+    assert "median per tile" in first.reason
+    again = choose_precision(descriptor, torch.device("cpu"), "auto", cache, heard.append)
+    assert len(heard) == 1 and again == first  # kept: measured once
+    (record,) = __import__("json").loads(cache.read_text()).values()
+    assert record["machine"] == machine_identity() and set(record["times"]) >= {"fp32"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1) if threads > 1 else 2)
+    try:
+        choose_precision(descriptor, torch.device("cpu"), "auto", cache, heard.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(heard) == 2  # another thread count: measured again, for that count
+
+
+def test_doctor_remeasure_forgets_and_measures_again(models_root: Path) -> None:
+    from tests.model_zoo import save_tiny
+    from tests.test_cli import restora
+
+    save_tiny("compact", models_root)
+    up = restora("upscale", "--help")
+    assert up.returncode == 0
+    done = restora("doctor", "--remeasure", "-m", "tiny-compact")
+    assert done.returncode == 0, done.stderr
+    assert "measuring the fastest precision for" in done.stderr
+    assert "tiny-compact (RealESRGAN Compact) on the CPU: " in done.stdout
+    assert "threads" in done.stdout
+    assert "measured: " in done.stdout
+    shown = restora("doctor")
+    assert shown.returncode == 0 and "measuring" not in shown.stderr
+    assert "measured: " in shown.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 
@@ -130,3 +131,16 @@ def test_without_a_face_model_the_error_says_what_to_install(
     assert r.status_code == 404 and error["code"] == "model_not_found"
     assert "No model for task 'face-restore'" in error["message"]
     assert "facerestore_models" in error["hint"]
+
+
+def test_without_a_face_model_the_task_is_unavailable_and_says_what_to_install(
+    server: fx.LiveServer,
+) -> None:
+    tasks = {t["task"]: t for t in httpx.get(f"{server.url}/v1/tasks", timeout=30).json()}
+    info = tasks["face-restore"]
+    assert not info["available"] and info["needs_model"] and info["default_model"] is None
+    assert "needs a model" in info["reason"] and "facerestore_models" in info["reason"]
+    assert "restora models download gfpgan-v1.4" in info["hint"]
+    assert "GFPGAN" in info["hint"] and "facerestore_models" in info["hint"]
+    upscale = tasks["upscale"]
+    assert upscale["available"] and not upscale["needs_model"] and upscale["reason"] == ""

@@ -1,8 +1,9 @@
 """Fuzzing every operation of the OpenAPI document against the live server: no 5xx, ever.
 
 schemathesis generates valid and invalid requests from the app's OpenAPI document; every
-answer must be a 2xx or a 4xx, and a JSON answer must match the schema the document gives
-for it. The event stream is left out: it never ends by design.
+answer must be a 2xx or a 4xx, its status and content type must be ones the document lists
+for the operation, and a JSON answer must match the schema the document gives for it. The
+event stream is left out: it never ends by design.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from backend.app import create_app
 from backend.settings import Settings
@@ -44,5 +49,11 @@ def registry_listed(server: fx.LiveServer) -> None:
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case, server: fx.LiveServer) -> None:
     case.call_and_validate(
-        base_url=server.url, checks=[not_a_server_error, response_schema_conformance]
+        base_url=server.url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from backend.errors import InvalidParameterError
-from backend.settings import Settings, UnsafeExposureError, is_loopback, load_settings
+from backend.settings import (
+    MIN_TOKEN_CHARS,
+    Settings,
+    UnsafeExposureError,
+    is_loopback,
+    load_settings,
+)
 from tests import server_fixtures as fx
 
 tiny_models = fx.tiny_models  # fixture
@@ -81,14 +87,103 @@ def test_beyond_loopback_needs_a_token() -> None:
     assert is_loopback("[::1]") and not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     with pytest.raises(UnsafeExposureError, match="without a token"):
         load_settings({"host": "0.0.0.0"}, env={}, config=None)
-    assert load_settings({"host": "0.0.0.0", "token": "t"}, env={}, config=None).token == "t"
+    token = "t" * MIN_TOKEN_CHARS
+    assert load_settings({"host": "0.0.0.0", "token": token}, env={}, config=None).token == token
 
 
-def _serve(args: list[str], models: fx.ModelsSetup) -> subprocess.Popen[str]:
+@pytest.mark.parametrize("token", ["   ", "\n", "short-token", " " * 20 + "x"])
+def test_blank_and_short_tokens_are_refused(token: str) -> None:
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with pytest.raises(UnsafeExposureError, match="at least 16 characters"):
+            load_settings({"host": host}, env={"RESTORA_TOKEN": token}, config=None)
+
+
+def test_a_token_is_stripped(tmp_path: Path) -> None:
+    token = "correct-horse-battery-staple"
+    s = load_settings({"host": "0.0.0.0"}, env={"RESTORA_TOKEN": f"  {token}\n"}, config=None)
+    assert s.token == token
+
+
+def test_token_file(tmp_path: Path) -> None:
+    from_file, from_env = "token-from-the-file-1234", "token-from-the-env-12345"
+    path = tmp_path / "token"
+    path.write_text(from_file + "\n")
+    s = load_settings({"host": "0.0.0.0", "token_file": str(path)}, env={}, config=None)
+    assert s.token == from_file
+    s = load_settings({}, env={"RESTORA_TOKEN_FILE": str(path)}, config=None)
+    assert s.token == from_file
+    # a later layer's token beats an earlier layer's file, and the other way round
+    s = load_settings({"token": from_env}, env={"RESTORA_TOKEN_FILE": str(path)}, config=None)
+    assert s.token == from_env and s.token_file is None
+    s = load_settings({"token_file": str(path)}, env={"RESTORA_TOKEN": from_env}, config=None)
+    assert s.token == from_file
+    with pytest.raises(InvalidParameterError, match="Both a token and a token file"):
+        load_settings({"token": from_env, "token_file": str(path)}, env={}, config=None)
+    with pytest.raises(InvalidParameterError, match="Cannot read the token file"):
+        load_settings({"token_file": str(tmp_path / "missing")}, env={}, config=None)
+    path.write_text("  \n")
+    with pytest.raises(UnsafeExposureError, match="empty"):
+        load_settings({"token_file": str(path)}, env={}, config=None)
+
+
+def test_allowed_hosts_must_be_host_names() -> None:
+    s = load_settings({}, env={"RESTORA_ALLOWED_HOSTS": "Restora.Local, 10.0.0.2"}, config=None)
+    assert s.allowed_hosts == ["restora.local", "10.0.0.2"]
+    with pytest.raises(InvalidParameterError, match="allowed_hosts"):
+        load_settings({"allowed_hosts": ["http://evil.example:80"]}, env={}, config=None)
+
+
+def test_serve_refuses_a_blank_token_for_a_public_host(tiny_models: fx.ModelsSetup) -> None:
+    proc = _serve(
+        ["--host", "0.0.0.0", "--port", str(fx.free_port())], tiny_models, {"RESTORA_TOKEN": "   "}
+    )
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "at least 16 characters" in err, err
+
+
+def test_serve_reads_its_token_from_a_file_not_the_command_line(
+    tiny_models: fx.ModelsSetup, tmp_path: Path
+) -> None:
+    token = "a-secret-kept-in-a-file"
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    port = fx.free_port()
+    proc = _serve(["--port", str(port), "--device", "cpu", "--token-file", str(path)], tiny_models)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "restora serve did not start"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/jobs").status_code == 401
+        authorised = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/v1/jobs", headers=authorised).status_code == 200
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and b"--token-file" in cmdline
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def _serve(
+    args: list[str], models: fx.ModelsSetup, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {
         **fx.env_without_restora(),
         "RESTORA_HOME": str(models.home),
         "RESTORA_MODELS": str(models.root),
+        **(extra_env or {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "backend.cli", "serve", *args],

@@ -181,7 +181,10 @@ def test_event_hub_backlog_live_delivery_and_no_duplicates() -> None:
         hub.close()
         await asyncio.sleep(0)
         assert sub.queue.get_nowait() is None  # the stream ends
-        all_events, backlog_all = hub.subscribe(None, after=0)
+        all_events, backlog_all = hub.subscribe(None, after=0, everyone=True)
         assert len(backlog_all) == 5 and all_events.queue.get_nowait() is None
+        # without everyone, None is the client of jobs sent without one: none here
+        _anonymous, backlog_none = hub.subscribe(None, after=0)
+        assert backlog_none == []
 
     asyncio.run(scenario())

@@ -7,6 +7,7 @@ naming the field; HTTP errors (unknown path, wrong method) keep their status.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,8 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.errors import RestoraError
+from shared.protocol import ErrorResponse
 
 log = logging.getLogger("restora.api")
+
+#: an error message is at most this long: none repeats a whole oversized value it was sent
+MAX_MESSAGE_CHARS = 2000
 
 
 class UnauthorizedError(RestoraError):
@@ -38,11 +43,33 @@ class UploadTooLargeError(RestoraError):
     http_status = 413
 
 
+class BodyTimeoutError(RestoraError):
+    """A request body that stopped arriving."""
+
+    code = "body_timeout"
+    http_status = 408
+
+
 class InvalidPixelsError(RestoraError):
     """Raw pixels whose declared shape does not match the bytes sent."""
 
     code = "invalid_pixels"
     http_status = 422
+
+
+def errors_doc(codes: dict[int, tuple[str, ...]]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error answers: the ErrorResponse body, and the codes it carries."""
+    return {
+        status: {
+            "model": ErrorResponse,
+            "description": "error codes: " + ", ".join(f"`{c}`" for c in names),
+        }
+        for status, names in codes.items()
+    }
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
 
 
 def error_response(
@@ -53,7 +80,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        {"error": {"code": code, "message": message, "hint": hint}},
+        {"error": {"code": code, "message": _capped(message), "hint": _capped(hint)}},
         status_code=status,
         headers=headers,
     )
@@ -61,10 +88,11 @@ def error_response(
 
 def restora_error_response(exc: RestoraError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
+    return error_response(exc.code, exc.message, exc.hint, exc.http_status, headers)
 
 
 _HTTP_CODES = {
+    400: "invalid_request",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -105,6 +133,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "No such endpoint."
+        elif exc.status_code == 400 and message == "There was an error parsing the body":
+            message = "The body could not be parsed (JSON nested too deeply, or unreadable)."
         return error_response(
             code,
             message,

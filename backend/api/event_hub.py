@@ -24,12 +24,13 @@ MAX_PENDING = 10_000
 
 @dataclass(eq=False)
 class Subscription:
-    client: str | None  # None: every client's events
+    client: str | None  # None: the events of jobs sent without a client id
     floor: int  # events up to this number were in the backlog already
+    everyone: bool = False  # every client's events (a token holder's stream)
     queue: asyncio.Queue[JobEvent | None] = field(default_factory=asyncio.Queue)
 
     def wants(self, event: JobEvent) -> bool:
-        return self.client is None or event.client == self.client
+        return self.everyone or event.client == self.client
 
 
 class EventHub:
@@ -75,10 +76,12 @@ class EventHub:
                     self._loop.call_soon_threadsafe(self._deliver, event)
         return event
 
-    def subscribe(self, client: str | None, after: int) -> tuple[Subscription, list[JobEvent]]:
+    def subscribe(
+        self, client: str | None, after: int, everyone: bool = False
+    ) -> tuple[Subscription, list[JobEvent]]:
         """A new stream and the events after `after` it missed. Call on the event loop."""
         with self._lock:
-            sub = Subscription(client, floor=self._seq)
+            sub = Subscription(client, floor=self._seq, everyone=everyone)
             backlog = [e for e in self._history if e.seq > after and sub.wants(e)]
             if self._closed:
                 sub.queue.put_nowait(None)

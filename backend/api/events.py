@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from backend.api.deps import HubDep, SettingsDep
+from backend.api.errors import errors_doc
 from backend.api.event_hub import EventHub
 from shared.protocol import EVENT_STREAM_MEDIA_TYPE, ID_PATTERN, JobEvent
 
@@ -27,7 +28,8 @@ _STREAM_DOC = {
         "content": {EVENT_STREAM_MEDIA_TYPE: {"schema": {"type": "string"}}},
         "description": "server-sent events; each `data:` line is a JobEvent",
         "model": JobEvent,
-    }
+    },
+    **errors_doc({422: ("invalid_request",)}),
 }
 
 
@@ -38,17 +40,24 @@ async def events(
     hub: HubDep,
     settings: SettingsDep,
     client: Annotated[
-        str | None, Query(pattern=ID_PATTERN, description="only this client's jobs; default: all")
+        str | None,
+        Query(
+            pattern=ID_PATTERN,
+            description="this client's jobs; without it, the jobs sent without a client id "
+            "(every job, on a server with a token)",
+        ),
     ] = None,
     after: Annotated[int | None, Query(ge=0, description="send events after this seq")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Events: queued, started, progress (fraction and stage), finished, failed, cancelled,
     removed. Without `after` or `Last-Event-ID` the stream starts with every event still in
-    the history for this client."""
+    the history for this client. As for GET /v1/jobs, other clients' events are only sent to
+    a server's token holders."""
     start = after if after is not None else _seq(last_event_id)
+    everyone = client is None and settings.token is not None
     return StreamingResponse(
-        _stream(hub, client, start, settings.keepalive_seconds),
+        _stream(hub, client, everyone, start, settings.keepalive_seconds),
         media_type=EVENT_STREAM_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -67,9 +76,9 @@ def format_event(event: JobEvent) -> str:
 
 
 async def _stream(
-    hub: EventHub, client: str | None, after: int, keepalive: float
+    hub: EventHub, client: str | None, everyone: bool, after: int, keepalive: float
 ) -> AsyncIterator[str]:
-    sub, backlog = hub.subscribe(client, after)
+    sub, backlog = hub.subscribe(client, after, everyone)
     try:
         yield "retry: 1000\n\n"
         for event in backlog:

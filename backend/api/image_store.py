@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.errors import RestoraError
-from shared.protocol import ImageInfo
+from shared.protocol import ImageInfo, excerpt
 
 
 class ImageNotFoundError(RestoraError):
@@ -49,7 +49,7 @@ class ImageStore:
             entry = self._items.get(image_id)
             if entry is None:
                 raise ImageNotFoundError(
-                    f"No uploaded {what} with id '{image_id}'.",
+                    f"No uploaded {what} with id '{excerpt(image_id)}'.",
                     f"Upload it with POST /v1/images first; uploads are kept {self.ttl:.0f} s.",
                 )
             entry.used = time.monotonic()

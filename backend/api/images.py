@@ -10,13 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 from backend import imaging
 from backend.api import transport
 from backend.api.deps import ImagesDep, SettingsDep
+from backend.api.errors import errors_doc
 from backend.api.image_store import info
-from shared.protocol import PNG_MEDIA_TYPE, RAW_PIXELS_MEDIA_TYPE, ErrorResponse, ImageInfo
+from shared.protocol import IMAGE_ID_PATTERN, PNG_MEDIA_TYPE, RAW_PIXELS_MEDIA_TYPE, ImageInfo
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
-IMAGE_ID = r"^[0-9a-f]{64}$"
-ImageId = Annotated[str, Path(pattern=IMAGE_ID, description="sha256 id from POST /v1/images")]
+ImageId = Annotated[
+    str, Path(pattern=IMAGE_ID_PATTERN, description="sha256 id from POST /v1/images")
+]
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _UPLOAD_BODY = {
@@ -31,7 +33,15 @@ _UPLOAD_BODY = {
         "content": {PNG_MEDIA_TYPE: _BINARY, RAW_PIXELS_MEDIA_TYPE: _BINARY},
     }
 }
-_ERRORS = {code: {"model": ErrorResponse} for code in (413, 415, 422)}
+_ERRORS = errors_doc(
+    {
+        400: ("image_decode", "image_too_small"),
+        408: ("body_timeout",),
+        413: ("upload_too_large", "image_too_large"),
+        415: ("unsupported_media_type",),
+        422: ("invalid_pixels", "invalid_request"),
+    }
+)
 
 
 @router.post(
@@ -69,7 +79,7 @@ async def upload_image(request: Request, settings: SettingsDep, images: ImagesDe
 @router.get(
     "/images/{image_id}",
     response_model=ImageInfo,
-    responses={404: {"model": ErrorResponse}},
+    responses=errors_doc({404: ("image_not_found",), 422: ("invalid_request",)}),
     summary="Whether the server holds an image",
 )
 def get_image(image_id: ImageId, images: ImagesDep) -> dict:
@@ -77,7 +87,12 @@ def get_image(image_id: ImageId, images: ImagesDep) -> dict:
     return info(image_id, images.get(image_id)).to_json()
 
 
-@router.delete("/images/{image_id}", status_code=204, summary="Forget an uploaded image")
+@router.delete(
+    "/images/{image_id}",
+    status_code=204,
+    responses=errors_doc({422: ("invalid_request",)}),
+    summary="Forget an uploaded image",
+)
 def delete_image(image_id: ImageId, images: ImagesDep) -> Response:
     images.discard(image_id)
     return Response(status_code=204)

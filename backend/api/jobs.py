@@ -9,12 +9,11 @@ from fastapi.responses import JSONResponse
 
 from backend.api import transport
 from backend.api.deps import ImagesDep, JobsDep, SettingsDep
-from backend.api.errors import UnsupportedMediaTypeError
+from backend.api.errors import UnsupportedMediaTypeError, errors_doc
 from shared.protocol import (
     ID_PATTERN,
     PNG_MEDIA_TYPE,
     RAW_PIXELS_MEDIA_TYPE,
-    ErrorResponse,
     JobRequest,
     JobStatus,
 )
@@ -22,7 +21,22 @@ from shared.protocol import (
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job's id")]
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 429)}
+_SUBMIT_ERRORS = errors_doc(
+    {
+        400: ("protocol_version", "invalid_request"),
+        404: ("image_not_found", "model_not_found"),
+        408: ("body_timeout",),
+        409: ("job_conflict",),
+        413: ("image_too_large", "upload_too_large"),
+        415: ("unsupported_media_type",),
+        422: ("invalid_request", "invalid_parameter", "task_unavailable", "model_format"),
+        429: ("queue_full",),
+    }
+)
+_JOB_ERRORS = errors_doc({404: ("job_not_found",), 422: ("invalid_request",)})
+_JOB_STATE_ERRORS = errors_doc(
+    {404: ("job_not_found",), 409: ("job_state",), 422: ("invalid_request",)}
+)
 
 
 def require_json(request: Request) -> None:
@@ -41,7 +55,7 @@ def require_json(request: Request) -> None:
     response_model=JobStatus,
     responses={
         200: {"model": JobStatus, "description": "the same request was submitted before"},
-        **_ERRORS,
+        **_SUBMIT_ERRORS,
     },
     dependencies=[Depends(require_json)],
     summary="Submit a job",
@@ -62,23 +76,42 @@ def submit_job(
     return JSONResponse(status.to_json(), status_code=202 if created else 200)
 
 
-@router.get("/jobs", response_model=list[JobStatus], summary="List jobs")
+@router.get(
+    "/jobs",
+    response_model=list[JobStatus],
+    responses=errors_doc({422: ("invalid_request",)}),
+    summary="List jobs",
+)
 def list_jobs(
     jobs: JobsDep,
-    client: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    settings: SettingsDep,
+    client: Annotated[
+        str | None,
+        Query(
+            pattern=ID_PATTERN,
+            description="this client's jobs; without it, the jobs sent without a client id "
+            "(every job, on a server with a token)",
+        ),
+    ] = None,
 ) -> list[dict]:
-    """Every job the server still knows, or one client's: a reconnecting plug-in finds its
-    unfinished and unfetched jobs here."""
-    return [s.to_json() for s in jobs.list_jobs(client)]
+    """One client's jobs: a reconnecting plug-in finds its unfinished and unfetched jobs here.
+
+    Without a token any local user can call the server, so a listing never shows other
+    clients' jobs; with a token the caller holds the server's secret and may list them all."""
+    everyone = client is None and settings.token is not None
+    return [s.to_json() for s in jobs.list_jobs(client, everyone=everyone)]
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatus, responses=_ERRORS, summary="Job status")
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=_JOB_ERRORS, summary="Job status")
 def get_job(job_id: JobId, jobs: JobsDep) -> dict:
     return jobs.status(job_id).to_json()
 
 
 @router.post(
-    "/jobs/{job_id}/cancel", response_model=JobStatus, responses=_ERRORS, summary="Cancel a job"
+    "/jobs/{job_id}/cancel",
+    response_model=JobStatus,
+    responses=_JOB_ERRORS,
+    summary="Cancel a job",
 )
 def cancel_job(job_id: JobId, jobs: JobsDep) -> dict:
     """A queued job is cancelled at once; a running one stops at its next tile or step and
@@ -86,7 +119,9 @@ def cancel_job(job_id: JobId, jobs: JobsDep) -> dict:
     return jobs.cancel(job_id).to_json()
 
 
-@router.delete("/jobs/{job_id}", status_code=204, responses=_ERRORS, summary="Remove a job")
+@router.delete(
+    "/jobs/{job_id}", status_code=204, responses=_JOB_STATE_ERRORS, summary="Remove a job"
+)
 def remove_job(job_id: JobId, jobs: JobsDep) -> Response:
     """Remove a queued job, or forget an ended one and free its result. A running job must be
     cancelled first (409)."""
@@ -106,7 +141,7 @@ _RESULT_CONTENT = {
 @router.get(
     "/jobs/{job_id}/result",
     response_class=Response,
-    responses={200: _RESULT_CONTENT, **_ERRORS},
+    responses={200: _RESULT_CONTENT, **_JOB_STATE_ERRORS},
     summary="Fetch a result",
 )
 def get_result(

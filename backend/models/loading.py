@@ -9,6 +9,7 @@ file crafted to run code fails with a clear error instead of running it. TorchSc
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,13 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
+        found = _refused_global(exc)
         raise ModelFormatError(
-            f"{path.name} was refused: it contains objects other than tensors ({_short(exc)}).",
-            "Restora never runs code from model files; use a .safetensors version of the model.",
+            f"{path.name} was refused: besides weights, this pickle asks to create "
+            f"{found}. Opening such a file could run code hidden in it, so Restora opens "
+            "only pickles that hold nothing but tensors.",
+            "Use a .safetensors version of the model (most model pages offer one), or convert "
+            "the file to .safetensors with a tool you trust.",
         ) from None
     except Exception as exc:  # garbage bytes make the unpickler raise almost anything
         raise ModelFormatError(
@@ -55,6 +60,12 @@ def load_state_dict(path: Path) -> dict[str, Any]:
             "Check that the download completed.",
         ) from None
     return _unwrap(obj, path)
+
+
+def _refused_global(exc: BaseException) -> str:
+    """What PyTorch's weights-only unpickler refused, in words (not its advice)."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return f"a Python object '{match.group(1)}'" if match else "Python objects that are not tensors"
 
 
 def _short(exc: BaseException) -> str:

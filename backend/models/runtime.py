@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import paths
-from backend.devices import choose_precision, configure_threads, resolve_device
+from backend.devices import Notify, choose_precision, configure_threads, resolve_device
 from backend.models.loading import load_descriptor
 from backend.models.registry import ModelEntry
 
@@ -28,6 +28,11 @@ class LoadedModel:
     precision: str
     precision_reason: str
     channels_last: bool = False
+
+    @property
+    def precision_label(self) -> str:
+        """The configuration that runs, e.g. "fp32 + channels-last"."""
+        return self.precision + (" + channels-last" if self.channels_last else "")
 
     @property
     def scale(self) -> int:
@@ -61,13 +66,18 @@ class LoadedModel:
         return max(MIN_AUTO_TILE, min(CPU_MAX_TILE if cpu else MAX_TILE, tile))
 
 
-def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto") -> LoadedModel:
+def load_model(
+    entry: ModelEntry, device: str = "auto", precision: str = "auto", notify: Notify | None = None
+) -> LoadedModel:
+    """`notify` hears about a precision measurement before it starts (default: stderr)."""
     from backend.inference import prepare
 
     configure_threads()
     dev = resolve_device(device)
     descriptor = load_descriptor(Path(entry.path))
     descriptor.to(dev).eval()
-    chosen = choose_precision(descriptor, dev, precision, paths.cache_dir() / "precision.json")
+    chosen = choose_precision(
+        descriptor, dev, precision, paths.cache_dir() / "precision.json", notify
+    )
     prepare(descriptor, dev, chosen.dtype, chosen.channels_last)
     return LoadedModel(entry, descriptor, dev, chosen.dtype, chosen.reason, chosen.channels_last)

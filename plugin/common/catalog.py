@@ -82,14 +82,15 @@ class Catalog:
     models: list[ModelInfo]
 
     def available_tasks(self) -> list[Task]:
-        return [t.task for t in self.tasks if t.available]
+        """Tasks the backend runs; one that only lacks a model is kept, so it says what to get."""
+        return [t.task for t in self.tasks if t.available or t.needs_model]
 
     def task_info(self, task: Task) -> TaskInfo | None:
         return next((t for t in self.tasks if t.task == task), None)
 
     def offers(self, task: Task) -> bool:
         info = self.task_info(task)
-        return info is not None and info.available
+        return info is not None and (info.available or info.needs_model)
 
     def models_for(self, task: Task) -> list[ModelInfo]:
         return [m for m in self.models if m.usable and task in m.tasks]
