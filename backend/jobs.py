@@ -280,7 +280,10 @@ class JobManager:
                 info.default_model = self.default_model_name(spec)
                 if info.default_model is None:
                     info.available, info.needs_model = False, True
-                    info.reason = f"{spec.title} needs a model, and none is installed."
+                    info.reason = (
+                        f"{spec.title} needs a model, and no {spec.model.folders[0]} model is "
+                        "installed."
+                    )
                     info.hint = missing_model_hint(spec, spec.model)
             infos.append(info)
         return infos
