@@ -26,12 +26,12 @@ from backend import executor, masking
 from backend.errors import (
     CancelledError,
     InvalidParameterError,
-    ModelNotFoundError,
     RestoraError,
     TaskUnavailableError,
 )
 from backend.model_cache import ModelCache
-from backend.models.registry import ModelEntry, Registry, preferred_entry
+from backend.model_choice import choose_model, default_entry, missing_model_hint, slot_accepts
+from backend.models.registry import ModelEntry, Registry
 from backend.result_spill import remove_stale
 from backend.results import ResultStore, result_info
 from backend.settings import Settings
@@ -87,10 +87,6 @@ class QueueFullError(RestoraError):
 class ProtocolVersionError(RestoraError):
     code = "protocol_version"
     http_status = 400
-
-
-def slot_accepts(slot: ModelSlot, entry: ModelEntry) -> bool:
-    return entry.usable and entry.folder in slot.folders and entry.purpose in slot.purposes
 
 
 def task_info(spec: TaskSpec) -> TaskInfo:
@@ -246,29 +242,18 @@ class JobManager:
     # - requests (any thread) -
 
     def find_model(self, name: str | None, spec: TaskSpec, slot: ModelSlot) -> ModelEntry:
-        """The entry of model `name` for `slot` of `spec`; with no name, the slot's default
-        when it is installed, else the first installed model that fits."""
-        if not name:
-            return self._first_model(spec, slot)
+        return choose_model(spec, slot, name, self.model_entries, self._find)
+
+    def _find(self, name: str) -> ModelEntry:
         with self._registry_lock:  # the first listing loads every file: only once at a time
-            entry = self.registry.find(name)
-        if not slot_accepts(slot, entry):
-            raise InvalidParameterError(
-                f"Model '{entry.name}' is a {entry.purpose or 'non-spandrel'} model in "
-                f"{entry.folder}/; task '{spec.id}' needs a {' or '.join(slot.purposes)} "
-                "model here.",
-                f"GET /v1/models?task={spec.id} lists the models that fit.",
-            )
-        return entry
+            return self.registry.find(name)
 
     def default_model_name(self, spec: TaskSpec) -> str | None:
         """The model a job of this task runs when it names none; None when none is installed."""
         if spec.model is None:
             return None
-        try:
-            return self._first_model(spec, spec.model).name
-        except ModelNotFoundError:
-            return None
+        entry = default_entry(spec.model, self.model_entries())
+        return entry.name if entry is not None else None
 
     def task_infos(self) -> list[TaskInfo]:
         """/v1/tasks: every task, with the model it would run; a task none of whose models is
@@ -284,24 +269,12 @@ class JobManager:
                         f"{spec.title} needs a model, and no {spec.model.folders[0]} model is "
                         "installed."
                     )
-                    info.hint = missing_model_hint(spec, spec.model)
+                    info.hint = missing_model_hint(spec.model)
             infos.append(info)
         return infos
 
     def tasks_for(self, entry: ModelEntry) -> list[str]:
         return [s.id for s in self.tasks if s.model is not None and slot_accepts(s.model, entry)]
-
-    def _first_model(self, spec: TaskSpec, slot: ModelSlot) -> ModelEntry:
-        """The slot's default when it is installed, else the installed model that fits which
-        the registry prefers (GFPGAN before CodeFormer, ...)."""
-        fitting = [e for e in self.model_entries() if slot_accepts(slot, e)]
-        entry = next((e for e in fitting if e.name == slot.default), None)
-        entry = entry or preferred_entry(fitting)
-        if entry is None:
-            raise ModelNotFoundError(
-                f"No model for task '{spec.id}' is installed.", missing_model_hint(spec, slot)
-            )
-        return entry
 
     def model_entries(self, refresh: bool = False) -> list[ModelEntry]:
         with self._registry_lock:
@@ -640,28 +613,6 @@ def checked_request(request: JobRequest) -> JobRequest:
     except ProtocolError as exc:
         raise InvalidParameterError(f"{exc}.", "") from None
     return request
-
-
-def missing_model_hint(spec: TaskSpec, slot: ModelSlot) -> str:
-    """What to install for a task that has no model: the spec's words, or else the shipped
-    catalog's entries for the task."""
-    from backend.models.catalog import load_catalog
-
-    after = "then restart `restora serve` (or list GET /v1/models?refresh=true)."
-    try:
-        entries = load_catalog().by_task(slot.catalog_task) if slot.catalog_task else []
-    except RestoraError:  # a broken RESTORA_CATALOG must not break the task list
-        entries = []
-    folder = slot.folders[0]
-    if not entries:
-        return slot.missing_hint or f"Put a model for it in the {folder} folder, {after}"
-    families = list(dict.fromkeys(e.family for e in entries))
-    named = ", ".join(families[:-1]) + f" or {families[-1]}" if len(families) > 1 else families[0]
-    suggested = next((e for e in entries if not e.needs_consent), entries[0])
-    return (
-        f"Put a {named} model in the {folder} folder, or run "
-        f"`restora models download {suggested.name}`, {after}"
-    )
 
 
 def _check_mask(spec: TaskSpec, mask: np.ndarray | None) -> np.ndarray | None:

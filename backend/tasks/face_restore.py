@@ -417,19 +417,33 @@ def run_task(ctx: TaskContext, inputs: TaskInputs, params: FaceRestoreParams) ->
     return TaskResult(
         [Output("faces", pixels)],
         result.details(),
-        nothing_found=result.restored_count == 0,
+        nothing_found=result.restored_count == 0 and upscaler is None,
         message=result.message,
     )
+
+
+def summarize(details: dict[str, Any]) -> list[str]:
+    """A line per face for the command line: where, how sure, and what became of it."""
+    lines = []
+    for face in details.get("faces", []):
+        x0, y0, x1, y1 = face["box"]
+        state = "restored" if face["restored"] else f"skipped: {face['note']}"
+        lines.append(
+            f"face at ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}), score {face['score']:.2f}: {state}"
+        )
+    return lines
 
 
 SPEC = TaskSpec(
     id="face-restore",
     title="Restore faces",
-    help="Find every face, restore it with GFPGAN, CodeFormer or RestoreFormer aligned to the "
-    "model's template, and paste it back through a soft mask with its colours matched.",
+    help="Restore every face in the photo with GFPGAN, CodeFormer or RestoreFormer. Each face "
+    "is found, aligned to the model's template, restored and pasted back through a soft mask "
+    "with its colours matched; with a selection, only the faces inside it.",
     params=FaceRestoreParams,
     run=run_task,
     prepare=prepare,
+    summarize=summarize,
     model=ModelSlot(
         folders=("facerestore_models",),
         purposes=("FaceSR",),

@@ -250,6 +250,8 @@ class TaskSpec:
     #: the `restora` subcommand; default the id
     command: str = ""
     prepare: Prepare | None = None
+    #: lines the command line prints about a result's details (the faces it found, ...)
+    summarize: Callable[[dict[str, Any]], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.mask not in MASK_MODES:

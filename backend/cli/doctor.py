@@ -28,15 +28,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="the model to measure with --remeasure (default: realesrgan-x4plus)",
     )
-    from backend.cli import _add_models_dir
+    from backend.cli.common import add_models_dir
 
-    _add_models_dir(doctor)
+    add_models_dir(doctor)
     return doctor
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from backend import __version__, paths
-    from backend.cli_batch import import_torch, status_printer
+    from backend.cli.batch import import_torch, status_printer
 
     say = status_printer(False)
     import_torch(say)
@@ -78,6 +78,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from backend.cli import _registry as registry
+    from backend.cli.common import registry
 
     return registry(args)

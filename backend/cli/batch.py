@@ -22,9 +22,9 @@ def status_printer(quiet: bool) -> Say:
 
 
 def report(src: Path, message: str, hint: str = "") -> None:
-    from backend.cli import _error
+    from backend.cli.common import error
 
-    _error(f"{src}: {message.removeprefix(f'{src.name}: ')}", hint)
+    error(f"{src}: {message.removeprefix(f'{src.name}: ')}", hint)
 
 
 def precheck(
