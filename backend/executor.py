@@ -69,6 +69,7 @@ def run_task(
         for out in result.outputs:
             if out.pixels is not None and _is_image(spec, out.name):
                 out.pixels = masking.apply_selection(out.pixels, inputs.mask, radius)
+                out.overlay = True
     return result
 
 

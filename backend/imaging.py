@@ -306,3 +306,14 @@ def split_alpha(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if alpha.min() == max_value(pixels.dtype):
         return colour, None
     return colour, alpha
+
+
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """High-quality resize: area averaging when shrinking, Lanczos when enlarging."""
+    import cv2
+
+    shrinking = width * height < pixels.shape[0] * pixels.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    channels = pixels.shape[2]
+    out = cv2.resize(pixels, (width, height), interpolation=interp)
+    return out if out.ndim == 3 else out.reshape(height, width, channels)

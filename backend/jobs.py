@@ -242,7 +242,7 @@ class JobManager:
     # - requests (any thread) -
 
     def find_model(self, name: str | None, spec: TaskSpec, slot: ModelSlot) -> ModelEntry:
-        return choose_model(spec, slot, name, self.model_entries, self._find)
+        return choose_model(spec, slot, name, self.model_entries, self._find, server=True)
 
     def _find(self, name: str) -> ModelEntry:
         with self._registry_lock:  # the first listing loads every file: only once at a time
@@ -269,7 +269,7 @@ class JobManager:
                         f"{spec.title} needs a model, and no {spec.model.folders[0]} model is "
                         "installed."
                     )
-                    info.hint = missing_model_hint(spec.model)
+                    info.hint = missing_model_hint(spec.model, server=True)
             infos.append(info)
         return infos
 

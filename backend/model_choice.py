@@ -22,6 +22,7 @@ def choose_model(
     name: str | None,
     entries: Callable[[], Iterable[ModelEntry]],
     find: Callable[[str], ModelEntry],
+    server: bool = False,
 ) -> ModelEntry:
     """The entry of model `name` for `slot`; with no name, the slot's default when it is
     installed, else the installed model that fits which the registry prefers."""
@@ -29,14 +30,16 @@ def choose_model(
         entry = default_entry(slot, entries())
         if entry is None:
             raise ModelNotFoundError(
-                f"No model for task '{spec.id}' is installed.", missing_model_hint(slot)
+                f"No model for {spec.title} is installed (it looks in {slot.folders[0]}/).",
+                missing_model_hint(slot, server),
             )
         return entry
     entry = find(name)
     if not slot_accepts(slot, entry):
         raise InvalidParameterError(
-            f"Model '{entry.name}' is a {entry.purpose or 'non-spandrel'} model in "
-            f"{entry.folder}/; task '{spec.id}' needs a {' or '.join(slot.purposes)} model here.",
+            f"Model '{entry.name}' is a {entry.purpose or 'non-spandrel'} model (in "
+            f"{entry.folder}/), which {spec.title} cannot run: it needs a "
+            f"{' or '.join(slot.purposes)} model.",
             f"`restora models list` (or GET /v1/models?task={spec.id}) lists the models.",
         )
     return entry
@@ -48,12 +51,16 @@ def default_entry(slot: ModelSlot, entries: Iterable[ModelEntry]) -> ModelEntry 
     return chosen or preferred_entry(fitting)
 
 
-def missing_model_hint(slot: ModelSlot) -> str:
+def missing_model_hint(slot: ModelSlot, server: bool = False) -> str:
     """What to install for a slot that has no model: from the shipped catalog's entries for
-    the task, or else the spec's own words."""
+    the task, or else the spec's own words; a server also needs to look again."""
     from backend.models.catalog import load_catalog
 
-    after = "then restart `restora serve` (or list GET /v1/models?refresh=true)."
+    after = (
+        "then restart `restora serve` (or list GET /v1/models?refresh=true)."
+        if server
+        else "then run the command again."
+    )
     try:
         found = load_catalog().by_task(slot.catalog_task) if slot.catalog_task else []
     except RestoraError:  # a broken RESTORA_CATALOG must not break the task list

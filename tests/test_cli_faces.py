@@ -33,7 +33,7 @@ def test_faces_of_a_real_photo_are_restored(
         "faces", src, "-o", out, "--model", "random-restoreformer", "--models-dir", models
     )
     assert result.returncode == 0, result.stderr
-    assert "face model random-restoreformer (RestoreFormer)" in result.stderr
+    assert "model random-restoreformer (RestoreFormer) on cpu" in result.stderr
     assert "score" in result.stderr and ": restored" in result.stderr
     assert "Restored 1 face." in result.stderr
     restored = np.asarray(Image.open(out))
@@ -72,7 +72,8 @@ def test_an_upscaler_is_not_a_face_model(models: Path, astronaut: np.ndarray, tm
     Image.fromarray(astronaut).save(src)
     result = restora("faces", src, "-m", "tiny-x4", "--models-dir", models)
     assert result.returncode == 2
-    assert "tiny-x4 is a SR model, not a face restoration model" in result.stderr
+    assert "'tiny-x4' is a SR model" in result.stderr
+    assert "Restore faces cannot run" in result.stderr
 
 
 def test_without_a_face_model_it_says_what_to_install(
@@ -84,5 +85,5 @@ def test_without_a_face_model_it_says_what_to_install(
     Image.fromarray(astronaut).save(src)
     result = restora("faces", src, "--models-dir", empty, env={"RESTORA_HOME": str(tmp_path)})
     assert result.returncode == 2
-    assert "No face restoration model is installed" in result.stderr
+    assert "No model for Restore faces is installed" in result.stderr
     assert "restora models download gfpgan-v1.4" in result.stderr

@@ -129,7 +129,7 @@ def test_without_a_face_model_the_error_says_what_to_install(
         c.close()
     error = r.json()["error"]
     assert r.status_code == 404 and error["code"] == "model_not_found"
-    assert "No model for task 'face-restore'" in error["message"]
+    assert "No model for Restore faces is installed" in error["message"]
     assert "facerestore_models" in error["hint"]
 
 

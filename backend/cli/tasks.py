@@ -29,7 +29,7 @@ def add_parsers(sub: Any, tasks: Any) -> None:
 def _short_help(spec: TaskSpec) -> str:
     """The help's first clause, for the list of commands."""
     first = spec.help.split(". ")[0].split(" (")[0].rstrip(".")
-    while len(first) > 70 and ", " in first:
+    while len(first) > 80 and ", " in first:
         first = first.rsplit(", ", 1)[0]
     return first[:1].lower() + first[1:]
 
@@ -246,8 +246,8 @@ class _Runner:
             say(f"loading {entry.name} ({Path(entry.path).name})...")
             model = self.store.get(entry)
             say(
-                f"model {entry.name} ({entry.architecture} x{entry.output_scale or entry.scale}) "
-                f"on {model.device.type}, {model.precision_label} ({model.precision_reason})"
+                f"model {entry.name} ({_kind(entry)}) on {model.device.type}, "
+                f"{model.precision_label} ({model.precision_reason})"
             )
 
     def run(
@@ -291,7 +291,8 @@ class _Runner:
         written = []
         for i, out in enumerate(result.outputs):
             path = output_path(dst, out.name, first=i == 0)
-            write_result(path, out.pixels, args.compress, args.quality)
+            image = over(pixels, out.pixels) if out.overlay else out.pixels
+            write_result(path, image, args.compress, args.quality)
             written.append(f"{path} ({out.pixels.shape[1]}x{out.pixels.shape[0]})")
         h, w = pixels.shape[:2]
         message = f": {result.message}" if result.message else ""
@@ -299,6 +300,32 @@ class _Runner:
             f"{src} ({w}x{h}) -> {', '.join(written)} in {bar.elapsed():.1f}s{message}",
             file=sys.stderr,
         )
+
+
+def _kind(entry: Any) -> str:
+    scale = entry.output_scale or entry.scale
+    return entry.architecture + (f" x{scale}" if scale and scale != 1 else "")
+
+
+def over(base: Any, layer: Any) -> Any:
+    """`layer` (with alpha) laid over `base`, as an editor shows it: a file of the whole image.
+
+    Where the layer is transparent the result is `base` exactly; `base` keeps its own channels
+    and alpha, and is resized first when the layer is larger (a scaled selection)."""
+    import numpy as np
+
+    from backend.imaging import max_value, resize
+
+    if layer.shape[:2] != base.shape[:2]:
+        base = resize(base, layer.shape[1], layer.shape[0])
+    top = float(max_value(base.dtype))
+    colours = base.shape[2] - (base.shape[2] in (2, 4))
+    alpha = layer[..., -1:].astype(np.float32) / top
+    top_colour = layer[..., :colours].astype(np.float32)
+    mixed = base[..., :colours] + (top_colour - base[..., :colours]) * alpha
+    out = base.copy()
+    out[..., :colours] = np.where(alpha > 0, np.rint(mixed), base[..., :colours])
+    return out
 
 
 def _stage(progress: Any) -> str:

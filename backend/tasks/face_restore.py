@@ -415,7 +415,7 @@ def run_task(ctx: TaskContext, inputs: TaskInputs, params: FaceRestoreParams) ->
     # the faces alone as a layer over the original; an upscaled background is the whole image
     pixels = result.pixels if upscaler is not None else result.layer()
     return TaskResult(
-        [Output("faces", pixels)],
+        [Output("faces", pixels, overlay=upscaler is None)],
         result.details(),
         nothing_found=result.restored_count == 0 and upscaler is None,
         message=result.message,

@@ -203,6 +203,9 @@ class Output:
     name: str
     pixels: Any
     title: str = ""
+    #: a layer over the input, transparent where nothing changed (the faces alone, a
+    #: selection): the editors add it as it is, the command line writes it over the input
+    overlay: bool = False
 
 
 @dataclass

@@ -18,7 +18,7 @@ from backend.errors import (
     InvalidParameterError,
     OutOfMemoryError,
 )
-from backend.imaging import check_size, max_value, split_alpha
+from backend.imaging import check_size, max_value, resize, split_alpha
 from backend.models.registry import DEFAULT_UPSCALE_MODEL
 from backend.models.runtime import MIN_TILE, LoadedModel
 from backend.tasks.context import CancelToken, TaskContext
@@ -219,7 +219,7 @@ def run(
                         progress=report(1, "alpha"),
                     )
                 else:
-                    up_alpha = _resize(alpha, up_colour.shape[1], up_colour.shape[0])
+                    up_alpha = resize(alpha, up_colour.shape[1], up_colour.shape[0])
             break
         except OutOfMemoryError:
             from backend.inference import free_device_memory
@@ -243,21 +243,10 @@ def run(
     if (out_w, out_h) != (result.shape[1], result.shape[0]):
         if progress:
             progress(0.999, "resizing")
-        result = _resize(result, out_w, out_h)
+        result = resize(result, out_w, out_h)
     if progress:
         progress(1.0, "done")
     return result
-
-
-def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """High-quality resize: area averaging when shrinking, Lanczos when enlarging."""
-    import cv2
-
-    shrinking = width * height < pixels.shape[0] * pixels.shape[1]
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
-    channels = pixels.shape[2]
-    out = cv2.resize(pixels, (width, height), interpolation=interp)
-    return out if out.ndim == 3 else out.reshape(height, width, channels)
 
 
 # --- the task --------------------------------------------------------------------------------
