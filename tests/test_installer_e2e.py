@@ -107,8 +107,10 @@ def test_one_command_installs_then_upgrades_in_place_then_uninstalls(tmp_path: P
         record = json.loads((restora_home / "config" / "backend.json").read_text())
         assert record["command"] == [str(venv / "bin" / "restora"), "serve"]
         assert record["env"] == {"RESTORA_HOME": str(restora_home)}
-        models = sorted(p.name for p in (restora_home / "models" / "upscale_models").iterdir())
+        folder = restora_home / "models" / "upscale_models"
+        models = sorted(p.name for p in folder.glob("*.safetensors"))
         assert len(models) == 5 and "realesrgan-x4plus.safetensors" in models
+        assert (folder / ".restora-defaults.json").is_file()  # their provenance, for the catalog
         manifest = json.loads((restora_home / "install-manifest.json").read_text())
         assert manifest["environments"] == [{"path": str(venv), "created": True}]
         assert len(manifest["plugins"]) == 3 and manifest["torch"]["variant"] == "cpu"

@@ -114,9 +114,10 @@ class Catalog:
         return list(info.params) if info is not None else []
 
     def declared_params(self) -> dict[str, set[str]]:
-        """Each task the backend runs, by name, with the names of its parameters (a task it
-        only lists comes later: its parameters are not known yet)."""
-        return {t.task.value: {p.name for p in t.params} for t in self.tasks if t.available}
+        """Each task the backend runs (or would, given a model), by name, with the names of its
+        parameters (a task it only lists comes later: its parameters are not known yet)."""
+        runs = [t for t in self.tasks if t.available or t.needs_model]
+        return {t.task.value: {p.name for p in t.params} for t in runs}
 
     def describe(self) -> str:
         """One line for the docker: version, device, models."""
