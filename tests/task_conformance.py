@@ -40,12 +40,14 @@ class TaskConformance:
     # - what a task's test class provides -
 
     @pytest.fixture(scope="class")
-    def models_dir(self, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
         """A models folder holding a model the task runs (None for a task without a model)."""
         return None
 
     @pytest.fixture(scope="class")
-    def sample(self, face_crop: np.ndarray) -> np.ndarray:
+    @classmethod
+    def sample(cls, face_crop: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(face_crop[:48, :40])
 
     def expected_channels(self, channels: int) -> int:
@@ -55,7 +57,8 @@ class TaskConformance:
     # - the machinery -
 
     @pytest.fixture(scope="class")
-    def store(self) -> ModelCache:
+    @classmethod
+    def store(cls) -> ModelCache:
         return ModelCache(device="cpu", precision="fp32", max_models=4)
 
     def run(
@@ -212,7 +215,7 @@ def _non_defaults(spec: TaskSpec) -> dict[str, Any]:
             low = info.minimum if info.minimum is not None else 0
             high = info.maximum if info.maximum is not None else low + 10
             value = low + (high - low) / 3
-            values[f.name] = int(round(value)) if f.type == "int" else round(value, 3)
+            values[f.name] = round(value) if f.type == "int" else round(value, 3)
         elif f.widget == "model":
             values[f.name] = "some-model"
         else:

@@ -1,0 +1,76 @@
+"""Every product task passes the task conformance suite (tests/task_conformance.py), each with
+a tiny random-weight model of its own saved in the users' folder layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from backend.tasks import denoise, face_restore, upscale
+from backend.tasks.registry import default_registry
+from tests.model_zoo import save_tiny
+from tests.task_conformance import TaskConformance
+
+
+def test_every_product_task_is_checked_here() -> None:
+    checked = {c.spec.id for c in TaskConformance.__subclasses__() if c.__module__ == __name__}
+    assert checked == set(default_registry().ids())
+
+
+class TestUpscale(TaskConformance):
+    spec = upscale.SPEC
+    module = "backend.tasks.upscale"
+    run_params: ClassVar[dict[str, Any]] = {"tile": 16, "overlap": 4}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp("conformance-upscale")
+        save_tiny("compact", root)
+        return root
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sample(cls, face_crop: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(face_crop[:32, :24])
+
+
+class TestDenoise(TaskConformance):
+    spec = denoise.SPEC
+    module = "backend.tasks.denoise"
+    run_params: ClassVar[dict[str, Any]] = {"tile": 16, "overlap": 4}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp("conformance-denoise")
+        save_tiny("dncnn", root)
+        return root
+
+
+class TestFaceRestore(TaskConformance):
+    spec = face_restore.SPEC
+    module = "backend.tasks.face_restore"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, face_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        import shutil
+
+        root = tmp_path_factory.mktemp("conformance-faces")
+        (root / "facerestore_models").mkdir()
+        src = face_models / "facerestore_models" / "random-restoreformer.safetensors"
+        shutil.copy(src, root / "facerestore_models" / src.name)
+        return root
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def sample(cls, astronaut: np.ndarray) -> np.ndarray:
+        """A face to restore: the astronaut at a quarter of her size (the face ~50 px)."""
+        return np.ascontiguousarray(astronaut[::4, ::4])
+
+    def expected_channels(self, channels: int) -> int:
+        return channels + (channels in (1, 3))  # a layer of the faces alone adds alpha
