@@ -158,6 +158,9 @@ class Job:
     stage: str = ""
     step: int | None = None
     steps: int | None = None
+    #: the latest intermediate image a task offered (dropped when the job ends), and its id
+    preview: np.ndarray | None = None
+    preview_id: str | None = None
     error: ErrorBody | None = None
     result: ResultInfo | None = None
     created: float = field(default_factory=time.time)
@@ -178,6 +181,7 @@ class Job:
             stage=self.stage,
             step=self.step,
             steps=self.steps,
+            preview=self.preview_id,
             position=position,
             error=self.error,
             result=self.result,
@@ -441,6 +445,17 @@ class JobManager:
                 job.result.expires = job.expires
         return pixels, status
 
+    def preview(self, job_id: str) -> np.ndarray:
+        """The latest intermediate image of a running job."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.preview is None:
+                raise JobStateError(
+                    f"Job '{job_id}' has no preview now.",
+                    "A preview exists only while a job that makes them runs; its events name it.",
+                )
+            return job.preview
+
     def counts(self) -> tuple[int, str | None]:
         with self._lock:
             return len(self._queue), self._running.id if self._running else None
@@ -466,6 +481,7 @@ class JobManager:
         job.finished = time.time()
         job.expires = job.finished + self.settings.result_ttl
         job.input = None  # the pixels are no longer needed
+        job.preview, job.preview_id = None, None
 
     # - the worker thread -
 
@@ -556,6 +572,12 @@ class JobManager:
     def _progress(self, job: Job, progress: Progress) -> None:
         now = time.monotonic()
         with self._lock:
+            if progress.preview is not None:  # an event of its own: the image changed
+                job.preview = progress.preview
+                job.preview_id = f"{job.id}-{int(now * 1000)}"
+                job.last_progress_event = now
+                self._publish(EventType.PROGRESS, job.status())
+                return
             changed = progress.stage != job.stage or progress.step != job.step
             job.progress, job.stage = progress.fraction, progress.stage
             job.step, job.steps = progress.step, progress.steps

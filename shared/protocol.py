@@ -295,6 +295,8 @@ class JobStatus(Message):
     stage: str = ""
     step: int | None = None  # tile or sampler step n of `steps` in the current stage
     steps: int | None = None
+    #: the latest intermediate image's id, while the job runs: GET /v1/jobs/{id}/preview
+    preview: str | None = None
     position: int | None = None  # jobs ahead of this one while it is queued
     error: ErrorBody | None = None
     result: ResultInfo | None = None
@@ -317,6 +319,7 @@ class JobEvent(Message):
     stage: str = ""
     step: int | None = None
     steps: int | None = None
+    preview: str | None = None
     position: int | None = None
     error: ErrorBody | None = None
     result: ResultInfo | None = None

@@ -82,6 +82,7 @@ def _faces_oom_always(ctx, inputs, params):
 @dataclass
 class SplitParams:
     gain: float = param(1.0, "Gain", minimum=0.0, maximum=4.0, step=0.1)
+    hold: float = param(0.0, "Hold", minimum=0.0, maximum=10.0, unit="s")
 
 
 def _split(ctx, inputs, params: SplitParams) -> TaskResult:
@@ -89,6 +90,12 @@ def _split(ctx, inputs, params: SplitParams) -> TaskResult:
     image = inputs.image
     top = 65535 if image.dtype == np.uint16 else 255
     bright = np.clip(image.astype(np.float32) * params.gain, 0, top).astype(image.dtype)
+    ctx.preview(bright, "splitting")  # an intermediate image, as a sampler offers one
+    if params.hold:  # long enough for a client to fetch the preview while the job runs
+        deadline = time.monotonic() + params.hold
+        while time.monotonic() < deadline and not ctx.cancelled:
+            time.sleep(0.01)
+    ctx.check_cancel()
     ctx.step(1, 2, "splitting")
     inverse = (top - image).astype(image.dtype)
     ctx.step(2, 2, "splitting")

@@ -94,6 +94,24 @@ def test_a_job_with_two_outputs_returns_both_each_with_its_placement(client: Cli
     assert r.status_code == 404 and "bright, inverse" in r.json()["error"]["hint"]
 
 
+def test_a_running_job_offers_its_preview(client: Client) -> None:
+    image = random_image(16, 16, seed=4)
+    job = client.submit(image, task="test-split", model=None, params={"gain": 2.0, "hold": 3.0})
+    events = client.events(lambda e: e["job"] == job["id"] and e.get("preview"), timeout=20)
+    preview_id = next(e["preview"] for e in events if e["job"] == job["id"] and e["preview"])
+    assert preview_id.startswith(job["id"])
+    r = client.http.get(f"/v1/jobs/{job['id']}/preview")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    from backend.imaging import decode
+
+    expected = np.clip(image.astype(np.float32) * 2, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(decode(r.content), expected)
+    client.http.post(f"/v1/jobs/{job['id']}/cancel")
+    assert client.wait(job["id"])["state"] == "cancelled"
+    r = client.http.get(f"/v1/jobs/{job['id']}/preview")  # gone with the job's end
+    assert r.status_code == 409
+
+
 def test_a_client_of_another_protocol_is_told_which_side_to_update(client: Client) -> None:
     image_id = client.upload(random_image(8, 8))
     body = {"task": "upscale", "image": image_id, "protocol_version": 1}

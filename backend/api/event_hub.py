@@ -65,6 +65,7 @@ class EventHub:
                 stage=status.stage,
                 step=status.step,
                 steps=status.steps,
+                preview=status.preview,
                 position=status.position,
                 error=status.error,
                 result=status.result,

@@ -171,3 +171,21 @@ def get_result(
     if transport.choose_format(request, image_format) == "raw":
         return transport.raw_response(pixels)
     return transport.png_response(pixels, settings.png_compress_level)
+
+
+_PREVIEW_CONTENT = {
+    "content": {PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    "description": "the latest intermediate image, as PNG",
+}
+
+
+@router.get(
+    "/jobs/{job_id}/preview",
+    response_class=Response,
+    responses={200: _PREVIEW_CONTENT, **_JOB_STATE_ERRORS},
+    summary="The latest preview of a running job",
+)
+def get_preview(job_id: JobId, jobs: JobsDep) -> Response:
+    """An intermediate image a running task offered (a diffusion step, say), as a quick PNG;
+    the job's progress events carry the id of the latest in `preview`."""
+    return transport.png_response(jobs.preview(job_id), 1)
