@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend.tasks.registry import default_registry
 
     try:
-        task = getattr(args, "task", None)
+        task = getattr(args, "task_command", None)
         if task is not None:
             from backend.cli.tasks import cmd_task
 

@@ -23,7 +23,7 @@ def add_parsers(sub: Any, tasks: Any) -> None:
     for spec in tasks:
         parser = sub.add_parser(spec.cli_name, help=_short_help(spec), description=spec.help)
         add_task_arguments(parser, spec)
-        parser.set_defaults(task=spec.id)
+        parser.set_defaults(task_command=spec.id)
 
 
 def _short_help(spec: TaskSpec) -> str:
