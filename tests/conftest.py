@@ -10,6 +10,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: test files by what they need, for `-m` (markers are registered in pyproject.toml)
+EDITOR_TESTS = ("krita/", "test_gimp_e2e.py", "test_gimp_dialog.py")
+SLOW_TESTS = ("test_readme_setup.py", "test_installer_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.path)).relative_to(REPO / "tests").as_posix()
+        if where.startswith(EDITOR_TESTS[0]) or where in EDITOR_TESTS[1:]:
+            item.add_marker(pytest.mark.editors)
+        if where in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def restora_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
