@@ -44,7 +44,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = EventHub(settings.event_history)
     hub.bind(asyncio.get_running_loop())
     registry = Registry(paths.models_dirs(settings.models_dirs))
-    cache = ModelCache(settings.device, settings.precision, settings.max_loaded_models)
+    cache = ModelCache(
+        settings.device,
+        settings.precision,
+        settings.max_loaded_models,
+        device_budget_bytes=settings.model_device_bytes or None,
+        host_budget_bytes=settings.model_host_bytes or None,
+    )
     manager = JobManager(settings, registry, cache, hub.publish, app.state.tasks)
     app.state.hub = hub
     app.state.images = ImageStore(settings.image_memory_bytes, settings.image_ttl)

@@ -89,14 +89,17 @@ def _attempt(
     ctx.progress(0.0, "loading model")
     try:
         with models.pinned(*entries.values()):
+            # a model the store cannot fit even with everything else unloaded is refused here,
+            # with what it needs: that is final, not a reason to retry
             for key, entry in entries.items():
                 ctx.check_cancel()
                 inputs.models[key] = models.get(entry)
             ctx.check_cancel()
-            return spec.run(ctx, inputs, params)
-    except OutOfMemoryError as exc:
-        log.info("%s: %s", spec.id, exc.message)
-        return None
+            try:
+                return spec.run(ctx, inputs, params)
+            except OutOfMemoryError as exc:
+                log.info("%s: %s", spec.id, exc.message)
+                return None
     finally:
         inputs.models = {}  # the store owns the models: a finished run holds none of them
 

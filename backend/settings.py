@@ -81,6 +81,9 @@ class Settings:
     image_memory_bytes: int = 2 * GiB
     #: loaded models kept at most; fewer when device memory runs short
     max_loaded_models: int = 3
+    #: bytes the loaded models may take on the device and in host memory (0: what is free)
+    model_device_bytes: int = 0
+    model_host_bytes: int = 0
     #: PNG results: 1 is several times faster than 6 and barely larger for photos
     png_compress_level: int = 1
     #: events kept for clients that reconnect with Last-Event-ID

@@ -162,3 +162,17 @@ def test_out_of_memory_leaves_no_model_alive(face_server: fx.LiveServer) -> None
         assert manager.models.loaded_names() == []
     finally:
         c.close()
+
+
+def test_a_model_beyond_the_memory_budget_is_refused_with_what_it_needs(
+    tiny_models: fx.ModelsSetup,
+) -> None:
+    settings = fx.test_settings(tiny_models, model_device_bytes=4096, model_host_bytes=4096)
+    with fx.live_server(settings) as live:
+        c = Client(live.url, "budget")
+        try:
+            status = c.wait(c.submit(random_image(8, 8))["id"])
+        finally:
+            c.close()
+    assert status["state"] == "failed" and status["error"]["code"] == "out_of_memory"
+    assert "MB" in status["error"]["message"], status["error"]
