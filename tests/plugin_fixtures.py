@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from plugin.common.editor import NewLayer
 from plugin.common.errors import PluginError
 from plugin.common.job_runner import JobResult
 from plugin.common.pixels import PixelBuffer
@@ -50,6 +51,8 @@ def to_array(buffer: PixelBuffer) -> np.ndarray:
 class FakeLayer:
     name: str
     pixels: np.ndarray  # (H, W, C), the canvas's size, wire channel order
+    #: a group's layers, top to bottom
+    children: list[FakeLayer] = field(default_factory=list)
 
 
 class FakeEditor:
@@ -97,16 +100,25 @@ class FakeEditor:
     def is_alive(self) -> bool:
         return self.alive
 
-    def add_layer(self, name: str, pixels: PixelBuffer, at: Bounds) -> None:
+    def _canvas_layer(self, pixels: PixelBuffer, at: Bounds) -> np.ndarray:
         layer = np.zeros_like(self.image)
         patch = to_array(pixels)
         assert patch.shape[2] == layer.shape[2], "the flow must match the document's channels"
         inside = at.clipped(self.canvas())
         layer[inside.y:inside.bottom, inside.x:inside.right] = patch[
             inside.y - at.y:inside.bottom - at.y, inside.x - at.x:inside.right - at.x]
+        return layer
+
+    def add_layer(self, name: str, pixels: PixelBuffer, at: Bounds) -> None:
         index = self.layers.index(self.source) + 1
-        self.layers.insert(index, FakeLayer(name, layer))
+        self.layers.insert(index, FakeLayer(name, self._canvas_layer(pixels, at)))
         self.log.append(("add_layer", (name, at, self._group)))
+
+    def add_layers(self, group: str, layers: list[NewLayer]) -> None:
+        children = [FakeLayer(n.name, self._canvas_layer(n.pixels, n.at)) for n in layers]
+        index = self.layers.index(self.source) + 1
+        self.layers.insert(index, FakeLayer(group, np.zeros_like(self.image), children))
+        self.log.append(("add_layers", (group, [n.name for n in layers], self._group)))
 
     def scale_canvas(self, size: Extent) -> None:
         for layer in self.layers:

@@ -65,10 +65,13 @@ class Session:
 def session(display: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     root = tmp_path_factory.mktemp("gimp-dialog-models")
     save_tiny("compact", root)
+    save_tiny("dncnn", root)  # Denoise available: GIMP registers restora-denoise
     setup = ModelsSetup(root, tmp_path_factory.mktemp("gimp-dialog-home"))
     with live_server(test_settings(setup)) as backend, \
             gimp_home_with_plugin(gimp_root()) as home:
-        env = {"RESTORA_E2E_URL": backend.url, "RESTORA_E2E_MODEL": MODEL,
+        # RESTORA_URL: GIMP's first start asks this backend for its tasks (no cache yet)
+        env = {"RESTORA_URL": backend.url, "RESTORA_E2E_URL": backend.url,
+               "RESTORA_E2E_MODEL": MODEL,
                "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}"}
         yield Session(home, env, display)
 
@@ -111,26 +114,52 @@ def interactive(session: Session) -> dict[str, Any]:
 def test_restore_dialog_lists_models_and_stores_choices(results: dict[str, Any]) -> None:
     seen = results["restore"]
     assert seen["status"].startswith("Connected: Restora")
-    assert seen["models"] == [f"Default ({MODEL})", MODEL]
+    # the upscale task takes restoration models too (its purposes), so tiny-dncnn is listed
+    assert seen["models"] == [f"Default ({MODEL})", MODEL, "tiny-dncnn"]
+    assert seen["tasks"][:2] == ["Upscale", "Denoise"]  # the backend's tasks, in its order
     # the task's options from the backend, less those a selection restore never sends
-    assert seen["form"] == ["overlap", "alpha"]
-    assert seen["token_hidden"]
-    assert "overlap must be a whole number" in seen["error_shown"]
+    assert seen["form"] == ["tile", "overlap", "alpha"]
+    assert seen["token_hidden"] and seen["feather_auto"]
     assert seen["ok"] is True
     assert seen["model"] == MODEL
     assert seen["options"] == '{"overlap": 16}'
+    assert seen["feather"] == 6.5 and seen["padding"] == -1  # the toggle, not a label's -1
 
 
 def test_upscale_dialog_form(results: dict[str, Any]) -> None:
     seen = results["upscale"]
-    assert seen["form"] == ["width", "overlap", "alpha"]  # scale and tile have own fields
+    assert seen["form"] == ["scale", "width", "tile", "overlap", "alpha"]
+    scale = seen["scale"]
+    assert scale["widget"] == "SpinButton" and (scale["lower"], scale["upper"]) == (0.05, 16.0)
+    assert scale["step"] == 0.5 and scale["default_toggle"] == ["the model's own", True]
+    assert scale["label"] == "Scale" and "larger" in scale["tooltip"]
+    tile = seen["tile"]
+    assert (tile["lower"], tile["upper"], tile["step"], tile["digits"]) == (0.0, 8192.0, 32.0, 0)
+    assert tile["default_toggle"] == ["automatic (from free memory)", True] and tile["advanced"]
+    assert seen["alpha"] == ["through the model", "resized only"]
     assert seen["ok"] is False
+
+
+def test_denoise_dialog_has_the_specs_ranges(results: dict[str, Any]) -> None:
+    seen = results["denoise"]
+    assert seen["title"] == "Restora: Denoise"
+    assert seen["models"] == ["Default (tiny-dncnn)", "tiny-dncnn"]
+    strength = seen["strength"]
+    assert strength["widget"] == "Scale"  # widget "slider" in the spec
+    assert (strength["lower"], strength["upper"], strength["step"]) == (0.0, 1.0, 0.05)
+    assert strength["digits"] == 2 and "default_toggle" not in strength
+    assert seen["noise_level"]["shown"] and seen["noise_level"]["upper"] == 255.0
+    assert not seen["jpeg_quality"]["shown"]  # FBCNN's, hidden for a DnCNN model
+    assert seen["tile"]["advanced"]
+    assert seen["ok"] is True and seen["options"] == '{"strength": 0.25}'
 
 
 def test_dialog_with_the_backend_down_says_how_to_start_it(results: dict[str, Any]) -> None:
     seen = results["backend_down"]
     assert "not running" in seen["status"] and "restora serve" in seen["status"]
     assert seen["models"] == ["Default"]
+    # the form from the cached task list while no backend answers
+    assert seen["form_before_backend"] == ["scale", "width", "tile", "overlap", "alpha"]
 
 
 def test_error_box_in_plain_words(results: dict[str, Any]) -> None:

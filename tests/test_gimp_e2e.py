@@ -6,12 +6,15 @@ batch mode calls the procedures non-interactively with arguments (tests/gimp/*_b
 writes what it finds as JSON, which these tests check: a selection restored as a feathered,
 aligned layer transparent outside the selection, an upscale that scales the image with GIMP
 and adds the layer on top, 16-bit and grayscale images, a new image, errors in plain words,
-and a job cancelled on the backend when GIMP kills the plug-in (its progress-bar Cancel).
+a job cancelled on the backend when GIMP kills the plug-in (its progress-bar Cancel), the
+procedures registered from the backend's task list, a task with two outputs placed as one
+layer group, and Denoise as a procedure of its own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -34,11 +37,16 @@ tiny_models, face_server = fx.tiny_models, fx.face_server  # a second backend, w
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def backend(tmp_path_factory: pytest.TempPathFactory, face_models: Path) -> Iterator[LiveServer]:
+    """Every product task available: an upscaler, a restoration model, a face model."""
     root = tmp_path_factory.mktemp("gimp-models")
     save_tiny("compact", root)  # x4, adds the nearest-upscaled input: results resemble it
+    save_tiny("dncnn", root)
+    (root / "facerestore_models").mkdir()
+    face = face_models / "facerestore_models" / f"{fx.FACE_MODEL}.safetensors"
+    shutil.copy(face, root / "facerestore_models" / face.name)
     setup = ModelsSetup(root, tmp_path_factory.mktemp("gimp-home"))
-    with live_server(test_settings(setup)) as live:
+    with live_server(test_settings(setup, precision="fp32")) as live:
         yield live
 
 
@@ -52,7 +60,9 @@ def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
 def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
         astronaut: np.ndarray) -> dict[str, str]:
     (gimp_home.on_host / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
-    return {"RESTORA_E2E_URL": backend.url, "RESTORA_E2E_MODEL": MODEL,
+    # RESTORA_URL: GIMP's first start asks this backend for its tasks (no cache yet)
+    return {"RESTORA_URL": backend.url, "RESTORA_E2E_URL": backend.url,
+            "RESTORA_E2E_MODEL": MODEL,
             "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}",
             "RESTORA_E2E_FACE_URL": face_server.url, "RESTORA_E2E_FACE_MODEL": fx.FACE_MODEL,
             "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba"}
@@ -248,3 +258,53 @@ def test_no_face_adds_nothing_and_says_so(results: dict[str, Any]) -> None:
     call = succeeded(found)
     assert call["layer"] is None and found["layer_count"] == 1
     assert "No face found in the image." in results["_log"]
+
+
+def test_procedures_come_from_the_backends_task_list(results: dict[str, Any],
+                                                     gimp_home: GimpHome) -> None:
+    found = case(results, "procedures")
+    assert found["labels"] == {
+        "restora-restore-selection": "Restore _selection...",
+        "restora-upscale-image": "Upscale...",  # the name scripts know, the backend's title
+        "restora-face-restore": "Restore faces...",
+        "restora-denoise": "Denoise...",
+        "restora-test-split": "Split (test)...",
+    }
+    assert found["missing"] == ["restora-upscale", "restora-colorize"]
+    cached = (gimp_home.on_host / ".config" / "GIMP" / "3.0" / "restora-tasks.json")
+    assert "test-split" in cached.read_text()  # beside the settings, for the next start
+
+
+def test_two_outputs_arrive_as_one_group_of_two_layers(results: dict[str, Any],
+                                                       gimp_home: GimpHome) -> None:
+    found = case(results, "split")
+    call = succeeded(found)
+    assert call["layer"] == "Split (test)"  # the group, named after the task
+    assert [la["name"] for la in found["layers"]] == ["Split (test)", "Source"]
+    assert found["group"] and found["children"] == ["Brighter", "Inverse"]  # in that order
+    source = np.frombuffer(bytes.fromhex(found["source"]), np.uint8).reshape(12, 16, 4)
+    bright, inverse = (np.frombuffer(bytes.fromhex(h), np.uint8).reshape(12, 16, 4)
+                       for h in found["child_pixels"])
+    colour = source[..., :3].astype(np.float32)
+    np.testing.assert_array_equal(bright[..., :3], np.clip(colour * 2.0, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(inverse[..., :3], 255 - source[..., :3])
+
+
+def test_denoise_procedure_adds_a_layer(results: dict[str, Any], backend: LiveServer) -> None:
+    found = case(results, "denoise")
+    call = succeeded(found)
+    assert call["layer"] == "Denoise - tiny-dncnn"
+    assert [la["name"] for la in found["layers"]] == [call["layer"], "Source"]
+    new = found["layers"][0]
+    assert (new["x"], new["y"], new["width"], new["height"]) == (0, 0, 24, 20)
+    assert found["image_size"] == [24, 20] and found["source_unchanged"]
+    source = np.frombuffer(bytes.fromhex(found["source"]), np.uint8).reshape(20, 24, 4)
+    client = fx.Client(backend.url)  # the same job straight to the backend
+    try:
+        job = client.submit(source, task="denoise", model="tiny-dncnn")
+        assert client.wait(job["id"])["state"] == "finished"
+        expected = client.result(job["id"])
+    finally:
+        client.close()
+    layer = np.frombuffer(bytes.fromhex(found["layer_pixels"]), np.uint8).reshape(20, 24, 4)
+    np.testing.assert_array_equal(layer, expected)

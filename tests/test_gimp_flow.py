@@ -19,12 +19,12 @@ import httpx
 import numpy as np
 import pytest
 
+from plugin.common import task_cache
 from plugin.common.errors import BackendUnavailable, NothingSelected, PluginError
 from plugin.common.settings import Settings
 from plugin.gimp.flow import run_action
-from plugin.gimp.procedures import BY_NAME, Action, build_settings
+from plugin.gimp.procedures import Action, build_settings, spec_for
 from shared.geometry import Bounds
-from shared.protocol import Task
 from tests import server_fixtures as fx
 from tests.plugin_fixtures import FakeEditor, checker
 from tests.server_fixtures import free_port
@@ -43,8 +43,8 @@ class Sink:
         self.threads.add(threading.current_thread().name)
 
 
-def settings_for(url: str, spec: str, **values: object) -> tuple[Settings, Task]:
-    return build_settings(BY_NAME[spec], {"backend-url": url, **values}, Settings(), {})
+def settings_for(url: str, spec: str, **values: object) -> tuple[Settings, str]:
+    return build_settings(spec_for(spec, []), {"backend-url": url, **values}, Settings(), {})
 
 
 def selected(height: int, width: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -58,6 +58,7 @@ def test_restore_selection_on_the_calling_thread(server: fx.LiveServer) -> None:
     editor = FakeEditor(checker(width=64, height=48), selected(48, 64, (20, 12, 24, 16)))
     settings, task = settings_for(server.url, "restora-restore-selection", model="tiny-x2",
                                   feather=4.0)
+    assert task == ""  # no task given: the backend's first, which is upscale
     sink = Sink()
     name = run_action(Action.RESTORE, editor, settings, task, sink)
     assert name == "Upscale selection - tiny-x2"
@@ -74,8 +75,9 @@ def test_restore_selection_on_the_calling_thread(server: fx.LiveServer) -> None:
 def test_upscale_scales_the_document_in_one_undo_group(server: fx.LiveServer) -> None:
     editor = FakeEditor(checker(width=32, height=24))
     settings, task = settings_for(server.url, "restora-upscale-image", model="tiny-x4",
-                                  scale=2.0)
-    name = run_action(Action.UPSCALE, editor, settings, task, Sink())
+                                  options='{"scale": 2.0}')
+    assert task == "upscale"
+    name = run_action(Action.TASK, editor, settings, task, Sink())
     assert name == "Upscale x2 - tiny-x4"
     assert editor.canvas().width == 64 and editor.canvas().height == 48
     group = "Upscale x2 - tiny-x4"
@@ -85,18 +87,30 @@ def test_upscale_scales_the_document_in_one_undo_group(server: fx.LiveServer) ->
 
 
 def test_task_procedure_without_selection_runs_on_the_whole_layer(
-        server: fx.LiveServer) -> None:
+        server: fx.LiveServer, tmp_path: Path) -> None:
     editor = FakeEditor(checker(width=16, height=16))
-    settings, task = settings_for(server.url, "restora-restore-selection", model="tiny-x2")
-    run_action(Action.TASK, editor, settings, task, Sink())
+    settings, task = settings_for(server.url, "restora-upscale-image", model="tiny-x2")
+    cache = str(tmp_path / task_cache.FILE_NAME)
+    run_action(Action.TASK, editor, settings, task, Sink(), tasks_path=cache)
     assert editor.canvas().width == 32  # prepare_task: no selection, the whole image
+    # the run cached the backend's tasks: GIMP registers them at its next start
+    assert "test-split" in [t.task for t in task_cache.load(cache)]
+
+
+def test_several_outputs_become_a_group(server: fx.LiveServer) -> None:
+    editor = FakeEditor(checker(width=16, height=12))
+    settings, task = settings_for(server.url, "restora-test-split")
+    name = run_action(Action.TASK, editor, settings, task, Sink())
+    assert name == "Split (test)"
+    assert editor.log == [("add_layers", (name, ["Brighter", "Inverse"], name)),
+                          ("undo_group", name)]
 
 
 @pytest.mark.parametrize(("spec", "action", "values", "error", "words"), [
-    ("restora-colorize", Action.TASK, {}, PluginError, "cannot 'Colorize' yet"),
+    ("restora-colorize", Action.TASK, {}, PluginError, "does not run 'Colorize'"),
     ("restora-face-restore", Action.TASK, {}, PluginError,
-     "no model for 'Restore faces'. Put a GFPGAN, CodeFormer or RestoreFormer model"),
-    ("restora-upscale-image", Action.UPSCALE, {"model": "nope"}, PluginError,
+     "Restore faces needs a model, and none is installed. Put a face model"),
+    ("restora-upscale-image", Action.TASK, {"model": "nope"}, PluginError,
      "no model called 'nope'"),
     ("restora-restore-selection", Action.RESTORE, {}, NothingSelected, "Nothing is selected"),
 ])
@@ -114,7 +128,7 @@ def test_backend_down_says_how_to_start_it() -> None:
     editor = FakeEditor(checker(width=16, height=16))
     settings, task = settings_for(f"http://127.0.0.1:{free_port()}", "restora-upscale-image")
     with pytest.raises(BackendUnavailable) as caught:
-        run_action(Action.UPSCALE, editor, settings, task, Sink())
+        run_action(Action.TASK, editor, settings, task, Sink())
     assert "restora serve" in caught.value.text
     assert editor.log == []
 
@@ -126,12 +140,12 @@ KILLED_PLUGIN = textwrap.dedent("""
     from plugin.common.pixels import PixelBuffer
     from plugin.gimp.flow import run_job
     from shared.geometry import Bounds, Extent
-    from shared.protocol import PixelFormat, Task
+    from shared.protocol import PixelFormat
 
     size = 256
     pixels = PixelBuffer(bytes(range(256)) * (size * size * 4 // 256),
                          PixelFormat(size, size, 4, 8))
-    job = JobInput(Task.UPSCALE, pixels, Bounds(0, 0, size, size), Extent(size, size),
+    job = JobInput("upscale", pixels, Bounds(0, 0, size, size), Extent(size, size),
                    model="tiny-x2", params={"tile": 16, "overlap": 8})
 
     class Sink:

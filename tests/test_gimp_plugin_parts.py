@@ -17,34 +17,53 @@ import pytest
 from plugin.common.settings import DEFAULT_URL, Settings
 from plugin.gimp import option_form, store
 from plugin.gimp.procedures import (
-    BY_NAME,
-    PROCEDURES,
+    TASK_ARGUMENTS,
     Action,
     BadArgument,
     build_settings,
+    procedure_name,
+    procedures,
+    spec_for,
+    task_of,
 )
-from shared.protocol import ParamInfo, Task
+from shared.protocol import ParamInfo, TaskInfo
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "installer"))
 import gimp_plugin as installer  # noqa: E402
 
-UPSCALE = BY_NAME["restora-upscale-image"]
-RESTORE = BY_NAME["restora-restore-selection"]
+TASKS = [
+    TaskInfo("denoise", True, title="Denoise", order=30),
+    TaskInfo("upscale", True, title="Upscale", order=10, resizes=True),
+    TaskInfo("face-restore", False, title="Restore faces", order=20),
+    TaskInfo("test-split", True, title="Split (test)", order=901),
+]
+PROCEDURES = procedures(TASKS)
+UPSCALE = spec_for("restora-upscale-image", TASKS)
+RESTORE = spec_for("restora-restore-selection", TASKS)
 
 
 # --- procedures and arguments ---
 
 
-def test_every_task_has_a_procedure() -> None:
-    names = [spec.name for spec in PROCEDURES]
-    assert len(names) == len(set(names))
-    assert all(name.startswith("restora-") for name in names)
-    tasks = {spec.task for spec in PROCEDURES if spec.action == Action.TASK}
-    assert tasks | {Task.UPSCALE} == set(Task)
-    assert UPSCALE.action == Action.UPSCALE and RESTORE.action == Action.RESTORE
-    choice = RESTORE.argument("task")
-    assert choice is not None and [c[0] for c in choice.choices] == [t.value for t in Task]
+def test_procedures_come_from_the_task_list_in_order() -> None:
+    assert [(spec.name, spec.title) for spec in PROCEDURES] == [
+        ("restora-restore-selection", "Restore selection"),
+        ("restora-upscale-image", "Upscale"),  # the name scripts know
+        ("restora-denoise", "Denoise"),
+        ("restora-test-split", "Split (test)"),
+    ]  # face-restore is not available: not registered
+    assert UPSCALE.action == Action.TASK and UPSCALE.task == "upscale"
+    assert RESTORE.action == Action.RESTORE and RESTORE.task == ""
+    assert procedure_name("face-restore") == "restora-face-restore"
+    assert task_of("restora-upscale-image") == "upscale"
+    assert task_of("restora-restore-selection") is None and task_of("gimp-x") is None
+    # a task gone from the cache since GIMP started still has its procedure's spec
+    gone = spec_for("restora-face-restore", [])
+    assert gone.task == "face-restore" and gone.title == "Face restore"
+    assert procedures([]) == [RESTORE]  # nothing cached yet: Restore selection alone
+    with pytest.raises(KeyError):
+        spec_for("restora-restore-selection-x!", TASKS)
 
 
 def test_arguments_are_well_formed() -> None:
@@ -52,34 +71,36 @@ def test_arguments_are_well_formed() -> None:
         arg_names = [a.name for a in spec.arguments]
         assert len(arg_names) == len(set(arg_names)), spec.name
         assert {"model", "options", "backend-url", "token"} <= set(arg_names), spec.name
+        if spec.action == Action.TASK:  # the same for every task: GIMP checks them
+            assert spec.arguments == TASK_ARGUMENTS
         for arg in spec.arguments:
-            assert arg.kind in ("string", "int", "double", "boolean", "choice")
+            assert arg.kind in ("string", "int", "double", "boolean")
             if arg.kind in ("int", "double"):
                 assert arg.minimum <= arg.default <= arg.maximum, arg
             assert arg.name == arg.name.lower() and "_" not in arg.name  # GIMP's names
+            assert ":" not in arg.nick and "automatic" not in arg.nick  # no magic values
 
 
 def test_upscale_arguments_become_settings() -> None:
-    values = {"backend-url": "127.0.0.1:9000", "model": " tiny-x4 ", "scale": 2.0, "tile": 0,
+    values = {"backend-url": "127.0.0.1:9000", "model": " tiny-x4 ",
               "options": '{"overlap": 8, "scale": 3}', "new-image": True,
               "sample-merged": True}
     settings, task = build_settings(UPSCALE, values, Settings(), {})
-    assert task == Task.UPSCALE
+    assert task == "upscale"
     assert settings.backend_url == "http://127.0.0.1:9000"
-    assert settings.model_for(Task.UPSCALE) == "tiny-x4"
-    # the typed scale wins over the one in `options`; tile 0 means "automatic": not sent
-    assert settings.options_for(Task.UPSCALE) == {"overlap": 8, "scale": 2.0}
+    assert settings.model_for("upscale") == "tiny-x4"
+    assert settings.options_for("upscale") == {"overlap": 8, "scale": 3}
     assert settings.upscale_into == "document" and settings.source == "projection"
 
 
 def test_restore_arguments_become_settings() -> None:
-    values = {"task": "upscale", "model": "", "feather": -1.0, "padding": 24, "tile": 64,
-              "options": ""}
+    values = {"task": "upscale", "model": "", "feather": -1.0, "padding": 24,
+              "options": '{"tile": 64, "scale": 2}'}
     settings, task = build_settings(RESTORE, values, Settings(), {})
-    assert task == Task.UPSCALE and settings.task == "upscale"
-    assert settings.model_for(Task.UPSCALE) is None  # the backend's default
+    assert task == "upscale" and settings.task == "upscale"
+    assert settings.model_for("upscale") is None  # the backend's default
     assert settings.feather is None and settings.padding == 24
-    assert settings.options_for(Task.UPSCALE, in_place=True) == {"tile": 64}
+    assert settings.options_for("upscale", in_place=True) == {"tile": 64}
     settings, _ = build_settings(RESTORE, {"feather": 0.0, "padding": -1}, Settings(), {})
     assert settings.feather == 0.0 and settings.padding is None  # 0: a hard edge
 
@@ -101,7 +122,7 @@ def test_address_comes_from_argument_then_environment_then_stored() -> None:
     (UPSCALE, {"options": "{overlap: 8"}, "not valid JSON"),
     (UPSCALE, {"options": "[1, 2]"}, "JSON object"),
     (UPSCALE, {"backend-url": "ftp://x"}, "not a backend address"),
-    (RESTORE, {"task": "paint-a-cat"}, "not a Restora task"),
+    (RESTORE, {"task": "Paint a cat!"}, "not a Restora task id"),
 ])
 def test_bad_arguments_are_named(spec, values, words) -> None:
     with pytest.raises(BadArgument) as caught:
@@ -111,15 +132,30 @@ def test_bad_arguments_are_named(spec, values, words) -> None:
 
 # --- the option form ---
 
-OVERLAP = ParamInfo("overlap", "int", 32)
-ALPHA = ParamInfo("alpha", "str", "model", choices=["model", "resize"])
-SCALE = ParamInfo("scale", "float", None, optional=True)
+OVERLAP = ParamInfo("overlap", "int", 32, label="Tile overlap", minimum=0, maximum=256,
+                    step=8, unit="px")
+ALPHA = ParamInfo("alpha", "str", "model", choices=["model", "resize"],
+                  choice_labels=["through the model", "resized only"])
+SCALE = ParamInfo("scale", "float", None, optional=True, minimum=0.05, maximum=16, step=0.5,
+                  none_label="the model's own")
+STRENGTH = ParamInfo("strength", "float", 1.0, minimum=0.0, maximum=1.0, step=0.05,
+                     widget="slider")
 FLAG = ParamInfo("fast", "bool", False)
 
 
-def test_form_shows_only_untyped_params() -> None:
-    shown = option_form.form_params([SCALE, OVERLAP, ALPHA], {"scale", "tile"})
-    assert shown == [OVERLAP, ALPHA]
+def test_form_ranges_and_choices_come_from_the_spec() -> None:
+    assert option_form.form_params([SCALE, OVERLAP, ALPHA], {"scale"}) == [OVERLAP, ALPHA]
+    assert option_form.number_range(OVERLAP) == (0.0, 256.0, 8.0)
+    assert option_form.number_range(STRENGTH) == (0.0, 1.0, 0.05)
+    assert option_form.digits(OVERLAP) == 0 and option_form.digits(STRENGTH) == 2
+    assert option_form.digits(SCALE) == 2
+    assert option_form.is_number(SCALE) and not option_form.is_number(ALPHA)
+    items = option_form.choice_items(ALPHA)
+    assert [label for _, label in items] == ["through the model", "resized only"]
+    assert option_form.choice_value(ALPHA, items[1][0]) == "resize"
+    optional = ParamInfo("mode", "str", None, optional=True, choices=["a"], none_label="auto")
+    assert option_form.choice_items(optional)[0] == ("", "auto")
+    assert option_form.choice_value(optional, "") is None
 
 
 def test_form_values_parse_and_merge_back() -> None:
@@ -127,7 +163,7 @@ def test_form_values_parse_and_merge_back() -> None:
     assert option_form.parse_value(OVERLAP, "") is None
     assert option_form.parse_value(SCALE, "1.5") == 1.5
     assert option_form.parse_value(FLAG, "yes") is True
-    with pytest.raises(BadArgument, match="overlap must be a whole number"):
+    with pytest.raises(BadArgument, match="Tile overlap must be a whole number"):
         option_form.parse_value(OVERLAP, "lots")
     with pytest.raises(BadArgument, match="choices"):
         option_form.parse_value(ALPHA, "magic")
@@ -136,7 +172,8 @@ def test_form_values_parse_and_merge_back() -> None:
     # the default is left out, a key the form does not show is kept
     assert json.loads(merged) == {"alpha": "resize", "strength": 0.3}
     assert option_form.merge_options("", [OVERLAP], {"overlap": None}) == ""
-    assert option_form.display_text(OVERLAP, json.loads(old)) == "8"
+    assert option_form.current(OVERLAP, json.loads(old)) == 8
+    assert option_form.current(SCALE, {}) is None
     assert option_form.parse_options("{broken") == {}
 
 
@@ -191,14 +228,14 @@ def test_build_is_self_contained(tmp_path: Path) -> None:
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import restora_lib.gimp.flow, restora_lib.gimp.procedures as p;"
         "import restora_lib.common.client as c, restora_lib.shared.protocol as sp;"
-        "assert c.Task is sp.Task;"
+        "assert c.TaskInfo is sp.TaskInfo;"
         "heavy = [m for m in sys.modules if m.split('.')[0] in "
         "('numpy', 'torch', 'pydantic', 'plugin', 'shared', 'backend')];"
-        "print(len(p.PROCEDURES), heavy)")
+        "print(len(p.procedures([sp.TaskInfo('upscale', True)])), heavy)")
     done = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(len(PROCEDURES)), "[]"]
+    assert done.stdout.split() == ["2", "[]"]
 
 
 def test_install_replaces_and_uninstall_removes(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from plugin.common.launcher import BackendCommand, BackendNotInstalled, BackendS
 from plugin.common.settings import Settings
 from plugin.gimp.flow import autostart_available, run_action
 from plugin.gimp.procedures import Action
-from shared.protocol import Task
 from tests.plugin_fixtures import FakeEditor, checker, clean_environment
 from tests.server_fixtures import free_port, make_tiny_model
 
@@ -232,7 +231,7 @@ def test_gimp_starts_the_backend_when_a_command_runs(
 
     with stopped_at_end() as pids:
         try:
-            name = run_action(Action.UPSCALE, editor, settings, Task.UPSCALE, Sink())
+            name = run_action(Action.TASK, editor, settings, "upscale", Sink())
         finally:
             pids += [p.pid for p in launcher._spawned]
         assert name.startswith("Upscale x2 - tiny-x2")

@@ -14,7 +14,7 @@ from plugin.common.client import Client
 from plugin.common.connection import Connection, ConnectionState
 from plugin.common.errors import BackendLost
 from plugin.common.job_runner import JobRunner, Outcome
-from plugin.common.operations import apply_result, prepare_upscale
+from plugin.common.operations import apply_result, prepare_whole_image
 from plugin.common.settings import Settings
 from tests.plugin_fixtures import BackendProcess, FakeEditor, Recorder, checker
 from tests.server_fixtures import make_tiny_model
@@ -35,7 +35,7 @@ def slow_job(client: Client) -> tuple[FakeEditor, object]:
     catalog = fetch_catalog(client)
     editor = FakeEditor(checker(width=320, height=320))
     settings = Settings(models={"upscale": "tiny-x2"}, options={"upscale": SLOW})
-    return editor, prepare_upscale(editor, settings, catalog)
+    return editor, prepare_whole_image(editor, settings, "upscale", catalog)
 
 
 def test_killed_mid_job_fails_with_how_to_restart(backend: BackendProcess) -> None:

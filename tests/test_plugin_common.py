@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 
 from plugin.common import pixels as px
-from plugin.common.catalog import Catalog, task_action_id, task_title
+from plugin.common import task_cache
+from plugin.common.catalog import Catalog, applies, ordered, task_action_id, task_title
 from plugin.common.errors import BackendUnavailable, NothingSelected
 from plugin.common.event_stream import EventParser
-from plugin.common.job_runner import JobInput, JobResult
+from plugin.common.job_runner import JobInput, JobResult, OutputPixels, stage_text
 from plugin.common.operations import PreparedJob, layer_name
 from plugin.common.selection import crop_plane, plane_bounds, restore_region
 from plugin.common.settings import DEFAULT_URL, Settings, normalise_url
 from shared.geometry import Bounds, Extent
-from shared.protocol import Health, ModelInfo, ParamInfo, Placement, Task, TaskInfo
+from shared.protocol import Health, ModelInfo, OutputInfo, ParamInfo, Placement, TaskInfo
 from tests.plugin_fixtures import to_array, to_buffer
 
 # --- pixels ---
@@ -123,8 +124,8 @@ def test_settings_round_trip_and_broken_values_fall_back() -> None:
     assert loaded.source == "layer" and loaded.backend_url == DEFAULT_URL
     assert loaded.token == "" and loaded.upscale_into == "document"
     assert s.options_for("upscale") == {"scale": 2}
-    assert s.options_for(Task.UPSCALE, in_place=True) == {}
-    assert s.model_for(Task.UPSCALE) == "tiny-x2" and s.model_for("denoise") is None
+    assert s.options_for("upscale", in_place=True) == {}
+    assert s.model_for("upscale") == "tiny-x2" and s.model_for("denoise") is None
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -154,43 +155,86 @@ def test_event_parser_follows_the_sse_rules() -> None:
 
 
 def catalog() -> Catalog:
-    health = Health(status="ok", protocol_version=1, version="0.1.0", auth_required=False,
+    health = Health(status="ok", protocol_version=2, version="0.1.0", auth_required=False,
                     instance="i", device="cpu", device_name="Xeon")
-    tasks = [TaskInfo(Task.UPSCALE, True, "realesrgan-x4plus", True,
-                      [ParamInfo("scale", "float", None, True)]), TaskInfo(Task.DENOISE, False)]
-    models = [ModelInfo("tiny-x2", [Task.UPSCALE], "upscale_models", True, scale=2),
+    tasks = [
+        TaskInfo("denoise", False, title="Denoise", order=30, reason="Denoise needs a model.",
+                 hint="Put a restoration model in upscale_models."),
+        TaskInfo("upscale", True, title="Upscale", order=10, default_model="realesrgan-x4plus",
+                 resizes=True, params=[
+                     ParamInfo("scale", "float", None, True, label="Scale"),
+                     ParamInfo("jpeg_quality", "int", None, True, applies_to=["FBCNN"])]),
+        TaskInfo("split", True, title="Split", order=20,
+                 outputs=[OutputInfo("a", "A"), OutputInfo("b", "B")]),
+    ]
+    models = [ModelInfo("tiny-x2", ["upscale"], "upscale_models", True, scale=2,
+                        architecture="Compact", purpose="SR"),
               ModelInfo("broken", [], "upscale_models", False, reason="not a model"),
-              ModelInfo("tiny-x4", [Task.UPSCALE], "upscale_models", True, scale=4)]
+              ModelInfo("fbcnn", ["upscale"], "upscale_models", True, architecture="FBCNN",
+                        purpose="Restoration"),
+              ModelInfo("tiny-x4", ["upscale"], "upscale_models", True, scale=4,
+                        architecture="Compact", purpose="SR")]
     return Catalog(health, tasks, models)
 
 
 def test_catalog_menus_models_and_defaults() -> None:
     c = catalog()
-    assert c.available_tasks() == [Task.UPSCALE] and not c.offers(Task.DENOISE)
-    assert [m.name for m in c.models_for(Task.UPSCALE)] == ["tiny-x2", "tiny-x4"]
-    assert c.default_model(Task.UPSCALE) == "tiny-x2"  # the backend's default is not there
-    assert c.resolve_model(Task.UPSCALE, "tiny-x4") == "tiny-x4"
-    assert c.resolve_model(Task.UPSCALE, "gone") == "tiny-x2"
-    assert c.default_model(Task.DENOISE) is None
-    assert c.describe() == "Connected: Restora 0.1.0 on Xeon, 2 models"
-    assert [p.name for p in c.params(Task.UPSCALE)] == ["scale"]
-    assert task_title(Task.FACE_RESTORE) == "Restore faces"
-    assert task_action_id(Task.FACE_RESTORE) == "restora_task_face_restore"
+    assert [t.task for t in c.available_tasks()] == ["upscale", "split"]  # by order
+    assert [t.task for t in ordered(c.tasks)] == ["upscale", "split", "denoise"]
+    assert not c.offers("denoise") and not c.offers("nope")
+    assert [m.name for m in c.models_for("upscale")] == ["tiny-x2", "fbcnn", "tiny-x4"]
+    assert c.default_model("upscale") == "tiny-x2"  # the backend's default is not there
+    assert c.resolve_model("upscale", "tiny-x4") == "tiny-x4"
+    assert c.resolve_model("upscale", "gone") == "tiny-x2"
+    assert c.default_model("denoise") is None
+    assert c.takes_model("upscale") and not c.takes_model("split")
+    assert c.pick_task("") == "upscale" and c.pick_task("split") == "split"
+    assert c.describe() == "Connected: Restora 0.1.0 on Xeon, 3 models"
+    assert [p.name for p in c.params("upscale")] == ["scale", "jpeg_quality"]
+    # jpeg_quality is FBCNN's: hidden (and not sent) for another architecture
+    assert [p.name for p in c.shown_params("upscale", "tiny-x4")] == ["scale"]
+    assert [p.name for p in c.shown_params("upscale", "fbcnn")] == ["scale", "jpeg_quality"]
+    assert applies(c.params("upscale")[1], None)
+    assert [m.name for m in c.models_of(["Restoration"])] == ["fbcnn"]
+    assert c.title("denoise") == "Denoise" and c.title("new-thing") == "New thing"
+    assert task_action_id("face-restore") == "restora_task_face_restore"
+    assert task_title(None, "face-restore") == "Face restore"
+
+
+def test_task_cache_round_trip_and_broken_files(tmp_path) -> None:
+    path = str(tmp_path / "sub" / task_cache.FILE_NAME)
+    assert task_cache.load(path) == []
+    tasks = catalog().tasks
+    assert task_cache.save(path, tasks) and not task_cache.save(path, tasks)  # unchanged
+    assert task_cache.load(path) == tasks
+    (tmp_path / "sub" / task_cache.FILE_NAME).write_text('{"protocol_version": 1, "tasks": []}')
+    assert task_cache.load(path) == []  # another protocol's list is not misread
+    (tmp_path / "sub" / task_cache.FILE_NAME).write_text("{broken")
+    assert task_cache.load(path) == []
+
+
+def test_progress_says_the_step() -> None:
+    assert stage_text("upscaling", 3, 12) == "upscaling: step 3 of 12"
+    assert stage_text("upscaling", None, None) == "upscaling"
 
 
 def test_layer_names_say_task_model_and_scale() -> None:
     image = to_buffer(np.zeros((2, 2, 4), np.uint8))
-    job = JobInput(Task.UPSCALE, image, Bounds(0, 0, 2, 2), Extent(2, 2))
+    job = JobInput("upscale", image, Bounds(0, 0, 2, 2), Extent(2, 2))
 
-    def result(scale: float) -> JobResult:
+    def result(scale: float, model: str = "tiny-x4") -> JobResult:
         size = round(2 * scale)
-        return JobResult("j", Task.UPSCALE, "tiny-x4", to_buffer(np.zeros((size, size, 4),
-                                                                          np.uint8)),
-                         Placement(Bounds(0, 0, size, size), Extent(size, size), scale, scale))
+        pixels = to_buffer(np.zeros((size, size, 4), np.uint8))
+        placement = Placement(Bounds(0, 0, size, size), Extent(size, size), scale, scale)
+        return JobResult("j", "upscale", model, [OutputPixels("result", "", pixels, placement)])
 
-    assert layer_name(PreparedJob(job, in_place=False), result(4)) == "Upscale x4 - tiny-x4"
-    assert layer_name(PreparedJob(job, in_place=False), result(1.5)) == "Upscale x1.5 - tiny-x4"
-    assert layer_name(PreparedJob(job, in_place=True), result(1)) == "Upscale selection - tiny-x4"
+    def prepared(in_place: bool) -> PreparedJob:
+        return PreparedJob(job, in_place=in_place, title="Upscale")
+
+    assert layer_name(prepared(False), result(4)) == "Upscale x4 - tiny-x4"
+    assert layer_name(prepared(False), result(1.5)) == "Upscale x1.5 - tiny-x4"
+    assert layer_name(prepared(True), result(1)) == "Upscale selection - tiny-x4"
+    assert layer_name(prepared(False), result(1, model="")) == "Upscale"
 
 
 def test_backend_unavailable_says_how_to_start_it() -> None:

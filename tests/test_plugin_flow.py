@@ -30,10 +30,16 @@ from plugin.common.errors import (
     ServerError,
     Unauthorized,
 )
-from plugin.common.job_runner import JobRunner, Outcome
-from plugin.common.operations import apply_result, prepare_restore, prepare_upscale
+from plugin.common.job_runner import JobInput, JobRunner, Outcome
+from plugin.common.operations import (
+    apply_result,
+    prepare_restore,
+    prepare_task,
+    prepare_whole_image,
+)
 from plugin.common.settings import Settings
-from shared.protocol import PROTOCOL_VERSION, Task
+from shared.geometry import Bounds
+from shared.protocol import PROTOCOL_VERSION
 from tests import server_fixtures as fx
 from tests.plugin_fixtures import FakeEditor, Recorder, TcpProxy, checker, to_array
 from tests.server_fixtures import free_port, live_server, reference_upscale, test_settings
@@ -77,9 +83,11 @@ def selection(height: int, width: int, box: tuple[int, int, int, int]) -> np.nda
 def test_connect_lists_tasks_and_models(client: Client, catalog: Catalog) -> None:
     assert catalog.health.protocol_version == PROTOCOL_VERSION
     assert client.instance == catalog.health.instance is not None
-    assert Task.UPSCALE in catalog.available_tasks()
-    assert [m.name for m in catalog.models_for(Task.UPSCALE)] == ["tiny-x2", "tiny-x4"]
-    assert catalog.resolve_model(Task.UPSCALE, None) in ("tiny-x2", "tiny-x4")
+    assert catalog.available_tasks()[0].task == "upscale"  # the backend's order
+    assert "test-split" in [t.task for t in catalog.available_tasks()]
+    assert not catalog.offers("denoise")  # no restoration model on this backend
+    assert [m.name for m in catalog.models_for("upscale")] == ["tiny-x2", "tiny-x4"]
+    assert catalog.resolve_model("upscale", None) in ("tiny-x2", "tiny-x4")
     assert any(not m.usable for m in catalog.models)  # the broken file is listed, not offered
 
 
@@ -88,7 +96,7 @@ def test_upscale_image_scales_the_document_and_adds_the_layer_on_top(
     image = checker(width=40, height=30)
     editor = FakeEditor(image)
     editor.layers.append(editor.layers[0].__class__("Above", np.zeros_like(image)))
-    prepared = prepare_upscale(editor, settings(), catalog)
+    prepared = prepare_whole_image(editor, settings(), catalog=catalog)
     assert prepared.input.model == "tiny-x2" and prepared.input.mask is None
     runner, rec = run(client, prepared.input)
     assert runner.outcome == Outcome.FINISHED, rec.failed
@@ -111,7 +119,7 @@ def test_upscale_with_options_and_into_a_new_document(client: Client, catalog: C
     editor = FakeEditor(image)
     s = settings(upscale_into="document", models={"upscale": "tiny-x4"},
                  options={"upscale": {"scale": 3, "tile": 0}})
-    prepared = prepare_upscale(editor, s, catalog)
+    prepared = prepare_whole_image(editor, s, catalog=catalog)
     assert prepared.input.params == {"scale": 3, "tile": 0}
     runner, rec = run(client, prepared.input)
     assert runner.outcome == Outcome.FINISHED, rec.failed
@@ -158,21 +166,50 @@ def test_restore_selection_is_a_feathered_layer_at_the_selection(
     assert 0 < alpha[12, 30] < top  # the feathered edge
 
 
-def test_without_a_model_setting_the_backend_default_or_first_model_is_used(
-        client: Client, catalog: Catalog) -> None:
+def test_without_a_model_the_backend_runs_its_default(client: Client,
+                                                       catalog: Catalog) -> None:
     editor = FakeEditor(checker(width=12, height=10))
-    prepared = prepare_upscale(editor, Settings())  # no catalog, no model: the runner asks
-    assert prepared.input.model is None
-    runner, rec = run(client, prepared.input)
+    job = JobInput("upscale", editor.read_pixels(Bounds(0, 0, 12, 10)), Bounds(0, 0, 12, 10),
+                   editor.canvas())
+    assert job.model is None
+    runner, rec = run(client, job)
     assert runner.outcome == Outcome.FINISHED, rec.failed
-    assert rec.finished[0].model == catalog.default_model(Task.UPSCALE) == "tiny-x2"
+    assert rec.finished[0].model == catalog.default_model("upscale") == "tiny-x2"
 
 
 def test_a_task_the_backend_does_not_run_is_refused_before_sending(catalog: Catalog) -> None:
     editor = FakeEditor(checker(), selection(48, 64, (4, 4, 8, 8)))
-    with pytest.raises(PluginError, match="does not run 'Denoise'"):
+    with pytest.raises(PluginError, match="Denoise needs a model") as caught:
         prepare_restore(editor, settings(task="denoise"), catalog=catalog)
+    assert "restoration model" in caught.value.hint  # what to install, from the backend
+    with pytest.raises(PluginError, match="does not run 'No such'"):
+        prepare_restore(editor, settings(task="no-such"), catalog=catalog)
     assert editor.reads == []
+
+
+def test_several_outputs_become_one_group_in_order(client: Client, catalog: Catalog) -> None:
+    """test-split returns "bright" and "inverse": one group named after the task (it runs
+    no model), its layers in the backend's order, each with its own pixels."""
+    image = checker(width=24, height=16)
+    editor = FakeEditor(image)
+    prepared = prepare_task(editor, settings(options={"test-split": {"gain": 1.5}}),
+                            "test-split", catalog)
+    assert prepared.input.model is None and prepared.input.params == {"gain": 1.5}
+    runner, rec = run(client, prepared.input)
+    assert runner.outcome == Outcome.FINISHED, rec.failed
+    assert any(stage.startswith("splitting: step") for _, stage in rec.progress)
+    name = apply_result(editor, prepared, rec.finished[0])
+    assert name == "Split (test)"
+    assert [layer.name for layer in editor.layers] == ["Background", name]
+    group = editor.layer(name)
+    assert [child.name for child in group.children] == ["Brighter", "Inverse"]
+    assert editor.log == [("add_layers", (name, ["Brighter", "Inverse"], name)),
+                          ("undo_group", name)]
+    colour = image[..., :3].astype(np.float32)
+    np.testing.assert_array_equal(group.children[0].pixels[..., :3],
+                                  np.clip(colour * 1.5, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(group.children[1].pixels[..., :3], 255 - image[..., :3])
+    assert editor.canvas().width == 24  # the task does not resize: nothing scaled
 
 
 def test_restore_needs_a_selection(catalog: Catalog) -> None:
@@ -185,7 +222,7 @@ def test_restore_needs_a_selection(catalog: Catalog) -> None:
 def test_callbacks_reach_the_ui_thread_through_dispatch(client: Client, catalog: Catalog) -> None:
     ui: queue.Queue = queue.Queue()
     editor = FakeEditor(checker(width=16, height=16))
-    prepared = prepare_upscale(editor, settings(), catalog)
+    prepared = prepare_whole_image(editor, settings(), catalog=catalog)
     rec = Recorder()
     runner = JobRunner(client, prepared.input, rec, dispatch=ui.put).start()
     deadline = time.monotonic() + 60
@@ -199,7 +236,7 @@ def test_callbacks_reach_the_ui_thread_through_dispatch(client: Client, catalog:
 def test_cancel_a_running_job(client: Client, catalog: Catalog) -> None:
     editor = FakeEditor(checker(width=320, height=320))
     s = settings(options={"upscale": SLOW})
-    prepared = prepare_upscale(editor, s, catalog)
+    prepared = prepare_whole_image(editor, s, catalog=catalog)
     rec = Recorder()
     runner = JobRunner(client, prepared.input, rec).start()
     assert rec.started.wait(60), rec.failed
@@ -214,7 +251,7 @@ def test_cancel_a_running_job(client: Client, catalog: Catalog) -> None:
 
 
 def test_cancel_before_the_job_reaches_the_backend(client: Client, catalog: Catalog) -> None:
-    prepared = prepare_upscale(FakeEditor(checker()), settings(), catalog)
+    prepared = prepare_whole_image(FakeEditor(checker()), settings(), catalog=catalog)
     rec = Recorder()
     runner = JobRunner(client, prepared.input, rec)
     runner.cancel()  # not started: nothing to tell the backend yet
@@ -224,7 +261,7 @@ def test_cancel_before_the_job_reaches_the_backend(client: Client, catalog: Cata
 
 def test_backend_down_says_how_to_start_it(catalog: Catalog) -> None:
     editor = FakeEditor(checker())
-    prepared = prepare_upscale(editor, settings(), catalog)
+    prepared = prepare_whole_image(editor, settings(), catalog=catalog)
     dead = Client(f"http://127.0.0.1:{free_port()}")
     t0 = time.monotonic()
     runner, rec = run(dead, prepared.input)
@@ -254,8 +291,8 @@ def test_connection_state_for_the_docker(server: fx.LiveServer) -> None:
 
 
 def test_server_errors_reach_the_painter_in_words(client: Client, catalog: Catalog) -> None:
-    prepared = prepare_upscale(FakeEditor(checker()), settings(
-        options={"upscale": {"tile": 3}}), catalog)
+    prepared = prepare_whole_image(FakeEditor(checker()), settings(
+        options={"upscale": {"tile": 3}}), catalog=catalog)
     _runner, rec = run(client, prepared.input)
     (error,) = rec.failed
     assert isinstance(error, ServerError) and error.status == 422
@@ -270,7 +307,8 @@ def test_a_token_is_sent_and_a_missing_or_wrong_one_explained(tiny_models) -> No
             Client(live.url, token="nope").connect()
         good = Client(live.url, token="s3cret")
         catalog = fetch_catalog(good)
-        prepared = prepare_upscale(FakeEditor(checker(width=8, height=8)), settings(), catalog)
+        prepared = prepare_whole_image(FakeEditor(checker(width=8, height=8)), settings(),
+                                       catalog=catalog)
         runner, rec = run(good, prepared.input)
         assert runner.outcome == Outcome.FINISHED, rec.failed
 
@@ -305,8 +343,8 @@ def test_a_cut_connection_is_resumed_with_the_last_event_id(
     proxy = TcpProxy(int(server.url.rsplit(":", 1)[1]))
     try:
         client = Client(proxy.url)
-        prepared = prepare_upscale(FakeEditor(checker(width=160, height=160)),
-                                   settings(options={"upscale": SLOW}), catalog)
+        prepared = prepare_whole_image(FakeEditor(checker(width=160, height=160)),
+                                       settings(options={"upscale": SLOW}), catalog=catalog)
         rec = Recorder()
         runner = JobRunner(client, prepared.input, rec, reconnect_timeout=20).start()
         assert rec.started.wait(60)
@@ -323,7 +361,7 @@ def test_a_closed_document_drops_the_result(client: Client, catalog: Catalog) ->
     from plugin.common.errors import DocumentGone
 
     editor = FakeEditor(checker(width=16, height=16))
-    prepared = prepare_upscale(editor, settings(), catalog)
+    prepared = prepare_whole_image(editor, settings(), catalog=catalog)
     _runner, rec = run(client, prepared.input)
     editor.alive = False
     with pytest.raises(DocumentGone, match="closed"):
@@ -332,12 +370,13 @@ def test_a_closed_document_drops_the_result(client: Client, catalog: Catalog) ->
 
 
 def test_saved_options_a_task_lacks_are_not_sent_without_a_catalog(client: Client) -> None:
-    """Before the catalog arrives (or from a script), the runner asks the backend for the
-    task's parameters: a stale saved option is dropped with a note, not a failed job."""
-    s = settings(options={"upscale": {"tile": 0, "fidelity": 0.5, "strength": 1.0}})
-    prepared = prepare_upscale(FakeEditor(checker(width=24, height=16)), s)
-    assert prepared.input.params == {"tile": 0, "fidelity": 0.5, "strength": 1.0}
-    runner, rec = run(client, prepared.input)
+    """A job from a script without the catalog: the runner asks the backend for the task's
+    parameters, and a stale saved option is dropped with a note, not a failed job."""
+    editor = FakeEditor(checker(width=24, height=16))
+    params = {"tile": 0, "fidelity": 0.5, "strength": 1.0}
+    job = JobInput("upscale", editor.read_pixels(Bounds(0, 0, 24, 16)), Bounds(0, 0, 24, 16),
+                   editor.canvas(), model="tiny-x2", params=params)
+    runner, rec = run(client, job)
     assert runner.outcome == Outcome.FINISHED, rec.failed
     assert rec.finished[0].notes == [
         "Dropped the saved options 'fidelity', 'strength' that Upscale does not have."]

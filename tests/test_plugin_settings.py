@@ -1,8 +1,8 @@
 """Each task's saved model and options kept apart: a form saved into its own task, options a
 task does not declare dropped with a note when the catalog arrives, and never sent.
 
-The task parameters are the real backend's (backend.jobs.all_task_infos, what /v1/tasks
-answers); the documents are the plug-in's FakeEditor.
+The task parameters are the real backend's (backend.jobs.task_info of the product's task
+specs, what /v1/tasks answers); the documents are the plug-in's FakeEditor.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.jobs import all_task_infos
+from backend.jobs import task_info
+from backend.tasks.registry import default_registry
 from plugin.common.catalog import Catalog, dropped_note, forget_unknown_options
-from plugin.common.operations import prepare_restore, prepare_task, prepare_upscale
+from plugin.common.errors import PluginError
+from plugin.common.operations import prepare_restore, prepare_task, prepare_whole_image
 from plugin.common.settings import Settings
-from shared.protocol import Health, ModelInfo, Task
+from shared.protocol import Health, ModelInfo
 from tests.plugin_fixtures import FakeEditor, checker
 
 FACE_FORM = {
@@ -36,22 +38,22 @@ POISONED = {"upscale": {"tile": 0, **FACE_FORM}, "face-restore": dict(UPSCALE_FO
 def catalog() -> Catalog:
     health = Health(
         status="ok",
-        protocol_version=1,
+        protocol_version=2,
         version="0.1.0",
         auth_required=False,
         instance="i",
         device="cpu",
     )
     models = [
-        ModelInfo("tiny-x2", [Task.UPSCALE], "upscale_models", True, scale=2),
-        ModelInfo("gfpgan", [Task.FACE_RESTORE], "facerestore_models", True),
+        ModelInfo("tiny-x2", ["upscale"], "upscale_models", True, scale=2),
+        ModelInfo("gfpgan", ["face-restore"], "facerestore_models", True),
     ]
-    return Catalog(health, all_task_infos(), models)
+    return Catalog(health, [task_info(spec) for spec in default_registry()], models)
 
 
 def test_a_form_is_saved_into_its_own_task_and_leaves_the_others() -> None:
     s = Settings(models={"upscale": "tiny-x2"}, options={"upscale": dict(UPSCALE_FORM)})
-    faces = s.with_task_form(Task.FACE_RESTORE, "gfpgan", FACE_FORM)
+    faces = s.with_task_form("face-restore", "gfpgan", FACE_FORM)
     assert faces.options == {"upscale": UPSCALE_FORM, "face-restore": FACE_FORM}
     assert faces.models == {"upscale": "tiny-x2", "face-restore": "gfpgan"}
     assert s.options == {"upscale": UPSCALE_FORM}  # a new Settings: the old one is unchanged
@@ -64,13 +66,12 @@ def test_a_form_is_saved_into_its_own_task_and_leaves_the_others() -> None:
 
 
 def test_options_a_task_does_not_declare_are_dropped_with_a_note(catalog: Catalog) -> None:
-    s = Settings(options={**POISONED, "denoise": {"sigma": 3}, "later-task": {"x": 1}})
+    s = Settings(options={**POISONED, "later-task": {"x": 1}})
     cleaned, notes = forget_unknown_options(s, catalog)
     assert cleaned.options == {
         "upscale": {"tile": 0, "scale": None},
         "face-restore": {"scale": None},
-        # tasks this backend does not run yet keep theirs
-        "denoise": {"sigma": 3},
+        # a task this backend does not run keeps its own
         "later-task": {"x": 1},
     }
     assert notes == [
@@ -80,7 +81,7 @@ def test_options_a_task_does_not_declare_are_dropped_with_a_note(catalog: Catalo
         "does not have.",
     ]
     assert forget_unknown_options(cleaned, catalog) == (cleaned, [])  # nothing left to drop
-    assert dropped_note(Task.UPSCALE, ["fidelity"]) == (
+    assert dropped_note("Upscale", ["fidelity"]) == (
         "Dropped the saved option 'fidelity' that Upscale does not have."
     )
 
@@ -98,16 +99,15 @@ def test_stored_settings_keep_one_tasks_broken_entry_from_the_others() -> None:
 def test_only_declared_options_are_sent(catalog: Catalog) -> None:
     s = Settings(models={"upscale": "tiny-x2"}, options=POISONED)
     editor = FakeEditor(checker(width=32, height=24))
-    job = prepare_upscale(editor, s, catalog).input
+    job = prepare_whole_image(editor, s, "upscale", catalog).input
     assert job.params == {"tile": 0} and job.params_checked
     selection = np.zeros((24, 32), np.uint8)
     selection[4:12, 6:20] = 255
     editor.selection = selection
-    restore = prepare_restore(editor, s, Task.UPSCALE, catalog).input
+    restore = prepare_restore(editor, s, "upscale", catalog).input
     assert restore.params == {"tile": 0}  # and no size option in place
-    faces = prepare_task(editor, s, Task.FACE_RESTORE, catalog).input
+    faces = prepare_task(editor, s, "face-restore", catalog).input
     assert faces.params == {} and faces.model == "gfpgan"
-    # without a catalog the job runner checks them against the backend before it submits
-    unchecked = prepare_upscale(FakeEditor(checker(width=32, height=24)), s).input
-    assert unchecked.params == {"tile": 0, **{k: v for k, v in FACE_FORM.items() if v is not None}}
-    assert not unchecked.params_checked
+    # without the backend's task list nothing is read: what to send is not known yet
+    with pytest.raises(PluginError, match="has not reached its backend"):
+        prepare_whole_image(FakeEditor(checker(width=32, height=24)), s)

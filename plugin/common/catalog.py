@@ -1,68 +1,54 @@
 """What the backend offers: its tasks, their models and options, as menus and forms need them.
 
-The plug-ins build their task actions and option forms from this, so a task added to the
-backend appears in the editors without code per task.
+Everything here comes from the backend's own descriptions (`TaskInfo`, `ParamInfo`,
+`ModelInfo`): titles, menu order, availability and what to install, the form of each task,
+whether it uses the selection and whether it resizes. No task is known by name, so a task
+added to the backend appears in the editors without code per task. The last task list seen is
+cached (task_cache.py) so an editor can offer the tasks before the backend answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shared.protocol import Health, ModelInfo, ParamInfo, Task, TaskInfo
+from ..shared.protocol import Health, ModelInfo, ParamInfo, TaskInfo
 from .client import Client
 from .settings import Settings
 
-TASK_TITLES = {
-    Task.UPSCALE: "Upscale",
-    Task.FACE_RESTORE: "Restore faces",
-    Task.REFINE: "Refine",
-    Task.TILED_REFINE: "Refine in tiles",
-    Task.INSTRUCT_EDIT: "Edit by instruction",
-    Task.COLORIZE: "Colorize",
-    Task.INPAINT: "Inpaint",
-    Task.DENOISE: "Denoise",
-}
-
-#: options the docker shows for every task, with a label; the rest keep the backend's names
-PARAM_LABELS = {"scale": "Scale", "tile": "Tile size", "overlap": "Tile overlap",
-                "alpha": "Transparency", "strength": "Strength", "width": "Width"}
+#: what a task's mask mode means for the selection
+MASK_OPTIONAL, MASK_REQUIRED, MASK_IGNORED = "optional", "required", "ignored"
+GENERIC_MODEL_HINT = ("Put a model for it in the backend's models folder (see `restora models "
+                      "catalog`), then restart `restora serve`.")
 
 
-#: what to install when the backend has no model for a task
-MISSING_MODEL_HINTS = {
-    Task.UPSCALE: "Install one with `restora models install-defaults`, or put a model file in "
-                  "the backend's upscale_models folder, then restart `restora serve`.",
-    Task.FACE_RESTORE: "Put a GFPGAN, CodeFormer or RestoreFormer model in the backend's "
-                       "facerestore_models folder (or run `restora models download "
-                       "gfpgan-v1.4`), then restart `restora serve`.",
-}
+def task_title(info: TaskInfo | None, task: str = "") -> str:
+    """The backend's title of a task; its id, readable, when the backend gave none."""
+    if info is not None and info.title:
+        return info.title
+    name = info.task if info is not None else task
+    return name.replace("-", " ").capitalize()
 
 
-def missing_model_hint(task: Task) -> str:
-    return MISSING_MODEL_HINTS.get(task, "Put a model for it in the backend's models folder "
-                                         "(see `restora models catalog`), then restart "
-                                         "`restora serve`.")
-
-
-def task_title(task: Task) -> str:
-    return TASK_TITLES.get(task, task.value.replace("-", " ").capitalize())
-
-
-def task_action_id(task: Task) -> str:
+def task_action_id(task: str) -> str:
     """The editor action id of "run this task" (stable: users bind shortcuts to it)."""
-    return "restora_task_" + task.value.replace("-", "_")
+    return "restora_task_" + task.replace("-", "_")
 
 
 def param_label(param: ParamInfo) -> str:
-    return PARAM_LABELS.get(param.name, param.name.replace("_", " ").capitalize())
+    return param.label or param.name.replace("_", " ").capitalize()
 
 
-def dropped_note(task: Task | str, keys: list[str]) -> str:
+def missing_model_hint(info: TaskInfo | None) -> str:
+    return (info.hint if info is not None and info.hint else "") or GENERIC_MODEL_HINT
+
+
+def ordered(tasks: list[TaskInfo]) -> list[TaskInfo]:
+    """Menu order: the backend's `order`, then the title."""
+    return sorted(tasks, key=lambda t: (t.order, task_title(t)))
+
+
+def dropped_note(title: str, keys: list[str]) -> str:
     """What the user reads when saved options of a task were dropped."""
-    try:
-        title = task_title(Task(task))
-    except ValueError:
-        title = str(task)
     quoted = ", ".join(f"'{k}'" for k in keys)
     noun = "option" if len(keys) == 1 else "options"
     return f"Dropped the saved {noun} {quoted} that {title} does not have."
@@ -72,7 +58,7 @@ def forget_unknown_options(settings: Settings, catalog: Catalog) -> tuple[Settin
     """The settings without options the backend's tasks do not declare, and a note for each
     task that lost some (older versions saved one task's options under another)."""
     cleaned, dropped = settings.without_unknown_options(catalog.declared_params())
-    return cleaned, [dropped_note(task, keys) for task, keys in dropped.items()]
+    return cleaned, [dropped_note(catalog.title(task), keys) for task, keys in dropped.items()]
 
 
 @dataclass
@@ -81,21 +67,46 @@ class Catalog:
     tasks: list[TaskInfo]
     models: list[ModelInfo]
 
-    def available_tasks(self) -> list[Task]:
-        """Tasks the backend runs; one that only lacks a model is kept, so it says what to get."""
-        return [t.task for t in self.tasks if t.available or t.needs_model]
+    def available_tasks(self) -> list[TaskInfo]:
+        """The tasks the backend runs now, in menu order; one that only lacks a model is kept,
+        so it says what to get."""
+        return [t for t in ordered(self.tasks) if t.available or t.needs_model]
 
-    def task_info(self, task: Task) -> TaskInfo | None:
+    def task_info(self, task: str) -> TaskInfo | None:
         return next((t for t in self.tasks if t.task == task), None)
 
-    def offers(self, task: Task) -> bool:
+    def title(self, task: str) -> str:
+        return task_title(self.task_info(task), task)
+
+    def offers(self, task: str) -> bool:
         info = self.task_info(task)
         return info is not None and (info.available or info.needs_model)
 
-    def models_for(self, task: Task) -> list[ModelInfo]:
+    def pick_task(self, wanted: str) -> str | None:
+        """The task an action without its own runs: the one chosen, else the first offered."""
+        if wanted:
+            return wanted
+        tasks = self.available_tasks()
+        return tasks[0].task if tasks else None
+
+    def takes_model(self, task: str) -> bool:
+        """Whether the task runs a model the user chooses (a test or edit task may not)."""
+        info = self.task_info(task)
+        if info is None:
+            return True
+        return bool(info.default_model or info.catalog_task or self.models_for(task))
+
+    def models_for(self, task: str) -> list[ModelInfo]:
         return [m for m in self.models if m.usable and task in m.tasks]
 
-    def default_model(self, task: Task) -> str | None:
+    def models_of(self, purposes: list[str]) -> list[ModelInfo]:
+        """Models for a parameter of widget "model": those of one of these purposes."""
+        return [m for m in self.models if m.usable and (not purposes or m.purpose in purposes)]
+
+    def model_info(self, name: str | None) -> ModelInfo | None:
+        return next((m for m in self.models if m.name == name), None) if name else None
+
+    def default_model(self, task: str) -> str | None:
         """The backend's default model for the task when it has it, else its first one."""
         names = [m.name for m in self.models_for(task)]
         info = self.task_info(task)
@@ -103,21 +114,27 @@ class Catalog:
             return info.default_model
         return names[0] if names else None
 
-    def resolve_model(self, task: Task, wanted: str | None) -> str | None:
+    def resolve_model(self, task: str, wanted: str | None) -> str | None:
         """The user's model if the backend has it, else the default."""
         if wanted and any(m.name == wanted for m in self.models_for(task)):
             return wanted
         return self.default_model(task)
 
-    def params(self, task: Task) -> list[ParamInfo]:
+    def params(self, task: str) -> list[ParamInfo]:
         info = self.task_info(task)
         return list(info.params) if info is not None else []
 
+    def shown_params(self, task: str, model: str | None) -> list[ParamInfo]:
+        """The task's parameters that apply to this model (`applies_to` names architectures;
+        an unknown model shows them all)."""
+        info = self.model_info(model or self.default_model(task))
+        return [p for p in self.params(task) if applies(p, info)]
+
     def declared_params(self) -> dict[str, set[str]]:
-        """Each task the backend runs (or would, given a model), by name, with the names of its
-        parameters (a task it only lists comes later: its parameters are not known yet)."""
+        """Each task the backend runs, by id, with the names of its parameters (a task it
+        only lists comes later: its parameters are not known yet)."""
         runs = [t for t in self.tasks if t.available or t.needs_model]
-        return {t.task.value: {p.name for p in t.params} for t in runs}
+        return {t.task: {p.name for p in t.params} for t in runs}
 
     def describe(self) -> str:
         """One line for the docker: version, device, models."""
@@ -126,6 +143,13 @@ class Catalog:
         count = sum(1 for m in self.models if m.usable)
         return (f"Connected: Restora {h.version} on {device}, "
                 f"{count} model{'s' if count != 1 else ''}")
+
+
+def applies(param: ParamInfo, model: ModelInfo | None) -> bool:
+    """A parameter with `applies_to` shows only for a model of one of those architectures."""
+    if not param.applies_to or model is None:
+        return True
+    return model.architecture in param.applies_to
 
 
 def fetch_catalog(client: Client) -> Catalog:

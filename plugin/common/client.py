@@ -33,7 +33,6 @@ from ..shared.protocol import (
     ModelInfo,
     PixelFormat,
     ProtocolError,
-    Task,
     TaskInfo,
 )
 from .errors import (
@@ -118,8 +117,8 @@ class Client:
     def tasks(self) -> list[TaskInfo]:
         return [TaskInfo.from_json(t) for t in self._json_list("GET", "/v1/tasks")]
 
-    def models(self, task: Task | None = None) -> list[ModelInfo]:
-        query = f"?{urlencode({'task': task.value})}" if task is not None else ""
+    def models(self, task: str | None = None) -> list[ModelInfo]:
+        query = f"?{urlencode({'task': task})}" if task else ""
         return [ModelInfo.from_json(m) for m in self._json_list("GET", f"/v1/models{query}")]
 
     # --- images and jobs ---
@@ -152,11 +151,13 @@ class Client:
             if exc.status != 404:
                 raise
 
-    def result(self, job_id: str, progress: ProgressCallback | None = None) -> PixelBuffer:
-        """A finished job's pixels, as raw pixels."""
+    def result(self, job_id: str, output: str | None = None,
+               progress: ProgressCallback | None = None) -> PixelBuffer:
+        """One output of a finished job (the first when `output` is None), as raw pixels."""
+        query = {"format": "raw", **({"output": output} if output else {})}
         conn = self._connection(self.timeout)
         try:
-            resp = self._send(conn, "GET", f"/v1/jobs/{quote(job_id)}/result?format=raw",
+            resp = self._send(conn, "GET", f"/v1/jobs/{quote(job_id)}/result?{urlencode(query)}",
                               headers={"Accept": RAW_PIXELS_MEDIA_TYPE})
             if resp.status != 200:
                 self._raise_for(resp.status, resp.reason, _read(resp))

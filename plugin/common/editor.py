@@ -8,10 +8,20 @@ gray + alpha, 16-bit little-endian): the adapter converts from and to the editor
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..shared.geometry import Bounds, Extent
 from .pixels import Bytes, PixelBuffer
+
+
+@dataclass
+class NewLayer:
+    """One layer to add: its name, its pixels, and where they sit on the canvas."""
+
+    name: str
+    pixels: PixelBuffer
+    at: Bounds
 
 
 class Editor(Protocol):
@@ -47,6 +57,13 @@ class Editor(Protocol):
         """A new layer above the source layer holding `pixels` at `at`, transparent elsewhere.
 
         Never changes an existing layer.
+        """
+        ...
+
+    def add_layers(self, group: str, layers: list[NewLayer]) -> None:
+        """A new layer group named `group` above the source layer, holding `layers` top to
+        bottom in the order given, each transparent outside its own `at`; one undo step
+        where the editor allows it. Never changes an existing layer.
         """
         ...
 

@@ -25,15 +25,14 @@ from typing import Any, Protocol
 from ..shared.geometry import Bounds, Extent
 from ..shared.protocol import (
     EventType,
-    Health,
     JobRequest,
     JobState,
     PixelFormat,
     Placement,
     ResultInfo,
-    Task,
+    ResultOutput,
 )
-from .catalog import Catalog, dropped_note, missing_model_hint, task_title
+from .catalog import dropped_note, task_title
 from .client import Client, EventStream
 from .errors import (
     BackendLost,
@@ -62,7 +61,7 @@ def call_now(fn: Callable[[], None]) -> None:
 class JobInput:
     """What an action sends: pixels in the wire's order, where they sit, and the task."""
 
-    task: Task
+    task: str  # a task id from the backend's list
     image: PixelBuffer
     bounds: Bounds
     canvas: Extent
@@ -76,16 +75,38 @@ class JobInput:
 
 
 @dataclass
-class JobResult:
-    job_id: str
-    task: Task
-    model: str
+class OutputPixels:
+    """One output of a finished job: its pixels and where they go."""
+
+    name: str
+    title: str
     pixels: PixelBuffer
     placement: Placement
+    kind: str = "image"
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    task: str
+    model: str  # "" for a task that runs no model
+    #: in the backend's order; empty when the task found nothing to do
+    outputs: list[OutputPixels]
     #: what the task reports besides pixels (ResultInfo.details), e.g. the faces found
     details: dict[str, Any] = field(default_factory=dict)
     #: what the user should know besides the result, e.g. saved options that were not sent
     notes: list[str] = field(default_factory=list)
+    #: the task found nothing to do (no face): no layer is added, `message` says why
+    nothing_found: bool = False
+    message: str = ""
+
+    @property
+    def pixels(self) -> PixelBuffer:
+        return self.outputs[0].pixels
+
+    @property
+    def placement(self) -> Placement:
+        return self.outputs[0].placement
 
 
 class JobListener(Protocol):
@@ -193,7 +214,6 @@ class JobRunner:
         self._progress(0.0, "connecting")
         health = client.connect()
         instance = health.instance
-        model = job.model or self._default_model(health)
         params, notes = self._declared_params()
         self._check_cancel()
         # 2. upload
@@ -206,7 +226,8 @@ class JobRunner:
         self._check_cancel()
         # 3. submit
         after = client.last_seq(instance)
-        request = JobRequest(task=job.task, image=image_id, model=model,
+        # no model: the backend runs its default for the task (and names it in the status)
+        request = JobRequest(task=job.task, image=image_id, model=job.model,
                              params=params, mask=mask_id, feather=job.feather,
                              bounds=job.bounds, canvas=job.canvas, id=self.job_id,
                              client=client.client_id)
@@ -226,14 +247,19 @@ class JobRunner:
         if final is None:
             raise BackendLost("The backend finished the job but kept no result.",
                               "Run the action again.")
-        pixels = self._retrying(instance, lambda: client.result(self.job_id))
+        outputs = [] if final.nothing_found else [
+            self._fetch(instance, output) for output in _outputs(final)]
         self._forget()
-        if (pixels.format.width, pixels.format.height) != (final.placement.bounds.width,
-                                                           final.placement.bounds.height):
+        return JobResult(self.job_id, job.task, status.model, outputs, dict(final.details),
+                         notes, final.nothing_found, final.message)
+
+    def _fetch(self, instance: str | None, output: ResultOutput) -> OutputPixels:
+        pixels = self._retrying(instance, lambda: self.client.result(self.job_id, output.name))
+        bounds = output.placement.bounds
+        if (pixels.format.width, pixels.format.height) != (bounds.width, bounds.height):
             raise PluginError("The backend's result does not match its own placement.",
                               "This is a bug in Restora; please report it.")
-        return JobResult(self.job_id, job.task, status.model, pixels, final.placement,
-                         dict(final.details), notes)
+        return OutputPixels(output.name, output.title, pixels, output.placement, output.kind)
 
     def _declared_params(self) -> tuple[dict[str, Any], list[str]]:
         """The job's params, without those the task does not declare when no catalog
@@ -249,17 +275,7 @@ class JobRunner:
         if not unknown:
             return params, []
         kept = {k: v for k, v in params.items() if k in known}
-        return kept, [dropped_note(self.job.task, unknown)]
-
-    def _default_model(self, health: Health) -> str:
-        """The backend's default model for the task if it has it, else its first one."""
-        task = self.job.task
-        catalog = Catalog(health, self.client.tasks(), self.client.models(task))
-        model = catalog.default_model(task)
-        if model is None:
-            raise PluginError(f"Restora's backend has no model for '{task_title(task)}'.",
-                              missing_model_hint(task))
-        return model
+        return kept, [dropped_note(task_title(info), unknown)]
 
     def _follow(self, instance: str | None, after: int | None) -> None:
         """Until the job's 'finished' event; raises for failed, cancelled and lost jobs."""
@@ -277,7 +293,8 @@ class JobRunner:
                         after = event.seq
                         if event.job != self.job_id:
                             continue
-                        if self._handle(event.type, event.state, event.progress, event.stage,
+                        if self._handle(event.type, event.state, event.progress,
+                                        stage_text(event.stage, event.step, event.steps),
                                         event.position, event.error, event.result):
                             return
                 if self._cancel.is_set():
@@ -288,7 +305,8 @@ class JobRunner:
                     raise JobCancelled("Cancelled.") from None
                 self._recover(instance)
                 status = self._status_after_reconnect()
-                if self._handle(EventType.PROGRESS, status.state, status.progress, status.stage,
+                if self._handle(EventType.PROGRESS, status.state, status.progress,
+                                stage_text(status.stage, status.step, status.steps),
                                 status.position, status.error, status.result):
                     return
             finally:
@@ -385,3 +403,18 @@ class JobRunner:
     def _progress(self, fraction: float, stage: str) -> None:
         """fraction in 0..1, or negative while it is unknown (show a busy indicator)."""
         self.dispatch(lambda: self.listener.on_progress(fraction, stage))
+
+
+def stage_text(stage: str, step: int | None, steps: int | None) -> str:
+    """The stage with its step count when the backend gives one: "upscaling: step 3 of 12"."""
+    if step is None or not steps:
+        return stage
+    return f"{stage or 'working'}: step {step} of {steps}"
+
+
+def _outputs(final: ResultInfo) -> list[ResultOutput]:
+    """The outputs to fetch; a result without the list is its one top-level image."""
+    if final.outputs:
+        return list(final.outputs)
+    return [ResultOutput("", "", final.width, final.height, final.channels, final.depth,
+                         final.placement)]

@@ -1,8 +1,10 @@
-"""What each menu action does, on any editor: read what to send, and place what comes back.
+"""What each action does, on any editor: read what to send, and place what comes back.
 
 `prepare_*` run on the UI thread and read the document through the `Editor` interface; the
 job itself runs on a worker (job_runner.py); `apply_result` runs on the UI thread again and
-only ever adds: a new layer (after scaling the document, for an upscale) or a new document.
+only ever adds: new layers (after scaling the document, for a task that resizes) or a new
+document. What a task does with the selection and whether it resizes come from its
+`TaskInfo`, never from its name.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..shared.geometry import Bounds
-from ..shared.protocol import Task
-from .catalog import Catalog, task_title
-from .editor import Editor
+from ..shared.protocol import TaskInfo
+from .catalog import MASK_IGNORED, MASK_REQUIRED, Catalog, task_title
+from .editor import Editor, NewLayer
 from .errors import DocumentGone, NothingFound, NothingSelected, PluginError
-from .job_runner import JobInput, JobResult
-from .pixels import clear_transparent, is_blank, to_channels
+from .job_runner import JobInput, JobResult, OutputPixels
+from .pixels import PixelBuffer, clear_transparent, is_blank, to_channels
 from .selection import restore_region
 from .settings import Settings
 
@@ -25,91 +27,135 @@ class PreparedJob:
     input: JobInput
     #: a selection restored in place: the canvas keeps its size
     in_place: bool
-    #: an upscale that opens a new document instead of scaling this one
+    #: the result opens as a new document instead of scaling this one
     into_document: bool = False
+    #: the task's title, for layer names and messages
+    title: str = ""
+    #: the task uses a selection (its mask mode is not "ignored")
+    uses_selection: bool = True
 
 
-def prepare_upscale(editor: Editor, settings: Settings,
+def prepare_task(editor: Editor, settings: Settings, task: str, catalog: Catalog,
+                 on_selection: bool | None = None) -> PreparedJob:
+    """A task on the document as its spec says: `on_selection` True for the selection (Restore
+    selection), False for the whole image, None (the task's own action) for the selection when
+    there is one. A task whose mask is "required" always needs a selection; one whose mask is
+    "ignored" always gets the whole image, and the selection is not sent."""
+    info = _offered(catalog, task)
+    title = task_title(info)
+    model = _model(settings, task, catalog)
+    if info.mask == MASK_IGNORED:
+        return _whole_image(editor, settings, info, model, catalog)
+    has_selection = editor.selection_bounds() is not None
+    if info.mask == MASK_REQUIRED or on_selection or (on_selection is None and has_selection):
+        return _selection(editor, settings, info, model, catalog, title)
+    return _whole_image(editor, settings, info, model, catalog)
+
+
+def prepare_restore(editor: Editor, settings: Settings, task: str | None = None,
                     catalog: Catalog | None = None) -> PreparedJob:
-    """The whole layer (or image), to be upscaled with the upscale model and options."""
-    return _whole_image(editor, settings, Task.UPSCALE, catalog)
+    """The selection's box plus padding and the selection as a mask, restored in place, with
+    the given task or the one chosen in the settings."""
+    catalog = _need(catalog)
+    return prepare_task(editor, settings, _pick(catalog, task or settings.task), catalog, True)
 
 
-def prepare_restore(editor: Editor, settings: Settings, task: Task | None = None,
-                    catalog: Catalog | None = None) -> PreparedJob:
-    """The selection's box plus padding and the selection as a mask, restored in place."""
-    task = task or settings.restore_task()
-    model = _model(settings, task, catalog)  # before reading: refuse an unknown task early
+def prepare_whole_image(editor: Editor, settings: Settings, task: str | None = None,
+                        catalog: Catalog | None = None) -> PreparedJob:
+    """The whole layer (or image), with the given task or the one chosen in the settings."""
+    catalog = _need(catalog)
+    return prepare_task(editor, settings, _pick(catalog, task or settings.task), catalog, False)
+
+
+def _need(catalog: Catalog | None) -> Catalog:
+    if catalog is None:
+        raise PluginError("Restora has not reached its backend yet, so it does not know "
+                          "what the backend runs.", "Wait until it is connected, then try "
+                          "again.")
+    return catalog
+
+
+def _pick(catalog: Catalog, task: str) -> str:
+    picked = catalog.pick_task(task)
+    if picked is None:
+        raise PluginError("This Restora backend runs no task yet.",
+                          "Install a model for one (see `restora models catalog`), then "
+                          "restart `restora serve`.")
+    return picked
+
+
+def _offered(catalog: Catalog, task: str) -> TaskInfo:
+    info = catalog.task_info(task)
+    if info is None:
+        raise PluginError(f"This Restora backend does not run '{catalog.title(task)}'.",
+                          "Choose another task, or update the backend.")
+    if not info.available:
+        reason = info.reason or f"This Restora backend cannot run '{task_title(info)}' now."
+        raise PluginError(reason, info.hint or "Choose another task.")
+    return info
+
+
+def _model(settings: Settings, task: str, catalog: Catalog) -> str | None:
+    """The user's model when the backend has it, else its default; None for a task that
+    runs no model."""
+    if not catalog.takes_model(task):
+        return None
+    return catalog.resolve_model(task, settings.model_for(task))
+
+
+def _declared(catalog: Catalog, task: str, model: str | None) -> set[str]:
+    """The options to send: the task's parameters that apply to the model (an option for
+    another architecture, such as a JPEG quality for FBCNN, stays saved but unsent)."""
+    return {p.name for p in catalog.shown_params(task, model)}
+
+
+def _selection(editor: Editor, settings: Settings, info: TaskInfo, model: str | None,
+               catalog: Catalog, title: str) -> PreparedJob:
     canvas = editor.canvas()
     selection = editor.selection_bounds()
     if selection is None or selection.is_empty:
         raise NothingSelected("Nothing is selected.",
-                              "Select the part to restore, or use Upscale image for all of it.")
+                              f"Select the part {title} should work on, then try again.")
     region = restore_region(selection, canvas, settings.padding, settings.feather)
     mask = editor.selection_mask(region)
     if is_blank(mask):
         raise NothingSelected("The selection is empty.",
-                              "Select the part to restore, then try again.")
+                              f"Select the part {title} should work on, then try again.")
     pixels = editor.read_pixels(region, projection=settings.source == "projection")
-    job = JobInput(task=task, image=pixels, bounds=region, canvas=canvas, model=model,
-                   params=settings.options_for(task, True, _declared(catalog, task)),
-                   mask=mask, feather=settings.feather, params_checked=catalog is not None)
-    return PreparedJob(job, in_place=True)
+    options = settings.options_for(info.task, True, _declared(catalog, info.task, model))
+    job = JobInput(task=info.task, image=pixels, bounds=region, canvas=canvas, model=model,
+                   params=options, mask=mask, feather=settings.feather, params_checked=True)
+    return PreparedJob(job, in_place=True, title=title)
 
 
-def prepare_task(editor: Editor, settings: Settings, task: Task,
-                 catalog: Catalog | None = None) -> PreparedJob:
-    """A task's own action: on the selection when there is one, else on the whole image."""
-    if editor.selection_bounds() is not None:
-        return prepare_restore(editor, settings, task, catalog)
-    return _whole_image(editor, settings, task, catalog)
-
-
-def _model(settings: Settings, task: Task, catalog: Catalog | None) -> str | None:
-    """The user's model for the task; with the backend's catalog, one the backend has (and
-    a task it runs). Without a catalog the job runner asks the backend."""
-    if catalog is None:
-        return settings.model_for(task)
-    if not catalog.offers(task):
-        raise PluginError(f"This Restora backend does not run '{task_title(task)}'.",
-                          "Choose another task in the Restora docker, or update the backend.")
-    return catalog.resolve_model(task, settings.model_for(task))
-
-
-def _declared(catalog: Catalog | None, task: Task) -> set[str] | None:
-    """The task's parameter names from the backend; None without a catalog (the job runner
-    then asks the backend before it submits)."""
-    return None if catalog is None else {p.name for p in catalog.params(task)}
-
-
-def _whole_image(editor: Editor, settings: Settings, task: Task,
-                 catalog: Catalog | None) -> PreparedJob:
-    model = _model(settings, task, catalog)
+def _whole_image(editor: Editor, settings: Settings, info: TaskInfo, model: str | None,
+                 catalog: Catalog) -> PreparedJob:
     canvas = editor.canvas()
     region = Bounds.of(canvas)
     pixels = editor.read_pixels(region, projection=settings.source == "projection")
-    job = JobInput(task=task, image=pixels, bounds=region, canvas=canvas, model=model,
-                   params=settings.options_for(task, declared=_declared(catalog, task)),
-                   params_checked=catalog is not None)
-    into_document = task == Task.UPSCALE and settings.upscale_into == "document"
-    return PreparedJob(job, in_place=False, into_document=into_document)
+    options = settings.options_for(info.task, declared=_declared(catalog, info.task, model))
+    job = JobInput(task=info.task, image=pixels, bounds=region, canvas=canvas, model=model,
+                   params=options, params_checked=True)
+    into_document = info.resizes and settings.upscale_into == "document"
+    return PreparedJob(job, in_place=False, into_document=into_document,
+                       title=task_title(info), uses_selection=info.mask != MASK_IGNORED)
 
 
 def layer_name(prepared: PreparedJob, result: JobResult) -> str:
     """Named after the task and the model: "Upscale x4 - realesrgan-x4plus"."""
-    title = task_title(result.task)
-    scale = result.placement.scale_x
+    title = prepared.title or result.task
+    scale = result.placement.scale_x if result.outputs else 1.0
     if prepared.in_place:
         title += " selection"
     elif abs(scale - 1.0) > 1e-6:
         title += f" x{scale:.3g}"
-    return f"{title} - {result.model}"
+    return f"{title} - {result.model}" if result.model else title
 
 
 def apply_result(editor: Editor, prepared: PreparedJob, result: JobResult) -> str:
-    """Place the result; returns the new layer's (or document's) name. Never changes the
-    user's pixels: it adds a layer, scales the document by the editor's own command, or opens
-    a new document."""
+    """Place the result; returns the new layer's (or group's, or document's) name. Never
+    changes the user's pixels: it adds layers, scales the document by the editor's own
+    command, or opens a new document."""
     if not editor.is_alive():
         raise DocumentGone("The document was closed before the result arrived; the result "
                            "was dropped.", "")
@@ -119,28 +165,35 @@ def apply_result(editor: Editor, prepared: PreparedJob, result: JobResult) -> st
             f"The image was resized while Restora worked ({prepared.input.canvas.width}x"
             f"{prepared.input.canvas.height} to {canvas.width}x{canvas.height}), so the result "
             "no longer fits; it was dropped.", "Run the action again.")
-    if result.details.get("restored") == 0:
-        # the task found nothing to restore (no face): no empty layer, just say so
-        raise NothingFound(result.details.get("message") or "Nothing was found to restore.",
-                           _nothing_found_hint(result.task, prepared.in_place))
+    if result.nothing_found or not result.outputs:
+        # the task found nothing to do (no face): no empty layer, just say so
+        raise NothingFound(result.message or "Nothing was found to change.",
+                           _nothing_found_hint(prepared))
     name = layer_name(prepared, result)
-    pixels = to_channels(result.pixels, prepared.input.image.channels)
-    if prepared.in_place:
-        pixels = clear_transparent(pixels)  # outside the selection: empty, not hidden colour
-    placement = result.placement
-    if prepared.into_document:
-        editor.new_document(name, pixels)
+    layers = [NewLayer(output.title or output.name or name, _pixels(prepared, output),
+                       output.placement.bounds) for output in result.outputs]
+    if prepared.into_document and len(layers) == 1:
+        editor.new_document(name, layers[0].pixels)
         return name
-    target = placement.canvas or canvas
+    target = result.placement.canvas or canvas
     with editor.undo_group(name):
         if target != canvas:
             editor.scale_canvas(target)
-        editor.add_layer(name, pixels, placement.bounds)
+        if len(layers) == 1:
+            editor.add_layer(name, layers[0].pixels, layers[0].at)
+        else:
+            editor.add_layers(name, layers)
     return name
 
 
-def _nothing_found_hint(task: Task, in_place: bool) -> str:
-    if task == Task.FACE_RESTORE and not in_place:
-        return ("Select a face (a box around it) and run Restore faces again: a selection "
-                "with no face found is restored as a face.")
+def _pixels(prepared: PreparedJob, output: OutputPixels) -> PixelBuffer:
+    pixels = to_channels(output.pixels, prepared.input.image.channels)
+    if prepared.in_place:
+        pixels = clear_transparent(pixels)  # outside the selection: empty, not hidden colour
+    return pixels
+
+
+def _nothing_found_hint(prepared: PreparedJob) -> str:
+    if not prepared.in_place and prepared.uses_selection:
+        return f"Select the part to work on (a box around it) and run {prepared.title} again."
     return "The image was not changed."

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..shared.protocol import DEFAULT_PORT, Task
+from ..shared.protocol import DEFAULT_PORT
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 SOURCES = ("layer", "projection")
@@ -28,8 +28,8 @@ class Settings:
     backend_url: str = DEFAULT_URL
     #: the token a backend started with --token needs; empty for the local one
     token: str = ""
-    #: the task "Restore selection" runs, and the one the docker shows
-    task: str = Task.UPSCALE.value
+    #: the task "Restore selection" runs and the docker shows; "": the backend's first task
+    task: str = ""
     #: model per task ("" or missing: the backend's default model for the task)
     models: dict[str, str] = field(default_factory=dict)
     #: options per task (scale, tile, strength...), as the backend names its parameters
@@ -43,25 +43,25 @@ class Settings:
     #: where an upscaled image goes: a new layer of the scaled document, or a new document
     upscale_into: str = "layer"
 
-    def model_for(self, task: Task | str) -> str | None:
-        return self.models.get(_task_name(task)) or None
+    def model_for(self, task: str) -> str | None:
+        return self.models.get(task) or None
 
-    def options_for(self, task: Task | str, in_place: bool = False,
+    def options_for(self, task: str, in_place: bool = False,
                     declared: Collection[str] | None = None) -> dict[str, Any]:
         """The task's options to send; in place (a selection) without the size options; with
         `declared` (the task's parameter names from the backend), only those."""
-        opts = {k: v for k, v in self.options.get(_task_name(task), {}).items() if v is not None}
+        opts = {k: v for k, v in self.options.get(task, {}).items() if v is not None}
         if in_place:
             opts = {k: v for k, v in opts.items() if k not in SIZE_PARAMS}
         if declared is not None:
             opts = {k: v for k, v in opts.items() if k in declared}
         return opts
 
-    def with_task_form(self, task: Task | str, model: str,
+    def with_task_form(self, task: str, model: str,
                        options: Mapping[str, Any]) -> Settings:
         """These settings with one task's model and shown options replaced; every other
         task's entries stay as they are, and so do this task's options the form lacks."""
-        name = _task_name(task)
+        name = task
         models = {**self.models, name: model}
         all_options = {k: dict(v) for k, v in self.options.items()}
         all_options[name] = {**all_options.get(name, {}), **options}
@@ -86,12 +86,6 @@ class Settings:
         if not dropped:
             return self, {}
         return dataclasses.replace(self, options=options), dropped
-
-    def restore_task(self) -> Task:
-        try:
-            return Task(self.task)
-        except ValueError:
-            return Task.UPSCALE
 
     def to_strings(self) -> dict[str, str]:
         return {f.name: json.dumps(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -133,10 +127,6 @@ def _fits(value: Any, default: Any, name: str) -> bool:
     if isinstance(default, dict):
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     return isinstance(value, type(default))
-
-
-def _task_name(task: Task | str) -> str:
-    return task.value if isinstance(task, Task) else task
 
 
 def normalise_url(url: str) -> str | None:

@@ -7,6 +7,9 @@ A GIMP plug-in runs one procedure at a time and may call GIMP only from its main
    runs the runner's callbacks (progress) itself, so GIMP is only ever called from here,
 4. place the result through the editor (`operations.apply_result`, one undo group).
 
+Every connection writes the backend's task list to the cache GIMP registers the procedures
+from at its next start, so a task added to the backend appears then.
+
 Standard library only: tested with a fake editor against the real server.
 """
 
@@ -17,7 +20,8 @@ import queue
 from collections.abc import Callable
 from typing import Protocol
 
-from ..common.catalog import Catalog, fetch_catalog, missing_model_hint, task_title
+from ..common import task_cache
+from ..common.catalog import Catalog, fetch_catalog, missing_model_hint
 from ..common.client import Client
 from ..common.editor import Editor
 from ..common.errors import BackendUnavailable, JobCancelled, PluginError
@@ -28,15 +32,11 @@ from ..common.operations import (
     apply_result,
     prepare_restore,
     prepare_task,
-    prepare_upscale,
 )
 from ..common.settings import Settings
-from ..shared.protocol import Task
 from .cancel_guard import CancelGuard
 from .procedures import Action
 
-#: options of the typed arguments, sent only to tasks whose parameters include them
-TYPED_OPTIONS = ("scale", "tile")
 #: how often the waiting thread looks up when no callback arrives
 _POLL_SECONDS = 0.1
 
@@ -66,18 +66,26 @@ class _Listener:
         pass
 
 
-def run_action(action: Action, editor: Editor, settings: Settings, task: Task,
-               sink: ProgressSink, guard: bool = True) -> str:
+def run_action(action: Action, editor: Editor, settings: Settings, task: str,
+               sink: ProgressSink, guard: bool = True, tasks_path: str | None = None) -> str:
     """Run `task` as `action` on the editor's document; returns the new layer's name.
 
     Raises PluginError (a subclass) with words for the user for everything that can go wrong;
-    the document is changed only when the result has arrived.
+    the document is changed only when the result has arrived. With `tasks_path`, the
+    backend's task list is cached there.
     """
     client = Client(settings.backend_url, settings.token)
     sink.progress(-1.0, "connecting to the backend")
     catalog = connect(client, sink)
+    if tasks_path:
+        task_cache.save(tasks_path, catalog.tasks)
+    if not task:  # Restore selection without a task: the backend's first, with its choices
+        task = catalog.pick_task(task) or task
+        settings.task = task
+        if "" in settings.models:
+            settings.models = {task: settings.models[""]}
+        settings.options = {task: settings.options.get("", {})}
     _check(catalog, settings, task)
-    _drop_foreign_options(catalog, settings, task)
     prepared = prepare(action, editor, settings, task, catalog)
     result = run_job(client, prepared.input, sink, guard=guard)
     return apply_result(editor, prepared, result)
@@ -103,10 +111,8 @@ def connect(client: Client, sink: ProgressSink) -> Catalog:
     return fetch_catalog(client)
 
 
-def prepare(action: Action, editor: Editor, settings: Settings, task: Task,
+def prepare(action: Action, editor: Editor, settings: Settings, task: str,
             catalog: Catalog) -> PreparedJob:
-    if action == Action.UPSCALE:
-        return prepare_upscale(editor, settings, catalog)
     if action == Action.RESTORE:
         return prepare_restore(editor, settings, task, catalog)
     return prepare_task(editor, settings, task, catalog)
@@ -139,14 +145,20 @@ def run_job(client: Client, job: JobInput, sink: ProgressSink, guard: bool = Tru
                                       "This is a bug in the plug-in; please report it.")
 
 
-def _check(catalog: Catalog, settings: Settings, task: Task) -> None:
+def _check(catalog: Catalog, settings: Settings, task: str) -> None:
     """The backend runs the task and has the model asked for (no silent substitute)."""
-    title = task_title(task)
-    if not catalog.offers(task):
-        runs = ", ".join(task_title(t) for t in catalog.available_tasks()) or "nothing yet"
-        raise PluginError(f"This Restora backend ({catalog.health.version}) cannot "
-                          f"'{title}' yet; it runs: {runs}.",
+    title = catalog.title(task)
+    info = catalog.task_info(task)
+    if info is None:
+        runs = ", ".join(t.title or t.task for t in catalog.available_tasks()) or "nothing yet"
+        raise PluginError(f"This Restora backend ({catalog.health.version}) does not run "
+                          f"'{title}'; it runs: {runs}.",
                           "Update the backend, or choose another task.")
+    if not info.available:
+        raise PluginError(info.reason or f"This Restora backend cannot run '{title}' now.",
+                          missing_model_hint(info))
+    if not catalog.takes_model(task):
+        return
     names = [m.name for m in catalog.models_for(task)]
     wanted = settings.model_for(task)
     if wanted and wanted not in names:
@@ -155,13 +167,4 @@ def _check(catalog: Catalog, settings: Settings, task: Task) -> None:
                           f"(it has: {have}).",
                           "Choose one of its models, or leave the model empty for the default.")
     if catalog.default_model(task) is None:
-        raise PluginError(f"The backend has no model for '{title}'.", missing_model_hint(task))
-
-
-def _drop_foreign_options(catalog: Catalog, settings: Settings, task: Task) -> None:
-    """A tile size or scale typed in the dialog goes only to tasks that take one."""
-    known = {p.name for p in catalog.params(task)}
-    options = settings.options.get(task.value, {})
-    for name in TYPED_OPTIONS:
-        if name in options and name not in known:
-            del options[name]
+        raise PluginError(f"The backend has no model for '{title}'.", missing_model_hint(info))

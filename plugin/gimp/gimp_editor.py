@@ -20,6 +20,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+from ..common.editor import NewLayer  # noqa: E402
 from ..common.errors import UnsupportedDocument  # noqa: E402
 from ..common.pixels import Bytes, PixelBuffer  # noqa: E402
 from ..shared.geometry import Bounds, Extent  # noqa: E402
@@ -88,15 +89,29 @@ class GimpEditor:
     # --- writing ---
 
     def add_layer(self, name: str, pixels: PixelBuffer, at: Bounds) -> None:
-        layer = Gimp.Layer.new(self.image, name, at.width, at.height,
-                               self._layer_type(), 100.0,
-                               Gimp.LayerMode.NORMAL)
         # directly above the source, in the same group
         parent = self.layer.get_parent()
-        self.image.insert_layer(layer, parent, self.image.get_item_position(self.layer))
+        self.new_layer = self._insert(name, pixels, at, parent,
+                                      self.image.get_item_position(self.layer))
+
+    def add_layers(self, group: str, layers: list[NewLayer]) -> None:
+        """A layer group above the source, its layers top to bottom in the given order; the
+        caller's undo group makes it one undo step."""
+        node = Gimp.GroupLayer.new(self.image, group)
+        self.image.insert_layer(node, self.layer.get_parent(),
+                                self.image.get_item_position(self.layer))
+        for position, new in enumerate(layers):
+            self._insert(new.name, new.pixels, new.at, node, position)
+        self.new_layer = node
+
+    def _insert(self, name: str, pixels: PixelBuffer, at: Bounds, parent: Gimp.Layer | None,
+                position: int) -> Gimp.Layer:
+        layer = Gimp.Layer.new(self.image, name, at.width, at.height, self._layer_type(),
+                               100.0, Gimp.LayerMode.NORMAL)
+        self.image.insert_layer(layer, parent, position)
         layer.set_offsets(at.x, at.y)
         _set(layer, pixels)
-        self.new_layer = layer
+        return layer
 
     def scale_canvas(self, size: Extent) -> None:
         # GIMP's own Image > Scale Image, with the interpolation the user chose in Preferences

@@ -1,5 +1,10 @@
 """Restora's GIMP 3 plug-in: registers the procedures of procedures.py and runs them.
 
+Registration happens at every GIMP start (init_procedures, not query_procedures, whose
+answer GIMP keeps until the plug-in file changes), from the last task list seen; when there
+is none yet, the backend is asked once, briefly, and without an answer only Restore selection
+is registered until a run has seen the backend's tasks.
+
 A run: 1. pick the source layer, 2. interactive: show the dialog (GIMP remembers its values),
 3. build the settings from the arguments, 4. run the action (flow.py) with GIMP's progress bar,
 5. return the new layer (and new image), or an error in plain words: a message dialog when a
@@ -22,20 +27,26 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
+from ..common import task_cache  # noqa: E402
+from ..common.client import Client  # noqa: E402
 from ..common.errors import JobCancelled, NothingFound, PluginError  # noqa: E402
-from ..common.settings import Settings  # noqa: E402
+from ..common.settings import Settings, normalise_url  # noqa: E402
+from ..shared.protocol import TaskInfo  # noqa: E402
 from . import store  # noqa: E402
 from .flow import run_action  # noqa: E402
 from .gimp_editor import GimpEditor  # noqa: E402
 from .procedures import (  # noqa: E402
     ATTRIBUTION,
-    BY_NAME,
     MENU_PATH,
-    PROCEDURES,
     Argument,
     ProcedureSpec,
     build_settings,
+    procedures,
+    spec_for,
 )
+
+#: seconds GIMP's start may wait for a backend when no task list is cached yet
+FIRST_CONTACT_TIMEOUT = 2.0
 
 
 class GimpProgress:
@@ -63,10 +74,33 @@ def settings_path() -> str:
     return os.path.join(Gimp.directory(), store.FILE_NAME)
 
 
+def tasks_path() -> str:
+    """The cached task list, beside the settings."""
+    return os.path.join(Gimp.directory(), task_cache.FILE_NAME)
+
+
+def known_tasks() -> list[TaskInfo]:
+    """The cached task list; without one, the backend's (cached for the next start)."""
+    tasks = task_cache.load(tasks_path())
+    if tasks:
+        return tasks
+    url = normalise_url(os.environ.get("RESTORA_URL", "")) or store.load(
+        settings_path()).backend_url
+    token = os.environ.get("RESTORA_TOKEN", "") or store.load(settings_path()).token
+    try:
+        client = Client(url, token, timeout=FIRST_CONTACT_TIMEOUT)
+        client.connect()
+        tasks = client.tasks()
+    except PluginError:
+        return []  # no backend yet: Restore selection alone, until a run has seen one
+    task_cache.save(tasks_path(), tasks)
+    return tasks
+
+
 def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
         drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig,
         data: Any) -> Gimp.ValueArray:
-    spec = BY_NAME[procedure.get_name()]
+    spec = spec_for(procedure.get_name(), task_cache.load(tasks_path()))
     by_person = run_mode != Gimp.RunMode.NONINTERACTIVE
     try:
         editor, settings = _run(procedure, run_mode, image, drawables, config, spec)
@@ -105,7 +139,8 @@ def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
     if run_mode == Gimp.RunMode.INTERACTIVE:
         from .dialog import run_dialog
 
-        if not run_dialog(procedure, config, spec, stored, image):
+        if not run_dialog(procedure, config, spec, stored, image,
+                          task_cache.load(tasks_path())):
             return None, stored
     # 3. the settings of this run
     values = {arg.name: config.get_property(arg.name) for arg in spec.arguments}
@@ -114,7 +149,7 @@ def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
     editor = GimpEditor(image, layer, interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
     progress = GimpProgress(f"Restora: {spec.title}")
     try:
-        run_action(spec.action, editor, settings, task, progress)
+        run_action(spec.action, editor, settings, task, progress, tasks_path=tasks_path())
     finally:
         progress.end()
     return editor, settings
@@ -157,11 +192,6 @@ def _add_argument(procedure: Gimp.Procedure, arg: Argument) -> None:
                                       arg.default, flags)
     elif arg.kind == "boolean":
         procedure.add_boolean_argument(arg.name, arg.nick, arg.blurb, arg.default, flags)
-    elif arg.kind == "choice":
-        choice = Gimp.Choice.new()
-        for number, (nick, label) in enumerate(arg.choices):
-            choice.add(nick, number, label, "")
-        procedure.add_choice_argument(arg.name, arg.nick, arg.blurb, choice, arg.default, flags)
     else:
         raise ValueError(f"unknown argument kind {arg.kind!r} of {arg.name}")
 
@@ -185,14 +215,14 @@ def create_procedure(plug_in: Gimp.PlugIn, spec: ProcedureSpec) -> Gimp.Procedur
 
 
 class RestoraPlugIn(Gimp.PlugIn):
-    def do_query_procedures(self) -> list[str]:
-        return [spec.name for spec in PROCEDURES]
+    def do_init_procedures(self) -> list[str]:
+        return [spec.name for spec in procedures(known_tasks())]
 
     def do_set_i18n(self, name: str) -> bool:
         return False  # English only for now
 
     def do_create_procedure(self, name: str) -> Gimp.Procedure:
-        return create_procedure(self, BY_NAME[name])
+        return create_procedure(self, spec_for(name, task_cache.load(tasks_path())))
 
 
 def main(argv: list[str]) -> None:

@@ -1,10 +1,16 @@
-"""Restora's GIMP procedures and their arguments, as plain data.
+"""Restora's GIMP procedures and their arguments, as plain data, from the backend's task list.
 
-GIMP registers a procedure's arguments once (when it queries the plug-in) and keeps them in
-its plug-in cache, so the list here is fixed: one procedure per task of the protocol, plus
-"Restore selection" with the task as an argument. Tasks a backend does not run yet answer with
-a message saying so. Models and task options come from the backend at run time, so `model` is
-a string and options beyond the typed ones travel as a JSON object in `options`.
+GIMP registers procedures when it starts, before any backend answers, so they come from the
+last task list the plug-in saw (task_cache.py, beside its settings): one procedure per task
+the backend ran, in the backend's order, titled as it titles the task, plus "Restore
+selection" with the task as an argument. Each task procedure is `restora-<task id>`; the
+upscale task keeps the name older versions gave it (`restora-upscale-image`), so scripts keep
+working.
+
+Every task procedure takes the same arguments, whatever its task: a task's list entry may
+change between GIMP's start and a run, and GIMP checks a run's arguments against what was
+registered. The task's own options travel as a JSON object in `options`, named as the backend
+names its parameters; the dialog draws them from the backend's description with real ranges.
 
 `build_settings` turns one run's argument values into the common `Settings`; standard library
 only, so it is tested without GIMP.
@@ -18,16 +24,19 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..common.catalog import task_title
+from ..common.catalog import ordered, task_title
 from ..common.errors import PluginError
 from ..common.settings import Settings, normalise_url
-from ..shared.protocol import Task
+from ..shared.protocol import TaskInfo, check_task_id
 
 MENU_PATH = "<Image>/Filters/Restora"
 PREFIX = "restora-"
+RESTORE_NAME = f"{PREFIX}restore-selection"
+#: procedure names older versions gave tasks, kept so scripts that call them still work
+LEGACY_NAMES = {"upscale": f"{PREFIX}upscale-image"}
 #: what GIMP's procedure browser shows as the author
 ATTRIBUTION = ("Restora", "Restora contributors", "2025")
-#: a "whatever the backend chooses" value for numbers where 0 means something
+#: what `feather` and `padding` hold for "the backend's default" (the dialog shows a toggle)
 AUTOMATIC = -1
 
 
@@ -36,41 +45,39 @@ class BadArgument(PluginError):
 
 
 class Action(str, Enum):
-    #: the whole layer; the image is scaled by GIMP and the result added on top
-    UPSCALE = "upscale"
     #: the selection, in place, with the task named by the `task` argument
     RESTORE = "restore"
-    #: one task: on the selection when there is one, else on the whole layer
+    #: one task, as its spec says: the selection when there is one (and it uses selections)
     TASK = "task"
 
 
 @dataclass(frozen=True)
 class Argument:
     name: str
-    kind: str  # "string", "int", "double", "boolean" or "choice"
+    kind: str  # "string", "int", "double" or "boolean"
     nick: str
     blurb: str
     default: Any
     minimum: float = 0
     maximum: float = 0
-    #: for "choice": (id, label) pairs
-    choices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class ProcedureSpec:
     name: str
     action: Action
-    #: the task it runs; None for Restore selection, whose `task` argument says
-    task: Task | None
+    #: the task it runs; "" for Restore selection, whose `task` argument says
+    task: str
     menu_label: str
     blurb: str
     help: str
     arguments: tuple[Argument, ...] = field(default_factory=tuple)
+    #: the task's description when it is known (from the cache, or the backend)
+    info: TaskInfo | None = None
 
     @property
     def title(self) -> str:
-        """The menu label without its mnemonic and dots: "Upscale image"."""
+        """The menu label without its mnemonic and dots: "Upscale"."""
         return self.menu_label.replace("_", "").rstrip(".")
 
     def argument(self, name: str) -> Argument | None:
@@ -88,73 +95,98 @@ MODEL = Argument(
     "model", "string", "_Model",
     "The model's name as the backend lists it; empty: the backend's default for the task", "")
 OPTIONS = Argument(
-    "options", "string", "More _options",
-    'More task options as a JSON object, named as the backend names them, e.g. {"overlap": 16}',
-    "")
+    "options", "string", "_Options",
+    'The task\'s options as a JSON object, named as the backend names them, e.g. '
+    '{"scale": 2, "overlap": 16}; a missing option takes the backend\'s default', "")
 SAMPLE_MERGED = Argument(
     "sample-merged", "boolean", "Sample mer_ged",
     "Send the image as it is shown (all visible layers) instead of the active layer", False)
-SCALE = Argument(
-    "scale", "double", "Sc_ale (0: the model's)", "Output scale; 0: the model's own scale",
-    0.0, 0.0, 16.0)
-TILE = Argument(
-    "tile", "int", "_Tile size (0: automatic)",
-    "Tile size in pixels for big images; 0: chosen by the backend from the free memory",
-    0, 0, 8192)
 NEW_IMAGE = Argument(
     "new-image", "boolean", "Open as a _new image",
-    "Open the upscaled image as a new image instead of scaling this one", False)
+    "For a task that resizes: open the result as a new image instead of scaling this one",
+    False)
 FEATHER = Argument(
-    "feather", "double", "_Feather (-1: automatic)",
-    "Width of the blend at the selection's edge in pixels; -1: 8% of the selection's diagonal",
-    float(AUTOMATIC), float(AUTOMATIC), 1000.0)
+    "feather", "double", "_Feather",
+    "Width of the blend at the selection's edge in pixels; negative: the backend's default "
+    "(8% of the selection's diagonal)", float(AUTOMATIC), float(AUTOMATIC), 1000.0)
 PADDING = Argument(
-    "padding", "int", "Conte_xt (-1: automatic)",
-    "Pixels around the selection the model also sees; -1: the feather width, at least 16",
-    AUTOMATIC, AUTOMATIC, 4096)
-TASK_CHOICE = Argument(
-    "task", "choice", "T_ask", "What to do with the selection", Task.UPSCALE.value,
-    choices=tuple((t.value, task_title(t)) for t in Task))
+    "padding", "int", "Conte_xt",
+    "Pixels around the selection the model also sees; negative: the feather width, at least "
+    "16", AUTOMATIC, AUTOMATIC, 4096)
+TASK_ARGUMENT = Argument(
+    "task", "string", "T_ask",
+    "The id of the task to run on the selection, as the backend lists it (GET /v1/tasks); "
+    "empty: the backend's first task", "")
 
 CONNECTION = (BACKEND_URL, TOKEN)
+TASK_ARGUMENTS = (MODEL, OPTIONS, FEATHER, PADDING, NEW_IMAGE, SAMPLE_MERGED, *CONNECTION)
+RESTORE_ARGUMENTS = (TASK_ARGUMENT, MODEL, OPTIONS, FEATHER, PADDING, SAMPLE_MERGED,
+                     *CONNECTION)
 
 
-def _specs() -> tuple[ProcedureSpec, ...]:
-    specs = [
-        ProcedureSpec(
-            f"{PREFIX}upscale-image", Action.UPSCALE, Task.UPSCALE, "_Upscale image...",
-            "Upscale the image with a Restora model",
-            "Sends the active layer to Restora's backend, scales the image with GIMP's own "
-            "scaling and adds the upscaled layer on top of the source layer, in one undo step.",
-            (MODEL, SCALE, TILE, NEW_IMAGE, SAMPLE_MERGED, OPTIONS, *CONNECTION)),
-        ProcedureSpec(
-            f"{PREFIX}restore-selection", Action.RESTORE, None, "Restore _selection...",
-            "Restore the selected part of the layer with a Restora model",
-            "Sends the selection's box plus some context to Restora's backend and adds the "
-            "result as a new layer above the source, exactly aligned, feathered at the "
-            "selection's edge and transparent outside it, in one undo step.",
-            (TASK_CHOICE, MODEL, FEATHER, PADDING, TILE, SAMPLE_MERGED, OPTIONS, *CONNECTION)),
-    ]
-    for task in Task:
-        if task == Task.UPSCALE:
-            continue  # "Upscale image" and "Restore selection" cover it
-        title = task_title(task)
-        specs.append(ProcedureSpec(
-            f"{PREFIX}{task.value}", Action.TASK, task, f"{title}...",
-            f"{title} with Restora",
-            f"Runs Restora's '{task.value}' task on the selection (or the whole layer without "
-            "one) and adds the result as a new layer above the source, in one undo step.",
-            (MODEL, FEATHER, PADDING, SAMPLE_MERGED, OPTIONS, *CONNECTION)))
-    return tuple(specs)
+def procedure_name(task: str) -> str:
+    return LEGACY_NAMES.get(task, f"{PREFIX}{task}")
 
 
-PROCEDURES: tuple[ProcedureSpec, ...] = _specs()
-BY_NAME: dict[str, ProcedureSpec] = {spec.name: spec for spec in PROCEDURES}
+def task_of(name: str) -> str | None:
+    """The task a procedure name runs; None for a name that is not a task procedure."""
+    for task, legacy in LEGACY_NAMES.items():
+        if name == legacy:
+            return task
+    if not name.startswith(PREFIX) or name == RESTORE_NAME:
+        return None
+    try:
+        return check_task_id(name[len(PREFIX):])
+    except ValueError:
+        return None
+
+
+def restore_spec() -> ProcedureSpec:
+    return ProcedureSpec(
+        RESTORE_NAME, Action.RESTORE, "", "Restore _selection...",
+        "Restore the selected part of the layer with a Restora task",
+        "Sends the selection's box plus some context to Restora's backend and adds the "
+        "result as a new layer above the source, exactly aligned, feathered at the "
+        "selection's edge and transparent outside it, in one undo step.",
+        RESTORE_ARGUMENTS)
+
+
+def task_spec(task: str, info: TaskInfo | None) -> ProcedureSpec:
+    title = task_title(info, task)
+    help_text = (info.help + " " if info is not None and info.help else "") + (
+        "Works on the selection when there is one, else on the whole layer; the result is a "
+        "new layer (a group of layers for several outputs) above the source, in one undo step.")
+    return ProcedureSpec(procedure_name(task), Action.TASK, task, f"{title}...",
+                         f"{title} with Restora", help_text, TASK_ARGUMENTS, info)
+
+
+def procedures(tasks: list[TaskInfo]) -> list[ProcedureSpec]:
+    """What GIMP registers: Restore selection, then each task the backend ran, in order."""
+    specs = [restore_spec()]
+    seen = {RESTORE_NAME}
+    for info in ordered(tasks):
+        spec = task_spec(info.task, info)
+        if info.available and spec.name not in seen:
+            seen.add(spec.name)
+            specs.append(spec)
+    return specs
+
+
+def spec_for(name: str, tasks: list[TaskInfo]) -> ProcedureSpec:
+    """The spec of a procedure GIMP asks for; a task gone from the list since GIMP started
+    still runs (the backend says whether it can)."""
+    if name == RESTORE_NAME:
+        return restore_spec()
+    task = task_of(name)
+    if task is None:
+        raise KeyError(name)
+    return task_spec(task, next((t for t in tasks if t.task == task), None))
 
 
 def build_settings(spec: ProcedureSpec, values: Mapping[str, Any], stored: Settings,
-                   env: Mapping[str, str]) -> tuple[Settings, Task]:
-    """The settings of one run from its argument values; returns them and the task to run.
+                   env: Mapping[str, str]) -> tuple[Settings, str]:
+    """The settings of one run from its argument values; returns them and the task to run
+    ("" for Restore selection without a task: the backend's first).
 
     The address and token come from the argument, else the environment (RESTORA_URL,
     RESTORA_TOKEN), else what was stored; everything else comes from the arguments, so a
@@ -172,11 +204,11 @@ def build_settings(spec: ProcedureSpec, values: Mapping[str, Any], stored: Setti
     token = _text(values.get("token")) or env.get("RESTORA_TOKEN", "").strip()
     if token:
         settings.token = token
-    settings.task = task.value
+    settings.task = task
     model = _text(values.get("model"))
     if model:
-        settings.models = {task.value: model}
-    settings.options = {task.value: _options(spec, values)}
+        settings.models = {task: model}
+    settings.options = {task: _options(values)}
     feather = values.get("feather")
     if isinstance(feather, (int, float)) and feather >= 0:
         settings.feather = float(feather)
@@ -188,32 +220,30 @@ def build_settings(spec: ProcedureSpec, values: Mapping[str, Any], stored: Setti
     return settings, task
 
 
-def _options(spec: ProcedureSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+def _options(values: Mapping[str, Any]) -> dict[str, Any]:
     raw = _text(values.get("options"))
-    options: dict[str, Any] = {}
-    if raw:
-        try:
-            options = json.loads(raw)
-        except ValueError as exc:
-            raise BadArgument(f"The options are not valid JSON ({exc}).",
-                              'Write them as a JSON object, e.g. {"overlap": 16}.') from None
-        if not isinstance(options, dict):
-            raise BadArgument("The options must be a JSON object.",
-                              'Write them like {"overlap": 16}.')
-    # the typed arguments win over the same name in `options`; 0 means "the backend chooses"
-    if spec.argument("scale") is not None and values.get("scale"):
-        options["scale"] = float(values["scale"])
-    if spec.argument("tile") is not None and values.get("tile"):
-        options["tile"] = int(values["tile"])
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise BadArgument(f"The options are not valid JSON ({exc}).",
+                          'Write them as a JSON object, e.g. {"overlap": 16}.') from None
+    if not isinstance(options, dict):
+        raise BadArgument("The options must be a JSON object.",
+                          'Write them like {"overlap": 16}.')
     return options
 
 
-def _task(value: Any) -> Task:
+def _task(value: Any) -> str:
+    text = _text(value)
+    if not text:
+        return ""
     try:
-        return Task(_text(value) or Task.UPSCALE.value)
+        return check_task_id(text)
     except ValueError:
-        known = ", ".join(t.value for t in Task)
-        raise BadArgument(f"'{value}' is not a Restora task.", f"Use one of: {known}.") from None
+        raise BadArgument(f"'{text}' is not a Restora task id.",
+                          "Use an id the backend lists, such as 'upscale'.") from None
 
 
 def _text(value: Any) -> str:

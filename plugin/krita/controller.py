@@ -13,7 +13,7 @@ from typing import Any
 
 from krita import Krita
 
-from ..common.catalog import Catalog, forget_unknown_options, task_title
+from ..common.catalog import Catalog, forget_unknown_options, ordered
 from ..common.connection import Connection, ConnectionState
 from ..common.errors import BackendLost, BackendUnavailable, NothingFound, PluginError
 from ..common.job_runner import JobResult, JobRunner
@@ -23,10 +23,10 @@ from ..common.operations import (
     apply_result,
     prepare_restore,
     prepare_task,
-    prepare_upscale,
+    prepare_whole_image,
 )
 from ..common.settings import Settings
-from ..shared.protocol import Task
+from ..shared.protocol import TaskInfo
 from .document import KritaEditor
 from .qt import QEventLoop, QObject, Qt, QTimer, pyqtSignal
 
@@ -93,7 +93,7 @@ class ActionRun:
     # - JobListener: called on the UI thread through the dispatcher -
 
     def on_progress(self, fraction: float, stage: str) -> None:
-        if self.done:
+        if self.done or self.runner is None:
             return
         self.progress, self.stage = fraction, stage
         self.controller.notify()
@@ -137,17 +137,31 @@ class ActionRun:
             callback()
 
 
-Prepare = Callable[[KritaEditor, Catalog | None], PreparedJob]
+Prepare = Callable[[KritaEditor, Catalog], PreparedJob]
+
+
+class TaskStore:
+    """Where the last task list seen is kept (the menu offers it before the backend answers)."""
+
+    def __init__(self, load: Callable[[], list[TaskInfo]],
+                 save: Callable[[list[TaskInfo]], None]) -> None:
+        self.load, self.save = load, save
 
 
 class Controller(QObject):
     changed = pyqtSignal()
 
     def __init__(self, settings: Settings,
-                 save: Callable[[Settings], None] | None = None) -> None:
+                 save: Callable[[Settings], None] | None = None,
+                 tasks: TaskStore | None = None) -> None:
         super().__init__()
         self.settings = settings
         self._save = save
+        self._tasks = tasks
+        #: the tasks of the last backend seen, until this one answers
+        self.cached_tasks: list[TaskInfo] = tasks.load() if tasks is not None else []
+        #: an action waiting for the backend's catalog: (run, prepare)
+        self._waiting: tuple[ActionRun, Prepare] | None = None
         self.dispatcher = UiDispatcher()
         self.connection = Connection(settings.backend_url, settings.token,
                                      dispatch=self.dispatcher.post,
@@ -171,10 +185,28 @@ class Controller(QObject):
     def notify(self) -> None:
         self.changed.emit()
 
+    def known_tasks(self) -> list[TaskInfo]:
+        """The tasks to offer, in menu order: the backend's, else the last ones seen."""
+        catalog = self.connection.catalog
+        if catalog is not None:
+            return catalog.available_tasks()
+        return [t for t in ordered(self.cached_tasks) if t.available]
+
     def _connection_changed(self, connection: Connection) -> None:
         catalog = connection.catalog
+        if self._waiting is not None and connection.state != ConnectionState.CONNECTING:
+            run, prepare = self._waiting
+            self._waiting = None
+            if catalog is None:
+                run.fail(connection.error or PluginError(
+                    f"Restora's backend at {connection.client.url} did not answer.", ""))
+            else:
+                self._begin(run, prepare, catalog)
         if catalog is not None and catalog is not self._checked:
             self._checked = catalog
+            if self._tasks is not None and catalog.tasks != self.cached_tasks:
+                self.cached_tasks = list(catalog.tasks)
+                self._tasks.save(self.cached_tasks)
             cleaned, notes = forget_unknown_options(self.settings, catalog)
             if notes:
                 self.notes = notes
@@ -217,22 +249,35 @@ class Controller(QObject):
 
     # - the actions -
 
-    def upscale_image(self, document: Any = None, node: Any = None) -> ActionRun:
-        return self._start("Upscale image", lambda e, c: prepare_upscale(e, self.settings, c),
+    def whole_image(self, document: Any = None, node: Any = None,
+                    task: str | None = None) -> ActionRun:
+        """The docker's task (or `task`) on the whole layer or image."""
+        return self._start("Whole image",
+                           lambda e, c: prepare_whole_image(e, self.settings, task, c),
                            document, node)
 
     def restore_selection(self, document: Any = None, node: Any = None,
-                          task: Task | None = None) -> ActionRun:
+                          task: str | None = None) -> ActionRun:
+        """The docker's task (or `task`) on the selection, in place."""
         return self._start("Restore selection",
                            lambda e, c: prepare_restore(e, self.settings, task, c),
                            document, node)
 
-    def run_task(self, task: Task, document: Any = None, node: Any = None) -> ActionRun:
-        return self._start(task_title(task), lambda e, c: prepare_task(e, self.settings, task, c),
+    def run_task(self, task: str, document: Any = None, node: Any = None) -> ActionRun:
+        """A task's own action: its spec says whether it takes the selection."""
+        catalog = self.connection.catalog
+        info = next((t for t in (catalog.tasks if catalog else self.cached_tasks)
+                     if t.task == task), None)
+        return self._start(info.title if info is not None and info.title else task,
+                           lambda e, c: prepare_task(e, self.settings, task, c),
                            document, node)
 
     def cancel(self) -> None:
-        if self.current is not None:
+        if self._waiting is not None:  # not sent yet: nothing to tell the backend
+            run, _prepare = self._waiting
+            self._waiting = None
+            run.on_cancelled()
+        elif self.current is not None:
             self.current.cancel()
 
     def _start(self, title: str, prepare: Prepare, document: Any, node: Any) -> ActionRun:
@@ -248,20 +293,38 @@ class Controller(QObject):
             return run
         try:
             run.editor = KritaEditor(document, node)
-            run.prepared = prepare(run.editor, self.connection.catalog)
         except PluginError as exc:
             run.fail(exc)
             return run
+        self.current = run
+        catalog = self.connection.catalog
+        if catalog is None:
+            # what the task does with the selection is in the backend's task list: ask first
+            run.stage = "connecting"
+            self._waiting = (run, prepare)
+            self.connection.refresh()
+            self.notify()
+            return run
+        self._begin(run, prepare, catalog)
+        return run
+
+    def _begin(self, run: ActionRun, prepare: Prepare, catalog: Catalog) -> None:
+        if run.done or run.editor is None:
+            return
+        try:
+            run.prepared = prepare(run.editor, catalog)
+        except PluginError as exc:
+            run.fail(exc)
+            return
         except Exception as exc:  # a bug must not take Krita down with it
             traceback.print_exc()
             run.fail(PluginError(f"Restora could not read the image: {exc!r}.",
                                  "This is a bug in the plug-in; please report it."))
-            return run
-        self.current = run
+            return
+        run.title = run.prepared.title or run.title
         run.runner = JobRunner(self.connection.client, run.prepared.input, run,
                                dispatch=self.dispatcher.post).start()
         self.notify()
-        return run
 
     def action_ended(self, run: ActionRun) -> None:
         if self.current is run:

@@ -1,9 +1,11 @@
 """The Restora docker: connection, task, model, options, progress, Cancel and the last error.
 
-Widgets are rebuilt from the backend's catalog (tasks, models, each task's parameters), so a
-task or option added to the backend shows up here without code. Every edit is saved as the
-plug-in's settings at once; nothing here talks to the network (the controller does, off the
-UI thread).
+Widgets are built from the backend's catalog (tasks, models, each task's parameters as
+`ParamInfo` describes them: spin boxes with the real range, step and unit, sliders,
+checkboxes, choices, model lists by purpose, help as tooltips, advanced options folded away,
+options for other model architectures hidden), so a task or option added to the backend
+shows up here without code. Every edit is saved as the plug-in's settings at once; nothing
+here talks to the network (the controller does, off the UI thread).
 """
 
 from __future__ import annotations
@@ -13,17 +15,67 @@ from typing import Any
 
 from krita import DockWidget
 
-from ..common.catalog import param_label, task_title
+from ..common.catalog import Catalog, applies, param_label
 from ..common.connection import ConnectionState
 from ..common.settings import normalise_url
-from ..shared.protocol import ParamInfo, Task
+from ..shared.protocol import ParamInfo
 from . import actions
-from .qt import Qt, QtWidgets
+from .qt import QObject, Qt, QtWidgets, pyqtSignal
 
 AUTO = "auto"
+DEFAULT_TEXT = "default"
+#: a spin box's bounds where a parameter gives none
+NO_LIMIT = 1_000_000
 STARTING_TEXT = "Starting Restora's backend... (the first start can take a minute)"
 _STATE_COLOURS = {ConnectionState.CONNECTED: "#2e7d32", ConnectionState.CONNECTING: "#8d6e00",
                   ConnectionState.DISCONNECTED: "#b71c1c", ConnectionState.FAILED: "#b71c1c"}
+
+
+class _Relay(QObject):
+    changed = pyqtSignal()
+
+
+class ParamSlider(QtWidgets.QWidget):
+    """A slider over a parameter's range in its steps, with the value shown beside it."""
+
+    def __init__(self, param: ParamInfo) -> None:
+        super().__init__()
+        self.param = param
+        self.minimum = param.minimum if param.minimum is not None else 0.0
+        maximum = param.maximum if param.maximum is not None else 1.0
+        self.step = param.step or (1.0 if param.type == "int" else (maximum - self.minimum) / 100)
+        self.relay = _Relay()
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.slider = QtWidgets.QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, max(1, round((maximum - self.minimum) / self.step)))
+        self.label = QtWidgets.QLabel()
+        self.label.setMinimumWidth(48)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.label)
+        self.slider.valueChanged.connect(self._moved)
+
+    def value(self) -> float | int:
+        raw = self.minimum + self.slider.value() * self.step
+        return round(raw) if self.param.type == "int" else round(raw, 6)
+
+    def setValue(self, value: float) -> None:
+        self.slider.setValue(round((float(value) - self.minimum) / self.step))
+        self._show()
+
+    def minimumValue(self) -> float:
+        return self.minimum
+
+    def maximumValue(self) -> float:
+        return self.minimum + self.slider.maximum() * self.step
+
+    def _moved(self, _position: int) -> None:
+        self._show()
+        self.relay.changed.emit()
+
+    def _show(self) -> None:
+        unit = f" {self.param.unit}" if self.param.unit else ""
+        self.label.setText(f"{self.value():g}{unit}")
 
 
 class RestoraDocker(DockWidget):
@@ -32,8 +84,9 @@ class RestoraDocker(DockWidget):
         self.setWindowTitle("Restora")
         self.controller = actions.controller()
         self._updating = False
-        self._form_task: Task | None = None
+        self._form_task: str | None = None
         self._param_widgets: dict[str, tuple[ParamInfo, QtWidgets.QWidget]] = {}
+        self._param_labels: dict[str, QtWidgets.QLabel] = {}
         self._build()
         self.controller.changed.connect(self.refresh)
         self.refresh()
@@ -80,12 +133,28 @@ class RestoraDocker(DockWidget):
         form = W.QFormLayout()
         self.task = W.QComboBox()
         self.model = W.QComboBox()
+        self.task_form = form
         form.addRow("Task", self.task)
         form.addRow("Model", self.model)
         layout.addLayout(form)
 
         self.options_box = W.QGroupBox("Options")
-        self.options = W.QFormLayout(self.options_box)
+        box = W.QVBoxLayout(self.options_box)
+        options_widget = W.QWidget()
+        self.options = W.QFormLayout(options_widget)
+        self.options.setContentsMargins(0, 0, 0, 0)
+        self.advanced_button = W.QToolButton()
+        self.advanced_button.setText("Advanced")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_box = W.QWidget()
+        self.advanced = W.QFormLayout(self.advanced_box)
+        self.advanced.setContentsMargins(0, 0, 0, 0)
+        self.advanced_box.setVisible(False)
+        box.addWidget(options_widget)
+        box.addWidget(self.advanced_button)
+        box.addWidget(self.advanced_box)
         layout.addWidget(self.options_box)
 
         common = W.QFormLayout()
@@ -112,8 +181,11 @@ class RestoraDocker(DockWidget):
         layout.addLayout(common)
 
         buttons = W.QHBoxLayout()
-        self.upscale_button = W.QPushButton("Upscale image")
-        self.restore_button = W.QPushButton("Restore selection")
+        self.upscale_button = W.QPushButton("Whole image")
+        self.upscale_button.setToolTip("Run the task on the whole layer (or image).")
+        self.restore_button = W.QPushButton("Selection")
+        self.restore_button.setToolTip("Run the task on the selection, into a new layer "
+                                       "over it.")
         buttons.addWidget(self.upscale_button)
         buttons.addWidget(self.restore_button)
         layout.addLayout(buttons)
@@ -142,6 +214,7 @@ class RestoraDocker(DockWidget):
         self.setWidget(root)
 
         self.backend_button.toggled.connect(self.backend_box.setVisible)
+        self.advanced_button.toggled.connect(self._fold)
         self.start_button.clicked.connect(lambda _c=False: self.controller.start_backend())
         self.connect_button.clicked.connect(self._apply_backend)
         self.url.returnPressed.connect(self._apply_backend)
@@ -151,7 +224,7 @@ class RestoraDocker(DockWidget):
             spin.valueChanged.connect(self._save)
         for combo in (self.source, self.upscale_into):
             combo.currentIndexChanged.connect(self._save)
-        self.upscale_button.clicked.connect(lambda _c=False: self.controller.upscale_image())
+        self.upscale_button.clicked.connect(lambda _c=False: self.controller.whole_image())
         self.restore_button.clicked.connect(lambda _c=False: self.controller.restore_selection())
         self.cancel_button.clicked.connect(lambda _c=False: self.controller.cancel())
 
@@ -189,16 +262,25 @@ class RestoraDocker(DockWidget):
         if not self.token.hasFocus():
             self.token.setText(self.controller.settings.token)
 
+    def _fold(self, shown: bool) -> None:
+        self.advanced_box.setVisible(shown)
+        self.advanced_button.setArrowType(Qt.ArrowType.DownArrow if shown
+                                          else Qt.ArrowType.RightArrow)
+
     def _fill_tasks(self) -> None:
-        catalog = self.controller.connection.catalog
-        current = self.controller.settings.restore_task()
-        tasks = catalog.available_tasks() if catalog is not None else [current]
-        if [self.task.itemData(i) for i in range(self.task.count())] != [t.value for t in tasks]:
+        tasks = self.controller.known_tasks()
+        items = [(t.title or t.task, t.task) for t in tasks]
+        current = self.controller.settings.task
+        if current and current not in [task for _, task in items]:
+            items.append((current, current))  # the saved choice, until the backend answers
+        if [(self.task.itemText(i), self.task.itemData(i))
+                for i in range(self.task.count())] != items:
             self.task.clear()
-            for task in tasks:
-                self.task.addItem(task_title(task), task.value)
-        index = self.task.findData(current.value)
-        self.task.setCurrentIndex(max(index, 0))
+            for title, task in items:
+                self.task.addItem(title, task)
+            for i, info in enumerate(tasks):
+                self.task.setItemData(i, info.help, Qt.ItemDataRole.ToolTipRole)
+        self.task.setCurrentIndex(max(self.task.findData(current), 0))
 
     def _fill_models(self) -> None:
         catalog = self.controller.connection.catalog
@@ -220,6 +302,11 @@ class RestoraDocker(DockWidget):
             for text, data in items:
                 self.model.addItem(text, data)
         self.model.setCurrentIndex(max(self.model.findData(wanted), 0))
+        takes = catalog is None or catalog.takes_model(task)
+        self.model.setVisible(takes)
+        label = self.task_form.labelForField(self.model)
+        if label is not None:
+            label.setVisible(takes)
 
     def _fill_options(self) -> None:
         catalog = self.controller.connection.catalog
@@ -227,49 +314,84 @@ class RestoraDocker(DockWidget):
         params = catalog.params(task) if catalog is not None else []
         names = [p.name for p in params]
         if self._form_task != task or list(self._param_widgets) != names:
-            while self.options.rowCount():
-                self.options.removeRow(0)
-            self._param_widgets = {p.name: (p, self._param_widget(p)) for p in params}
-            for param, widget in self._param_widgets.values():
-                self.options.addRow(param_label(param), widget)
+            for form in (self.options, self.advanced):
+                while form.rowCount():
+                    form.removeRow(0)
+            self._param_widgets, self._param_labels = {}, {}
+            for param in params:
+                widget = self._param_widget(param, catalog)
+                widget.setToolTip(param.help)
+                label = QtWidgets.QLabel(param_label(param))
+                label.setToolTip(param.help)
+                (self.advanced if param.advanced else self.options).addRow(label, widget)
+                self._param_widgets[param.name] = (param, widget)
+                self._param_labels[param.name] = label
             self._form_task = task
-        values = self.controller.settings.options.get(task.value, {})
+        values = self.controller.settings.options.get(task, {})
         for name, (param, widget) in self._param_widgets.items():
             _set_value(widget, param, values.get(name, param.default))
+        self._show_applicable(catalog, task)
         self.options_box.setVisible(bool(params))
+        self.advanced_button.setVisible(any(p.advanced for p in params))
 
-    def _param_widget(self, param: ParamInfo) -> QtWidgets.QWidget:
+    def _show_applicable(self, catalog: Catalog | None, task: str) -> None:
+        """Options for another model architecture than the chosen model's are hidden."""
+        chosen = self.model.currentData() or (catalog.default_model(task) if catalog else None)
+        model = catalog.model_info(chosen) if catalog is not None else None
+        for name, (param, widget) in self._param_widgets.items():
+            shown = applies(param, model)
+            widget.setVisible(shown)
+            self._param_labels[name].setVisible(shown)
+
+    def _param_widget(self, param: ParamInfo, catalog: Catalog | None) -> QtWidgets.QWidget:
         W = QtWidgets
         widget: QtWidgets.QWidget
-        if param.choices:
+        if param.widget == "model":
             combo = W.QComboBox()
             if param.optional:
-                combo.addItem(AUTO, None)
-            for choice in param.choices:
-                combo.addItem(str(choice), choice)
+                combo.addItem(param.none_label or DEFAULT_TEXT, None)
+            for m in catalog.models_of(param.purposes) if catalog is not None else []:
+                combo.addItem(m.name, m.name)
+            combo.currentIndexChanged.connect(self._save)
+            widget = combo
+        elif param.choices:
+            combo = W.QComboBox()
+            if param.optional:
+                combo.addItem(param.none_label or DEFAULT_TEXT, None)
+            for i, choice in enumerate(param.choices):
+                text = param.choice_labels[i] if i < len(param.choice_labels) else str(choice)
+                combo.addItem(text, choice)
             combo.currentIndexChanged.connect(self._save)
             widget = combo
         elif param.type == "bool":
             box = W.QCheckBox()
             box.toggled.connect(self._save)
             widget = box
+        elif param.widget == "slider" and param.type in ("int", "float") and not param.optional:
+            slider = ParamSlider(param)
+            slider.relay.changed.connect(self._save)
+            widget = slider
         elif param.type == "int":
             spin = W.QSpinBox()
-            spin.setRange(-1 if param.optional else 0, 1_000_000)
-            if param.optional:
-                spin.setSpecialValueText(AUTO)
+            low, high, step = _range(param)
+            spin.setRange(int(low), int(min(high, 2**31 - 1)))
+            spin.setSingleStep(max(1, int(step)))
+            _decorate(spin, param)
             spin.valueChanged.connect(self._save)
             widget = spin
         elif param.type == "float":
             dspin = W.QDoubleSpinBox()
-            dspin.setRange(-1 if param.optional else 0, 100_000)
-            dspin.setDecimals(2)
-            if param.optional:
-                dspin.setSpecialValueText(AUTO)
+            low, high, step = _range(param)
+            dspin.setDecimals(_decimals(param))
+            dspin.setRange(low, high)
+            dspin.setSingleStep(step)
+            _decorate(dspin, param)
             dspin.valueChanged.connect(self._save)
             widget = dspin
         else:
             line = W.QLineEdit()
+            if param.optional and param.none_label:
+                line.setPlaceholderText(param.none_label)
             line.editingFinished.connect(self._save)
             widget = line
         return widget
@@ -315,12 +437,12 @@ class RestoraDocker(DockWidget):
 
     # --- from the widgets to the settings ---
 
-    def _current_task(self) -> Task:
+    def _current_task(self) -> str:
         data = self.task.currentData()
-        try:
-            return Task(data) if data else self.controller.settings.restore_task()
-        except ValueError:
-            return Task.UPSCALE
+        if data:
+            return str(data)
+        tasks = self.controller.known_tasks()
+        return self.controller.settings.task or (tasks[0].task if tasks else "")
 
     def _task_changed(self) -> None:
         if self._updating:
@@ -340,7 +462,7 @@ class RestoraDocker(DockWidget):
         self.controller.update_settings(settings)
         self.controller.connection.refresh()
 
-    def _save(self, *_args: object, task: Task | None = None) -> None:
+    def _save(self, *_args: object, task: str | None = None) -> None:
         """The widgets into the settings: the model and the options into the task the form
         was built for; `task`, the one now chosen, when that changed."""
         if self._updating:
@@ -353,10 +475,38 @@ class RestoraDocker(DockWidget):
         feather = self.feather.value()
         padding = self.padding.value()
         self.controller.update_settings(dataclasses.replace(
-            s, task=(task or self._form_task or s.restore_task()).value,
+            s, task=task or self._form_task or s.task,
             feather=None if feather < 0 else feather, padding=None if padding < 0 else padding,
             source=self.source.currentData() or "layer",
             upscale_into=self.upscale_into.currentData() or "layer"))
+
+
+def _range(param: ParamInfo) -> tuple[float, float, float]:
+    """The spin box's range and step; an optional parameter gets one step below its minimum
+    for the "not set" value, shown as its none_label."""
+    step = param.step or (1.0 if param.type == "int" else 0.1)
+    low = param.minimum if param.minimum is not None else (0.0 if param.optional else -NO_LIMIT)
+    high = param.maximum if param.maximum is not None else NO_LIMIT
+    if param.optional:
+        low -= step
+    return low, high, step
+
+
+def _decimals(param: ParamInfo) -> int:
+    """Enough decimals for the step and the bounds (0.05 needs two)."""
+    places = 2
+    for value in (param.step, param.minimum, param.maximum):
+        if value:
+            text = f"{abs(value):.6f}".rstrip("0")
+            places = max(places, len(text.split(".")[1]) if "." in text else 0)
+    return min(places, 6)
+
+
+def _decorate(spin: Any, param: ParamInfo) -> None:
+    if param.unit:
+        spin.setSuffix(f" {param.unit}")
+    if param.optional:
+        spin.setSpecialValueText(param.none_label or DEFAULT_TEXT)
 
 
 def _set_value(widget: QtWidgets.QWidget, param: ParamInfo, value: Any) -> None:
@@ -365,6 +515,8 @@ def _set_value(widget: QtWidgets.QWidget, param: ParamInfo, value: Any) -> None:
         widget.setCurrentIndex(max(widget.findData(value), 0))
     elif isinstance(widget, W.QCheckBox):
         widget.setChecked(bool(value))
+    elif isinstance(widget, ParamSlider):
+        widget.setValue(widget.minimumValue() if value is None else value)
     elif isinstance(widget, W.QSpinBox):
         widget.setValue(widget.minimum() if value is None else int(value))
     elif isinstance(widget, W.QDoubleSpinBox):
@@ -379,6 +531,8 @@ def _get_value(widget: QtWidgets.QWidget, param: ParamInfo) -> Any:
         return widget.currentData()
     if isinstance(widget, W.QCheckBox):
         return widget.isChecked()
+    if isinstance(widget, ParamSlider):
+        return widget.value()
     if isinstance(widget, (W.QSpinBox, W.QDoubleSpinBox)):
         if param.optional and widget.value() == widget.minimum():
             return None

@@ -4,9 +4,11 @@ Pixels: Krita's pixelData is in the colour space's native order, BGRA for 8 and 
 (16-bit little-endian), gray + alpha for GRAYA; other spaces go through a converted copy of the
 document (colour.py), so the user's document is never converted.
 
-Undo: Krita 5.1's Python API has no undo macro. Adding a node is one undo step (its pixels are
-written before it is added, so that step holds them); Document.scaleImage is another. So a
-restored selection undoes in one step, an upscale in two (the layer, then the scaling).
+Undo: Krita 5.1's Python API (libkis) has no undo macro (no Document.startUndo / endUndo).
+Adding a node is one undo step (its pixels are written before it is added, so that step holds
+them); Document.scaleImage is another. So a restored selection undoes in one step, an upscale
+in two (the layer, then the scaling), and several outputs in one: their layers are filled and
+put into a group before the group, the only node added to the document, goes in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from krita import Krita
 
+from ..common.editor import NewLayer
 from ..common.errors import DocumentGone, UnsupportedDocument
 from ..common.pixels import PixelBuffer, swap_red_blue
 from ..shared.geometry import Bounds, Extent
@@ -154,9 +157,23 @@ class KritaEditor:
         return _is_open(self.document)
 
     def add_layer(self, name: str, pixels: PixelBuffer, at: Bounds) -> None:
-        doc = self.document
-        layer = doc.createNode(name, "paintlayer")
+        layer = self.document.createNode(name, "paintlayer")
         self._write(layer, pixels, at)
+        self._insert(layer)
+
+    def add_layers(self, group: str, layers: list[NewLayer]) -> None:
+        node = self.document.createGroupLayer(group)
+        below = None
+        for new in reversed(layers):  # Krita lists children bottom to top
+            layer = self.document.createNode(new.name, "paintlayer")
+            self._write(layer, new.pixels, new.at)
+            node.addChildNode(layer, below)
+            below = layer
+        self._insert(node)
+
+    def _insert(self, layer: Any) -> None:
+        """Right above the source layer, in its group; on top when it was deleted."""
+        doc = self.document
         source = find_node(doc, self._uid)
         if source is not None and source.parentNode() is not None:
             source.parentNode().addChildNode(layer, source)  # right above the source layer

@@ -2,7 +2,9 @@
 
 Every action is created through Window.createAction, so it sits in Krita's action collection
 and can get a shortcut in Settings > Configure Krita > Keyboard Shortcuts. The task actions
-exist for every task of the protocol and are shown only for the tasks the backend runs.
+come from the backend's task list (or the last one seen, before it answers), one per task it
+runs, in its order, titled as it titles them; a task that goes away is hidden, not deleted, so
+its shortcut survives.
 """
 
 from __future__ import annotations
@@ -13,24 +15,72 @@ from typing import Any
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from ..common.catalog import task_action_id, task_title
-from ..shared.protocol import Task
+from ..shared.protocol import TaskInfo
 from . import actions
 from .docker import RestoraDocker
 from .qt import QAction, QtWidgets
 
 MENU_ID = "restora_menu"
 DOCKER_ID = "restora_docker"
-UPSCALE_ID = "restora_upscale_image"
+UPSCALE_ID = "restora_upscale_image"  # the id older versions gave "Upscale image"
 RESTORE_ID = "restora_restore_selection"
 CANCEL_ID = "restora_cancel"
-#: tasks with their own menu entry ("Upscale image" and "Restore selection" cover upscale)
-MENU_TASKS = tuple(t for t in Task if t != Task.UPSCALE)
+
+Create = Callable[[str, str], QAction]
+
+
+class TaskMenu:
+    """Tools > Restora: one entry per task offered, then the chosen task on the selection or
+    the whole image, then Cancel. `create(id, text)` makes an action in the window."""
+
+    def __init__(self, menu: Any, create: Create) -> None:
+        self.menu = menu
+        self._create = create
+        self._actions: dict[str, QAction] = {}
+        self.fixed = [self._action(RESTORE_ID, "Restore selection",
+                                   lambda: actions.restore_selection()),
+                      self._action(UPSCALE_ID, "Whole image", lambda: actions.whole_image())]
+        self.cancel = self._action(CANCEL_ID, "Cancel Restora job",
+                                   lambda: actions.controller().cancel())
+        self.shown: list[str] = []
+
+    def _action(self, action_id: str, text: str, run: Callable[[], Any]) -> QAction:
+        action = self._actions.get(action_id)
+        if action is None:
+            action = self._create(action_id, text)
+            action.triggered.connect(lambda _checked=False: run())
+            self._actions[action_id] = action
+        action.setText(text)
+        return action
+
+    def update(self, tasks: list[TaskInfo]) -> None:
+        ids = [t.task for t in tasks]
+        if ids == self.shown and all(self._actions[task_action_id(t.task)].text()
+                                     == task_title(t) for t in tasks):
+            return
+        self.menu.clear()
+        for info in tasks:
+            action = self._action(task_action_id(info.task), task_title(info),
+                                  lambda task=info.task: actions.run_task(task))
+            action.setToolTip(info.help)
+            action.setVisible(True)
+            self.menu.addAction(action)
+        for action_id, action in self._actions.items():
+            if action_id.startswith("restora_task_") and action not in self.menu.actions():
+                action.setVisible(False)  # not offered now: kept for its shortcut
+        if tasks:
+            self.menu.addSeparator()
+        for action in self.fixed:
+            self.menu.addAction(action)
+        self.menu.addSeparator()
+        self.menu.addAction(self.cancel)
+        self.shown = ids
 
 
 class RestoraExtension(Extension):
     def __init__(self, parent: Any) -> None:
         super().__init__(parent)
-        self._task_actions: list[tuple[Task, QAction]] = []
+        self._menus: list[TaskMenu] = []
 
     def setup(self) -> None:
         controller = actions.controller()
@@ -41,28 +91,13 @@ class RestoraExtension(Extension):
         menu_action = window.createAction(MENU_ID, "Restora", "tools")
         menu = QtWidgets.QMenu("Restora", window.qwindow())
         menu_action.setMenu(menu)
-
-        def add(action_id: str, text: str, run: Callable[[], Any]) -> QAction:
-            action = window.createAction(action_id, text, "")
-            action.triggered.connect(lambda _checked=False: run())
-            menu.addAction(action)
-            return action
-
-        add(UPSCALE_ID, "Upscale image", lambda: actions.upscale_image())
-        add(RESTORE_ID, "Restore selection", lambda: actions.restore_selection())
-        menu.addSeparator()
-        for task in MENU_TASKS:
-            action = add(task_action_id(task), task_title(task),
-                         lambda task=task: actions.run_task(task))
-            self._task_actions.append((task, action))
-        menu.addSeparator()
-        add(CANCEL_ID, "Cancel Restora job", lambda: actions.controller().cancel())
+        self._menus.append(TaskMenu(menu, lambda i, text: window.createAction(i, text, "")))
         self._show_offered_tasks()
 
     def _show_offered_tasks(self) -> None:
-        catalog = actions.controller().connection.catalog
-        for task, action in self._task_actions:
-            action.setVisible(catalog is not None and catalog.offers(task))
+        tasks = actions.controller().known_tasks()
+        for menu in self._menus:
+            menu.update(tasks)
 
 
 def register() -> None:

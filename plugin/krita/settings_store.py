@@ -1,4 +1,5 @@
-"""The plug-in's settings in Krita's own settings file (kritarc, group [Restora])."""
+"""The plug-in's settings in Krita's own settings file (kritarc, group [Restora]), and the
+last task list seen beside them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import dataclasses
 
 from krita import Krita
 
+from ..common import task_cache
 from ..common.settings import Settings
+from ..shared.protocol import TaskInfo
 
 GROUP = "Restora"
+TASKS_KEY = "task_cache"
 
 
 def load_settings() -> Settings:
@@ -21,3 +25,11 @@ def save_settings(settings: Settings) -> None:
     app = Krita.instance()
     for name, value in settings.to_strings().items():
         app.writeSetting(GROUP, name, value)
+
+
+def load_tasks() -> list[TaskInfo]:
+    return task_cache.from_text(Krita.instance().readSetting(GROUP, TASKS_KEY, ""))
+
+
+def save_tasks(tasks: list[TaskInfo]) -> None:
+    Krita.instance().writeSetting(GROUP, TASKS_KEY, task_cache.to_text(tasks))

@@ -27,10 +27,13 @@ results = {}
 
 sys.path.insert(0, os.path.join(Gimp.directory(), "plug-ins", "restora"))
 GimpUi.init("restora-dialog-test")
+from restora_lib.common import task_cache  # noqa: E402
 from restora_lib.common.errors import BackendUnavailable  # noqa: E402
 from restora_lib.common.settings import Settings  # noqa: E402
 from restora_lib.gimp import dialog as restora_dialog  # noqa: E402
-from restora_lib.gimp.procedures import BY_NAME  # noqa: E402
+from restora_lib.gimp.procedures import spec_for  # noqa: E402
+
+CACHED = task_cache.load(os.path.join(Gimp.directory(), task_cache.FILE_NAME))
 
 
 def screenshot(window, name):
@@ -58,7 +61,23 @@ def drive(dialog, steps):
 
 
 def field(dialog, name):
-    return next(w for p, w in dialog.form if p.name == name)
+    return dialog.field(name).widget
+
+
+def describe(dialog, name):
+    """What a person sees of one option: its widget, range, default toggle, visibility."""
+    item = dialog.field(name)
+    out = {"widget": type(item.widget).__name__, "shown": item.box.get_visible(),
+           "tooltip": item.widget.get_tooltip_text(), "label": item.label.get_text(),
+           "advanced": item.box.get_parent() is dialog.advanced_grid}
+    if isinstance(item.widget, (Gtk.SpinButton, Gtk.Scale)):
+        adj = item.widget.get_adjustment()
+        out.update(lower=adj.get_lower(), upper=adj.get_upper(),
+                   step=round(adj.get_step_increment(), 6), digits=item.widget.get_digits())
+    if item.default_toggle is not None:
+        out["default_toggle"] = [item.default_toggle.get_label(),
+                                 item.default_toggle.get_active()]
+    return out
 
 
 def case(name):
@@ -77,8 +96,9 @@ def restore_dialog():
     config = proc.create_config()
     config.set_property("backend-url", URL)
     config.set_property("token", "secret")
-    dialog = restora_dialog.RestoraDialog(proc, config, BY_NAME["restora-restore-selection"],
-                                          Settings())
+    dialog = restora_dialog.RestoraDialog(proc, config,
+                                          spec_for("restora-restore-selection", CACHED),
+                                          Settings(), CACHED)
     seen = {}
 
     def connected():
@@ -87,25 +107,25 @@ def restore_dialog():
     def look():
         seen["status"] = dialog.status.get_text()
         seen["models"] = [row[0] for row in dialog.models.get_model()]
-        seen["form"] = [p.name for p, _ in dialog.form]
+        seen["form"] = [f.param.name for f in dialog.form]
+        seen["tasks"] = [row[0] for row in dialog.tasks.get_model()]
+        seen["feather_auto"] = dialog.feather[1].get_active()
         token = dialog.dialog.get_widget("token", GimpUi.LabelEntry.__gtype__)
         seen["token_hidden"] = not token.get_entry().get_visibility()
         screenshot(dialog.dialog, "restore-dialog.png")
         dialog.models.set_active(seen["models"].index(MODEL))
-        field(dialog, "overlap").set_text("lots")
-        dialog.dialog.response(Gtk.ResponseType.OK)  # refused: not a number
-        return False
-
-    def fix():
-        seen["error_shown"] = dialog.error.get_text()
-        field(dialog, "overlap").set_text("16")
+        field(dialog, "overlap").set_value(16)
+        dialog.feather[1].set_active(False)
+        dialog.feather[0].set_value(6.5)
         dialog.dialog.response(Gtk.ResponseType.OK)
         return False
 
-    drive(dialog, [connected, look, fix])
+    drive(dialog, [connected, look])
     seen["ok"] = dialog.run()
     seen["model"] = config.get_property("model")
     seen["options"] = config.get_property("options")
+    seen["feather"] = config.get_property("feather")
+    seen["padding"] = config.get_property("padding")
     return seen
 
 
@@ -114,14 +134,18 @@ def upscale_dialog():
     proc = Gimp.get_pdb().lookup_procedure("restora-upscale-image")
     config = proc.create_config()
     config.set_property("backend-url", URL)
-    dialog = restora_dialog.RestoraDialog(proc, config, BY_NAME["restora-upscale-image"],
-                                          Settings())
+    dialog = restora_dialog.RestoraDialog(proc, config,
+                                          spec_for("restora-upscale-image", CACHED),
+                                          Settings(), CACHED)
     seen = {}
 
     def look():
         if not dialog.connection.connected:
             return True
-        seen["form"] = [p.name for p, _ in dialog.form]
+        seen["form"] = [f.param.name for f in dialog.form]
+        seen["scale"] = describe(dialog, "scale")
+        seen["tile"] = describe(dialog, "tile")
+        seen["alpha"] = [row[0] for row in field(dialog, "alpha").get_model()]
         screenshot(dialog.dialog, "upscale-dialog.png")
         dialog.dialog.response(Gtk.ResponseType.CANCEL)
         return False
@@ -136,11 +160,13 @@ def backend_down_dialog():
     proc = Gimp.get_pdb().lookup_procedure("restora-upscale-image")
     config = proc.create_config()
     config.set_property("backend-url", DOWN_URL)
-    dialog = restora_dialog.RestoraDialog(proc, config, BY_NAME["restora-upscale-image"],
-                                          Settings())
+    dialog = restora_dialog.RestoraDialog(proc, config,
+                                          spec_for("restora-upscale-image", CACHED),
+                                          Settings(), CACHED)
     seen = {}
 
     def look():
+        seen["form_before_backend"] = [f.param.name for f in dialog.form]  # from the cache
         if dialog.connection.state.value in ("disconnected", "connecting") and \
                 dialog.connection.error is None:
             return True
@@ -152,6 +178,33 @@ def backend_down_dialog():
 
     drive(dialog, [look])
     seen["ok"] = dialog.run()
+    return seen
+
+
+@case("denoise")
+def denoise_dialog():
+    proc = Gimp.get_pdb().lookup_procedure("restora-denoise")
+    config = proc.create_config()
+    config.set_property("backend-url", URL)
+    dialog = restora_dialog.RestoraDialog(proc, config, spec_for("restora-denoise", CACHED),
+                                          Settings(), CACHED)
+    seen = {"title": dialog.dialog.get_title()}
+
+    def look():
+        if not dialog.connection.connected:
+            return True
+        seen["form"] = [f.param.name for f in dialog.form]
+        seen["models"] = [row[0] for row in dialog.models.get_model()]
+        for name in ("strength", "noise_level", "jpeg_quality", "tile"):
+            seen[name] = describe(dialog, name)
+        screenshot(dialog.dialog, "denoise-dialog.png")
+        field(dialog, "strength").set_value(0.25)
+        dialog.dialog.response(Gtk.ResponseType.OK)
+        return False
+
+    drive(dialog, [look])
+    seen["ok"] = dialog.run()
+    seen["options"] = config.get_property("options")
     return seen
 
 

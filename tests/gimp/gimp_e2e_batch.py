@@ -196,8 +196,8 @@ def restore_ellipse():
 @case("upscale")
 def upscale_image():
     image, source, _painted = make_image(40, 30)
-    out = {"call": call("restora-upscale-image", image, source, model=MODEL, scale=2.0,
-                        options='{"overlap": 8}', backend_url=URL)}
+    out = {"call": call("restora-upscale-image", image, source, model=MODEL,
+                        options='{"overlap": 8, "scale": 2.0}', backend_url=URL)}
     out["image_size"] = [image.get_width(), image.get_height()]
     out["layers"] = layers_of(image)
     layers = image.get_layers()
@@ -234,8 +234,8 @@ def upscale_16bit():
 @case("gray")
 def upscale_gray():
     image, source, _painted = make_image(32, 24, base=Gimp.ImageBaseType.GRAY, fmt=GRAYA8)
-    out = {"call": call("restora-upscale-image", image, source, model=MODEL, scale=2.0,
-                        backend_url=URL)}
+    out = {"call": call("restora-upscale-image", image, source, model=MODEL,
+                        options='{"scale": 2.0}', backend_url=URL)}
     out["image_size"] = [image.get_width(), image.get_height()]
     out["layers"] = layers_of(image)
     image.delete()
@@ -318,6 +318,49 @@ def no_faces():
     out = {"call": call("restora-face-restore", image, source, model=FACE_MODEL,
                         backend_url=FACE_URL)}
     out["layer_count"] = len(image.get_layers())
+    image.delete()
+    return out
+
+
+@case("procedures")
+def procedures():
+    """What GIMP registered at its start, from the backend's task list."""
+    pdb = Gimp.get_pdb()
+    names = ["restora-restore-selection", "restora-upscale-image", "restora-face-restore",
+             "restora-denoise", "restora-test-split", "restora-upscale", "restora-colorize"]
+    found = {name: pdb.lookup_procedure(name) for name in names}
+    return {"labels": {n: p.get_menu_label() for n, p in found.items() if p is not None},
+            "missing": [n for n, p in found.items() if p is None]}
+
+
+@case("split")
+def split():
+    image, source, painted = make_image(16, 12)
+    out = {"call": call("restora-test-split", image, source, options='{"gain": 2.0}',
+                        backend_url=URL)}
+    out["layers"] = layers_of(image)
+    out["source"] = painted.hex()
+    group = image.get_layers()[0]
+    out["group"] = group.is_group()
+    children = group.get_children() if out["group"] else []
+    out["children"] = [c.get_name() for c in children]
+    out["child_pixels"] = [read(c, RGBA8).hex() for c in children]
+    image.delete()
+    return out
+
+
+@case("denoise")
+def denoise():
+    image, source, painted = make_image(24, 20)
+    out = {"call": call("restora-denoise", image, source, model="tiny-dncnn",
+                        backend_url=URL)}
+    out["layers"] = layers_of(image)
+    out["image_size"] = [image.get_width(), image.get_height()]
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    out["source"] = painted.hex()
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        out["layer_pixels"] = read(new, RGBA8).hex()
     image.delete()
     return out
 

@@ -5,8 +5,10 @@
 
 PLUGIN_TREE is a built plug-in (installer/krita_plugin.py tree); fake_krita/ stands in for
 Krita. Checks that the docker connects, builds its option form from the backend's
-parameters, saves an edited option as the plug-in's settings, and, after Upscale -> Restore
-faces -> Upscale, keeps each task's options under its own task.
+parameters (ranges, steps, units, none labels, choices, help, the advanced fold), builds the
+menu from the backend's task list, caches that list, saves an edited option as the plug-in's
+settings, and, after Upscale -> Split -> Upscale, keeps each task's options under its own
+task.
 """
 
 import json
@@ -45,14 +47,38 @@ def main() -> None:
         time.sleep(0.01)
     app.processEvents()
     labels = [w.text() for w in docker.findChildren(QtWidgets.QLabel) if w.text()]
-    spins = {docker.options.labelForField(w).text(): w
-             for w in docker.findChildren(QtWidgets.QSpinBox)
-             if docker.options.labelForField(w) is not None}
+
+    def fields():
+        found = {}
+        for form in (docker.options, docker.advanced):
+            for w in docker.options_box.findChildren(QtWidgets.QWidget):
+                label = form.labelForField(w)
+                if label is not None:
+                    found[label.text()] = w
+        return found
+
+    def describe(w):
+        out = {"type": type(w).__name__, "tooltip": w.toolTip(), "hidden": w.isHidden()}
+        if hasattr(w, "minimum") and hasattr(w, "singleStep"):
+            out.update(minimum=w.minimum(), maximum=w.maximum(), step=w.singleStep(),
+                       suffix=w.suffix(), special=w.specialValueText())
+        if hasattr(w, "minimumValue"):
+            out.update(minimum=w.minimumValue(), maximum=w.maximumValue(), step=w.step)
+        if isinstance(w, QtWidgets.QComboBox):
+            out["items"] = [w.itemText(i) for i in range(w.count())]
+        return out
+
+    upscale_form = {name: describe(w) for name, w in fields().items()}
+    advanced_folded = docker.advanced_box.isHidden()
+    spins = {name: w for name, w in fields().items() if isinstance(w, QtWidgets.QSpinBox)}
     spins["Tile overlap"].setValue(24)
     app.processEvents()
     stored = Settings.from_strings({
         "options": krita.Krita.instance().readSetting("Restora", "options", "")})
-    for task in ("face-restore", "upscale"):  # each task's form is saved into its own task
+    docker.task.setCurrentIndex(docker.task.findData("test-split"))
+    app.processEvents()
+    split_model_shown = not docker.model.isHidden()  # the task runs no model
+    for task in ("test-split", "upscale"):  # each task's form is saved into its own task
         docker.task.setCurrentIndex(docker.task.findData(task))
         app.processEvents()
     switched = Settings.from_strings({
@@ -65,6 +91,10 @@ def main() -> None:
         "connected": controller.connection.connected, "labels": labels,
         "models": [docker.model.itemText(i) for i in range(docker.model.count())],
         "tasks": [docker.task.itemText(i) for i in range(docker.task.count())],
+        "upscale_form": upscale_form, "advanced_folded": advanced_folded,
+        "split_model_shown": split_model_shown,
+        "cached_tasks": [t["task"] for t in json.loads(krita.Krita.instance().readSetting(
+            "Restora", "task_cache", "") or '{"tasks": []}')["tasks"]],
         "spins": sorted(spins), "stored_overlap": stored.options.get("upscale", {}).get(
             "overlap"), "switched": switched.options}))
 

@@ -405,7 +405,7 @@ def cancel():
     doc, base = new_doc("cancel", width=320, height=320)
     paint(base, 320, 320)
     controller = Controller(settings(options={"upscale": {"tile": 32, "overlap": 8}}))
-    run = controller.upscale_image(doc, base)
+    run = controller.whole_image(doc, base)
     second = controller.restore_selection(doc, base)  # one action at a time
     out = {"second": run_info(second)}
     out["started"] = pump_until(lambda: run.done or run.progress > 0.02, 60)
@@ -433,7 +433,7 @@ def killed():
     paint(base, 320, 320)
     controller = Controller(settings(backend_url=CONFIG["kill_url"],
                                      options={"upscale": {"tile": 32, "overlap": 8}}))
-    run = controller.upscale_image(doc, base)
+    run = controller.whole_image(doc, base)
     out = {"started": pump_until(lambda: run.done or run.progress > 0.02, 60)}
     os.kill(CONFIG["kill_pid"], signal.SIGKILL)
     t0 = time.monotonic()
@@ -455,7 +455,6 @@ def face_settings():
 def faces_photo():
     """Restore faces on a real photo: one new layer holding the face, transparent elsewhere."""
     from restora.krita import actions
-    from restora.shared.protocol import Task
 
     size = CONFIG["photo_size"]
     with open(os.path.join(CONFIG["out_dir"], CONFIG["photo"]), "rb") as f:
@@ -463,7 +462,7 @@ def faces_photo():
     doc, base = new_doc("faces", width=size, height=size)
     base.setPixelData(swap_rb(rgba), 0, 0, size, size)
     before = bytes(base.pixelData(0, 0, size, size))
-    run = actions.run_task(Task.FACE_RESTORE, doc, base, face_settings(), wait=True, timeout=300)
+    run = actions.run_task("face-restore", doc, base, face_settings(), wait=True, timeout=300)
     out = run_info(run)
     out["stage"] = run.stage
     out["layers"] = [n.name() for n in layers(doc)]
@@ -480,11 +479,10 @@ def faces_photo():
 def faces_none():
     """No face in the image: no layer is added and the message says so."""
     from restora.krita import actions
-    from restora.shared.protocol import Task
 
     doc, base = new_doc("no-faces")
     paint(base)
-    run = actions.run_task(Task.FACE_RESTORE, doc, base, face_settings(), wait=True, timeout=300)
+    run = actions.run_task("face-restore", doc, base, face_settings(), wait=True, timeout=300)
     out = run_info(run)
     out["stage"] = run.stage
     out["layers"] = [n.name() for n in layers(doc)]
@@ -493,13 +491,100 @@ def faces_none():
 
 
 def form_fields(docker):
-    """The docker's option form as the user sees it: label -> field widget."""
+    """The docker's option form as the user sees it (with its advanced fold): label ->
+    field widget."""
     from restora.krita.qt import QtWidgets
 
-    form = docker.options
-    return {form.labelForField(w).text(): w
-            for w in docker.options_box.findChildren(QtWidgets.QWidget)
-            if form.labelForField(w) is not None}
+    found = {}
+    for form in (docker.options, docker.advanced):
+        for w in docker.options_box.findChildren(QtWidgets.QWidget):
+            if form.labelForField(w) is not None:
+                found[form.labelForField(w).text()] = w
+    return found
+
+
+def split():
+    """test-split's two outputs: one group named after the task, "Brighter" over "Inverse"."""
+    from restora.krita import actions
+
+    doc, base = new_doc("split", width=32, height=24)
+    rgba = paint(base, 32, 24)
+    run = actions.run_task("test-split", doc, base,
+                           settings(options={"test-split": {"gain": 2.0}}), wait=True)
+    out = run_info(run)
+    out["source_file"] = dump("split_source.rgba", rgba)
+    top = [n for n in doc.rootNode().childNodes() if n.type() in ("paintlayer", "grouplayer")]
+    out["top_level"] = [[n.name(), n.type()] for n in top]
+    groups = [n for n in top if n.type() == "grouplayer"]
+    if groups:
+        children = list(reversed(groups[0].childNodes()))  # Krita lists bottom to top
+        out["children"] = [n.name() for n in children]
+        out["child_files"] = [dump(f"split_{i}.rgba", swap_rb(bytes(n.pixelData(0, 0, 32, 24))))
+                              for i, n in enumerate(children)]
+    doc.close()
+    return out
+
+
+def denoise():
+    """Denoise from its own task action on a backend with a restoration model."""
+    from restora.krita import actions
+
+    doc, base = new_doc("denoise", width=40, height=32)
+    rgba = paint(base, 40, 32)
+    run = actions.run_task("denoise", doc, base,
+                           settings(backend_url=CONFIG["denoise_url"], models={}, options={}),
+                           wait=True, timeout=120)
+    out = run_info(run)
+    out["source_file"] = dump("denoise_source.rgba", rgba)
+    out["layers"] = [n.name() for n in layers(doc)]
+    out["doc_size"] = [doc.width(), doc.height()]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["bounds"] = rect(new[0])
+        out["layer_file"] = dump("denoise_layer.rgba",
+                                 swap_rb(bytes(new[0].pixelData(0, 0, 40, 32))))
+    doc.close()
+    return out
+
+
+def docker_denoise():
+    """The docker and the menu on a backend that runs Denoise: its entry, its form with the
+    spec's ranges, its strength as a slider."""
+    import dataclasses
+
+    from restora.krita import actions
+    from restora.krita.extension import TaskMenu
+    from restora.krita.qt import QAction, QtCore, QtWidgets
+
+    docker = DOCKERS[0]
+    controller = actions.controller()
+    controller.update_settings(dataclasses.replace(controller.settings,
+                                                   backend_url=CONFIG["denoise_url"]))
+    out = {"connected": pump_until(lambda: controller.connection.connected
+                                   and controller.connection.client.url == CONFIG["denoise_url"]
+                                   and not controller.connection.refreshing, 60)}
+    pump_until(lambda: docker.task.findData("denoise") >= 0, 10)
+    out["tasks"] = [docker.task.itemText(i) for i in range(docker.task.count())]
+    docker.task.setCurrentIndex(docker.task.findData("denoise"))
+    QtCore.QCoreApplication.processEvents()
+    fields = form_fields(docker)
+    strength = fields["Strength"]
+    out["strength"] = {"type": type(strength).__name__, "minimum": strength.minimumValue(),
+                       "maximum": strength.maximumValue(), "step": strength.step,
+                       "tooltip": strength.toolTip()}
+    noise = fields["Noise level"]
+    out["noise"] = {"minimum": noise.minimum(), "maximum": noise.maximum(),
+                    "suffix": noise.suffix(), "hidden": noise.isHidden()}
+    out["jpeg_hidden"] = fields["JPEG quality"].isHidden()  # FBCNN's: not for DnCNN
+    tile = fields["Tile size"]
+    out["tile"] = {"special": tile.specialValueText(), "advanced": docker.advanced_box.isAncestorOf(
+        tile)}
+    window = QtWidgets.QMainWindow()
+    menu = TaskMenu(QtWidgets.QMenu("Restora", window),
+                    lambda i, text: QAction(text, window))
+    menu.update(controller.known_tasks())
+    out["menu"] = [a.text() for a in menu.menu.actions() if not a.isSeparator()]
+    return out
 
 
 def stored(name):
@@ -543,7 +628,7 @@ def docker_poisoned_kritarc():
 
 
 def docker_task_switch():
-    """Upscale -> Restore faces (one option edited) -> Upscale in the docker, then upscale."""
+    """Upscale -> Split (one option edited) -> Upscale in the docker, then upscale."""
     from restora.krita.qt import QtCore
 
     docker = DOCKERS[0]
@@ -555,8 +640,8 @@ def docker_task_switch():
         return sorted(form_fields(docker))
 
     out["upscale_form"] = choose("upscale")
-    out["face_form"] = choose("face-restore")
-    form_fields(docker)["Fidelity"].setValue(0.7)
+    out["split_form"] = choose("test-split")
+    form_fields(docker)["Gain"].setValue(1.7)
     out["back_form"] = choose("upscale")
     out["stored_options"] = stored("options")
     out["stored_models"] = stored("models")
@@ -572,5 +657,6 @@ SCENARIOS = [
     ("no_selection", no_selection), ("backend_down", backend_down), ("cancel", cancel),
     ("killed", killed), ("faces_photo", faces_photo), ("faces_none", faces_none),
     ("docker_poisoned_kritarc", docker_poisoned_kritarc),
-    ("docker_task_switch", docker_task_switch),
+    ("docker_task_switch", docker_task_switch), ("split", split), ("denoise", denoise),
+    ("docker_denoise", docker_denoise),
 ]

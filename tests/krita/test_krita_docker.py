@@ -44,15 +44,35 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert r["qt6"] == (r["binding"] == "PyQt6")
     assert r["docker_id"] == "restora_docker" and r["connected"]
     assert {"restora_upscale_image", "restora_restore_selection", "restora_menu",
-            "restora_task_denoise"} <= set(r["actions"])
-    assert r["menu"] == ["Upscale image", "Restore selection", "Restore faces",
+            "restora_task_upscale", "restora_task_test_split"} <= set(r["actions"])
+    # one entry per task the backend runs, in its order, with its titles; the unavailable
+    # face-restore and denoise (no model here) have none
+    assert "restora_task_denoise" not in r["actions"]
+    test_tasks = ["Upscale"] * 5 + ["Split (test)"]  # extra_tasks.py: upscale-like, order 900
+    assert r["menu"] == ["Upscale", *test_tasks, "Restore selection", "Whole image",
                          "Cancel Restora job"]
-    assert r["tasks"] == ["Upscale", "Restore faces"]  # the tasks this backend runs
+    assert r["tasks"] == ["Upscale", *test_tasks]
+    assert r["cached_tasks"][:3] == ["upscale", "face-restore", "denoise"]  # for the next start
     assert r["models"][1:] == ["tiny-x2 (x2)", "tiny-x4 (x4)"]
-    assert {"Tile size", "Tile overlap"} <= set(r["spins"])  # the form follows the params
+    assert not r["split_model_shown"]
+    # the form is the spec's: ranges, steps, units, none labels, choices, help
+    form = r["upscale_form"]
+    assert set(form) == {"Scale", "Width", "Tile size", "Tile overlap", "Transparency"}
+    scale = form["Scale"]
+    assert scale["type"] == "QDoubleSpinBox" and scale["maximum"] == 16.0
+    assert scale["step"] == 0.5 and scale["suffix"] == " x"
+    assert scale["special"] == "the model's own"  # what null means, at one step below 0.05
+    assert abs(scale["minimum"] - (0.05 - 0.5)) < 1e-9
+    tile = form["Tile size"]
+    assert (tile["minimum"], tile["maximum"], tile["step"]) == (-32, 8192, 32)
+    assert tile["special"] == "automatic (from free memory)" and tile["suffix"] == " px"
+    assert form["Tile overlap"]["special"] == "" and form["Tile overlap"]["minimum"] == 0
+    assert form["Transparency"]["items"] == ["through the model", "resized only"]
+    assert "tiles" in tile["tooltip"]
+    assert r["advanced_folded"]  # width, tile, overlap and alpha are advanced
     assert any(t.startswith("Connected: Restora") for t in r["labels"])
     assert r["stored_overlap"] == 24  # an edited option is saved in Krita's settings
     switched = r["switched"]
     assert set(switched["upscale"]) == {"scale", "width", "tile", "overlap", "alpha"}
     assert switched["upscale"]["overlap"] == 24
-    assert "fidelity" in switched["face-restore"] and "tile" not in switched["face-restore"]
+    assert switched["test-split"] == {"gain": 1.0}  # its own form, nothing of upscale's

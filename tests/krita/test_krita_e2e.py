@@ -7,7 +7,8 @@ image through the plug-in's own code path; this side checks the new layers' name
 sizes and pixels (against the engine's own output, byte for byte), that pixels outside the
 selection are transparent and that the source layer is unchanged. Also: 16-bit, float and gray
 documents, the composite as source, no selection, backend down, cancel, and the backend
-killed in the middle of a job.
+killed in the middle of a job; a task with two outputs placed as one layer group; Denoise
+from its task list entry, with its form from the spec.
 
 Krita missing is a failure, not a skip: CI installs it with tests/editors/krita.sh.
 """
@@ -27,8 +28,17 @@ import pytest
 from backend.masking import apply_selection
 from installer import krita_plugin
 from tests import server_fixtures as fx
+from tests.model_zoo import save_tiny
 from tests.plugin_fixtures import BackendProcess, clean_environment
-from tests.server_fixtures import free_port, make_tiny_model, reference_upscale
+from tests.server_fixtures import (
+    Client,
+    ModelsSetup,
+    free_port,
+    live_server,
+    make_tiny_model,
+    reference_upscale,
+    test_settings,
+)
 
 server, tiny_models, face_server = fx.server, fx.tiny_models, fx.face_server
 
@@ -66,8 +76,19 @@ def killable(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="module")
+def denoise_server(tiny_models: fx.ModelsSetup,
+                   tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A backend with one tiny restoration model (DnCNN), so Denoise is available."""
+    root = tmp_path_factory.mktemp("denoise-models")
+    save_tiny("dncnn", root)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
-              astronaut: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+              denoise_server: fx.LiveServer, astronaut: np.ndarray,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
     home = tmp_path_factory.mktemp("krita-home")
@@ -80,6 +101,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "dead_url": f"http://127.0.0.1:{free_port()}", "kill_url": killable.url,
               "kill_pid": killable.proc.pid if killable.proc else None,
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
+              "denoise_url": denoise_server.url,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
     (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
@@ -243,7 +265,7 @@ def test_backend_down_says_how_to_start_it(krita_run) -> None:
 
 def test_cancel(krita_run) -> None:
     r = scenario(krita_run, "cancel")
-    assert r["started"] and r["stage_before_cancel"] == "upscaling"
+    assert r["started"] and r["stage_before_cancel"].startswith("upscaling: step ")
     assert r["status"] == "cancelled" and r["cancel_seconds"] < 10
     assert r["doc_size"] == [320, 320] and r["layers"] == ["Background"]
     assert r["second"]["status"] == "failed" and "still working" in r["second"]["error"]
@@ -291,24 +313,68 @@ def test_a_kritarc_poisoned_by_a_task_switch_loads_with_a_note_and_upscales(krit
     shown = [line for text in r["labels"] for line in text.splitlines()]
     assert ("Dropped the saved options 'fidelity', 'strength', 'colour_match', 'min_face', "
             "'threshold', 'upscale_model' that Upscale does not have.") in shown
-    assert ("Dropped the saved options 'width', 'tile', 'overlap', 'alpha' that Restore faces "
-            "does not have.") in shown
-    # kritarc is healed: each task keeps only the options it has
-    assert r["stored_after"] == {"upscale": {"scale": None}, "face-restore": {"scale": None}}
+    # kritarc is healed: upscale keeps only its options; Restore faces, which this backend
+    # cannot run (no face model), keeps its own until a backend that runs it says more
+    assert r["stored_after"] == {"upscale": {"scale": None},
+                                 "face-restore": POISONED["face-restore"]}
 
 
 def test_switching_the_docker_task_keeps_each_tasks_options_apart(krita_run) -> None:
     r = scenario(krita_run, "docker_task_switch")
-    assert r["tasks"] == ["upscale", "face-restore"]
+    assert r["tasks"][0] == "upscale" and r["tasks"][-1] == "test-split"  # the backend's order
+    assert "face-restore" not in r["tasks"]  # unavailable here: no face model
     upscale_form = sorted(["Scale", "Width", "Tile size", "Tile overlap", "Transparency"])
     assert r["upscale_form"] == r["back_form"] == upscale_form
-    assert r["face_form"] == sorted(["Fidelity", "Strength", "Colour match", "Min face",
-                                     "Threshold", "Upscale model", "Scale"])
+    assert r["split_form"] == ["Gain"]
     u = r["upscale"]
     assert u["status"] == "finished", u["error"]
     assert u["layers"] == ["Background", "Upscale x2 - tiny-x2"] and u["doc_size"] == [64, 48]
     options = r["stored_options"]
     assert set(options["upscale"]) == UPSCALE_PARAMS, options
-    assert set(options["face-restore"]) == FACE_PARAMS, options
-    assert options["face-restore"]["fidelity"] == 0.7  # the edit went to the face task
-    assert r["stored_models"] == {"upscale": "tiny-x2", "face-restore": ""}
+    assert options["test-split"] == {"gain": 1.7}  # the edit went to the split task
+    assert r["stored_models"]["upscale"] == "tiny-x2"
+
+
+def test_two_outputs_arrive_as_one_group_of_two_layers(krita_run) -> None:
+    r = scenario(krita_run, "split")
+    assert r["status"] == "finished", r["error"]
+    assert r["layer_name"] == "Split (test)"  # the task's title; it runs no model
+    assert r["top_level"] == [["Background", "paintlayer"], ["Split (test)", "grouplayer"]]
+    assert r["children"] == ["Brighter", "Inverse"]  # top to bottom, in the backend's order
+    source = raw(krita_run, r["source_file"], 32, 24, 4)
+    bright, inverse = (raw(krita_run, f, 32, 24, 4) for f in r["child_files"])
+    colour = source[..., :3].astype(np.float32)
+    np.testing.assert_array_equal(bright[..., :3], np.clip(colour * 2.0, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(inverse[..., :3], 255 - source[..., :3])
+
+
+def test_denoise_runs_from_its_task_action(krita_run, denoise_server: fx.LiveServer) -> None:
+    r = scenario(krita_run, "denoise")
+    assert r["status"] == "finished", r["error"]
+    assert r["layer_name"] == "Denoise - tiny-dncnn"
+    assert r["layers"] == ["Background", r["layer_name"]] and r["doc_size"] == [40, 32]
+    assert r["bounds"] == [0, 0, 40, 32]
+    source = raw(krita_run, r["source_file"], 40, 32, 4)
+    layer = raw(krita_run, r["layer_file"], 40, 32, 4)
+    client = Client(denoise_server.url)  # the same job straight to the backend
+    try:
+        job = client.submit(source, task="denoise", model="tiny-dncnn")
+        assert client.wait(job["id"])["state"] == "finished"
+        np.testing.assert_array_equal(layer, client.result(job["id"]))
+    finally:
+        client.close()
+
+
+def test_denoise_in_the_docker_and_menu_with_its_spec(krita_run) -> None:
+    r = scenario(krita_run, "docker_denoise")
+    assert r["connected"]
+    assert "Denoise" in r["tasks"]
+    assert r["strength"]["type"] == "ParamSlider"  # widget "slider" in the spec
+    assert (r["strength"]["minimum"], r["strength"]["maximum"]) == (0.0, 1.0)
+    assert r["strength"]["step"] == 0.05 and "original" in r["strength"]["tooltip"]
+    assert r["noise"] == {"minimum": 0.0, "maximum": 255.0, "suffix": " levels",
+                          "hidden": False}  # DnCNN's noise level applies to tiny-dncnn
+    assert r["jpeg_hidden"]  # FBCNN's JPEG quality does not
+    assert r["tile"] == {"special": "automatic (from free memory)", "advanced": True}
+    assert r["menu"][:2] == ["Upscale", "Denoise"]  # face-restore: no model there
+    assert r["menu"][-3:] == ["Restore selection", "Whole image", "Cancel Restora job"]

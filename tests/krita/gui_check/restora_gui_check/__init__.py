@@ -71,19 +71,18 @@ class GuiCheck(Extension):
         qwin = window.qwindow()
         controller = actions.controller()
 
-        # 1. the menu and the registered (shortcut-able) actions
-        out["menu"] = restora_menu(qwin)
-        ids = ["restora_upscale_image", "restora_restore_selection", "restora_cancel",
-               "restora_task_denoise", "restora_task_face_restore"]
-        out["actions"] = {i: app.action(i) is not None for i in ids}
-
-        # 2. settings from the docker's point of view, the connection
+        # 1. settings from the docker's point of view, the connection
         settings = Settings(backend_url=config["url"], models={"upscale": "tiny-x2"},
                             options={"upscale": {"tile": 0}}, padding=8, feather=4.0)
         controller.update_settings(settings)
         out["connected"] = pump(lambda: controller.connection.connected, 30)
         out["stored_url"] = app.readSetting("Restora", "backend_url", "")
-        out["task_actions_visible"] = {i: app.action(i).isVisible() for i in ids[3:]}
+
+        # 2. the menu from the backend's task list, and the registered (shortcut-able) actions
+        out["menu"] = restora_menu(qwin)
+        ids = ["restora_upscale_image", "restora_restore_selection", "restora_cancel",
+               "restora_task_upscale", "restora_task_test_split"]
+        out["actions"] = {i: app.action(i) is not None for i in ids}
         docker = find_docker(qwin)
         out["docker"] = docker is not None
         out["docker_labels_connected"] = labels(docker)
