@@ -270,8 +270,8 @@ class JobManager:
                 if info.default_model is None:
                     info.available, info.needs_model = False, True
                     info.reason = (
-                        f"{spec.title} needs a model, and no {spec.model.folders[0]} model is "
-                        "installed."
+                        f"{spec.title} needs a model, and none is installed in "
+                        f"{spec.model.folders[0]}/."
                     )
                     info.hint = missing_model_hint(spec.model, server=True)
             infos.append(info)

@@ -85,7 +85,8 @@ def test_connect_lists_tasks_and_models(client: Client, catalog: Catalog) -> Non
     assert client.instance == catalog.health.instance is not None
     assert catalog.available_tasks()[0].task == "upscale"  # the backend's order
     assert "test-split" in [t.task for t in catalog.available_tasks()]
-    assert not catalog.offers("denoise")  # no restoration model on this backend
+    # no restoration model on this backend: offered all the same, to say what to get
+    assert catalog.offers("denoise") and catalog.task_info("denoise").needs_model
     assert [m.name for m in catalog.models_for("upscale")] == ["tiny-x2", "tiny-x4"]
     assert catalog.resolve_model("upscale", None) in ("tiny-x2", "tiny-x4")
     assert any(not m.usable for m in catalog.models)  # the broken file is listed, not offered
@@ -181,7 +182,7 @@ def test_a_task_the_backend_does_not_run_is_refused_before_sending(catalog: Cata
     editor = FakeEditor(checker(), selection(48, 64, (4, 4, 8, 8)))
     with pytest.raises(PluginError, match="Denoise needs a model") as caught:
         prepare_restore(editor, settings(task="denoise"), catalog=catalog)
-    assert "restoration model" in caught.value.hint  # what to install, from the backend
+    assert "SCUNet model" in caught.value.hint  # what to install, from the backend's catalog
     with pytest.raises(PluginError, match="does not run 'No such'"):
         prepare_restore(editor, settings(task="no-such"), catalog=catalog)
     assert editor.reads == []
