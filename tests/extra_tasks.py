@@ -106,7 +106,10 @@ def _split(ctx, inputs, params: SplitParams) -> TaskResult:
 
 
 def _upscale_like(task_id: str, run) -> TaskSpec:
-    return dataclasses.replace(upscale.SPEC, id=task_id, command=task_id, run=run, order=900)
+    title = f"Test {task_id.removeprefix('test-')}"  # a menu tells them from the real Upscale
+    return dataclasses.replace(
+        upscale.SPEC, id=task_id, title=title, command=task_id, run=run, order=900
+    )
 
 
 TEST_SPECS = (
@@ -116,10 +119,20 @@ TEST_SPECS = (
     _upscale_like("test-oom-once", _oom_once),
     _upscale_like("test-oom-always", _oom_always),
     dataclasses.replace(
-        face_restore.SPEC, id="test-faces-oom-first", command="", run=_faces_oom_first, order=910
+        face_restore.SPEC,
+        id="test-faces-oom-first",
+        title="Test faces-oom-first",
+        command="",
+        run=_faces_oom_first,
+        order=910,
     ),
     dataclasses.replace(
-        face_restore.SPEC, id="test-faces-oom-always", command="", run=_faces_oom_always, order=911
+        face_restore.SPEC,
+        id="test-faces-oom-always",
+        title="Test faces-oom-always",
+        command="",
+        run=_faces_oom_always,
+        order=911,
     ),
     TaskSpec(
         id="test-split",

@@ -89,15 +89,38 @@ class RestoraExtension(Extension):
 
     def createActions(self, window: Any) -> None:
         menu_action = window.createAction(MENU_ID, "Restora", "tools")
-        menu = QtWidgets.QMenu("Restora", window.qwindow())
+        qwindow = window.qwindow()
+        menu = QtWidgets.QMenu("Restora", qwindow)
         menu_action.setMenu(menu)
-        self._menus.append(TaskMenu(menu, lambda i, text: window.createAction(i, text, "")))
+        during = [window]  # Krita deletes this wrapper once createActions returns
+
+        def create(action_id: str, text: str) -> QAction:
+            if during:
+                return during[0].createAction(action_id, text, "")
+            return _create_action(qwindow, action_id, text)
+
+        self._menus.append(TaskMenu(menu, create))
         self._show_offered_tasks()
+        during.clear()
 
     def _show_offered_tasks(self) -> None:
         tasks = actions.controller().known_tasks()
-        for menu in self._menus:
-            menu.update(tasks)
+        for menu in list(self._menus):
+            try:
+                menu.update(tasks)
+            except RuntimeError:  # its window was closed: Qt deleted the menu with it
+                self._menus.remove(menu)
+
+
+def _create_action(qwindow: Any, action_id: str, text: str) -> QAction:
+    """A Krita action in the window that owns `qwindow`, registered so shortcuts can be set.
+
+    The `Window` that createActions receives is a wrapper Krita deletes after the call, so the
+    live one is looked up each time a task appears later."""
+    live = next((w for w in Krita.instance().windows() if w.qwindow() == qwindow), None)
+    if live is None:  # the window is closing
+        return QAction(text, qwindow)
+    return live.createAction(action_id, text, "")
 
 
 def register() -> None:

@@ -45,13 +45,16 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert r["docker_id"] == "restora_docker" and r["connected"]
     assert {"restora_upscale_image", "restora_restore_selection", "restora_menu",
             "restora_task_upscale", "restora_task_test_split"} <= set(r["actions"])
-    # one entry per task the backend runs, in its order, with its titles; the unavailable
-    # face-restore and denoise (no model here) have none
-    assert "restora_task_denoise" not in r["actions"]
-    test_tasks = ["Upscale"] * 5 + ["Split (test)"]  # extra_tasks.py: upscale-like, order 900
-    assert r["menu"] == ["Upscale", *test_tasks, "Restore selection", "Whole image",
+    # one entry per task the backend runs, in its order, with its titles; face-restore and
+    # denoise have no model here: offered, to say what to get
+    assert "restora_task_denoise" in r["actions"]
+    tests = ["crash", "fail", "oom-always", "oom-once", "slow-upscale"]  # extra_tasks.py, by id
+    test_tasks = [f"Test {t}" for t in tests] + ["Split (test)", "Test faces-oom-first",
+                                                 "Test faces-oom-always"]
+    products = ["Upscale", "Restore faces", "Denoise"]
+    assert r["menu"] == [*products, *test_tasks, "Restore selection", "Whole image",
                          "Cancel Restora job"]
-    assert r["tasks"] == ["Upscale", *test_tasks]
+    assert r["tasks"] == [*products, *test_tasks]
     assert r["cached_tasks"][:3] == ["upscale", "face-restore", "denoise"]  # for the next start
     assert r["models"][1:] == ["tiny-x2 (x2)", "tiny-x4 (x4)"]
     assert not r["split_model_shown"]
@@ -75,4 +78,4 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     switched = r["switched"]
     assert set(switched["upscale"]) == {"scale", "width", "tile", "overlap", "alpha"}
     assert switched["upscale"]["overlap"] == 24
-    assert switched["test-split"] == {"gain": 1.0}  # its own form, nothing of upscale's
+    assert switched["test-split"] == {"gain": 1.0, "hold": 0.0}  # its own form only

@@ -313,25 +313,26 @@ def test_a_kritarc_poisoned_by_a_task_switch_loads_with_a_note_and_upscales(krit
     shown = [line for text in r["labels"] for line in text.splitlines()]
     assert ("Dropped the saved options 'fidelity', 'strength', 'colour_match', 'min_face', "
             "'threshold', 'upscale_model' that Upscale does not have.") in shown
-    # kritarc is healed: upscale keeps only its options; Restore faces, which this backend
-    # cannot run (no face model), keeps its own until a backend that runs it says more
-    assert r["stored_after"] == {"upscale": {"scale": None},
-                                 "face-restore": POISONED["face-restore"]}
+    assert ("Dropped the saved options 'width', 'tile', 'overlap', 'alpha' that Restore faces "
+            "does not have.") in shown
+    # kritarc is healed: each task keeps only its own options (Restore faces is described
+    # by this backend, though it has no face model to run it with)
+    assert r["stored_after"] == {"upscale": {"scale": None}, "face-restore": {"scale": None}}
 
 
 def test_switching_the_docker_task_keeps_each_tasks_options_apart(krita_run) -> None:
     r = scenario(krita_run, "docker_task_switch")
-    assert r["tasks"][0] == "upscale" and r["tasks"][-1] == "test-split"  # the backend's order
-    assert "face-restore" not in r["tasks"]  # unavailable here: no face model
+    assert r["tasks"][:3] == ["upscale", "face-restore", "denoise"]  # the backend's order
+    assert "test-split" in r["tasks"]  # offered: no model needed
     upscale_form = sorted(["Scale", "Width", "Tile size", "Tile overlap", "Transparency"])
     assert r["upscale_form"] == r["back_form"] == upscale_form
-    assert r["split_form"] == ["Gain"]
+    assert r["split_form"] == ["Gain", "Hold"]
     u = r["upscale"]
     assert u["status"] == "finished", u["error"]
     assert u["layers"] == ["Background", "Upscale x2 - tiny-x2"] and u["doc_size"] == [64, 48]
     options = r["stored_options"]
     assert set(options["upscale"]) == UPSCALE_PARAMS, options
-    assert options["test-split"] == {"gain": 1.7}  # the edit went to the split task
+    assert options["test-split"] == {"gain": 1.7, "hold": 0.0}  # the edit went to the split task
     assert r["stored_models"]["upscale"] == "tiny-x2"
 
 
@@ -376,5 +377,5 @@ def test_denoise_in_the_docker_and_menu_with_its_spec(krita_run) -> None:
                           "hidden": False}  # DnCNN's noise level applies to tiny-dncnn
     assert r["jpeg_hidden"]  # FBCNN's JPEG quality does not
     assert r["tile"] == {"special": "automatic (from free memory)", "advanced": True}
-    assert r["menu"][:2] == ["Upscale", "Denoise"]  # face-restore: no model there
+    assert r["menu"][:3] == ["Upscale", "Restore faces", "Denoise"]  # in the backend's order
     assert r["menu"][-3:] == ["Restore selection", "Whole image", "Cancel Restora job"]

@@ -19,6 +19,7 @@ class Krita:
     def __init__(self) -> None:
         self.extensions: list[Any] = []
         self.dock_factories: list[Any] = []
+        self.open_windows: list[Any] = []
 
     def addExtension(self, extension: Any) -> None:
         self.extensions.append(extension)
@@ -40,6 +41,9 @@ class Krita:
 
     def documents(self) -> list[Any]:
         return []
+
+    def windows(self) -> list[Any]:
+        return list(self.open_windows)
 
     def activeDocument(self) -> Any:
         return None
@@ -76,6 +80,7 @@ class Window:
     def __init__(self) -> None:
         self.main = QtWidgets.QMainWindow()
         self.created: dict[str, Any] = {}
+        Krita.instance().open_windows.append(self)
 
     def qwindow(self) -> Any:
         return self.main
