@@ -65,10 +65,6 @@ class DefectParams:
             raise InvalidParameterError(
                 f"sensitivity must be between 0 and 1, not {self.sensitivity}.", ""
             )
-        if not (self.scratches or self.specks):
-            raise InvalidParameterError(
-                "Nothing to look for: both scratches and dust are off.", "Turn one of them on."
-            )
 
     def settings(self) -> Any:
         from backend.defects import DefectSettings

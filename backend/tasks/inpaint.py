@@ -197,7 +197,7 @@ def fill(model: Any, rgb: np.ndarray, holes: np.ndarray, fixed: int | None) -> n
                 f"Out of memory inpainting a {iw}x{ih} crop.", "Use a smaller working size."
             ) from exc
         raise
-    out = y[0, :, :ih, :iw].float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
+    out = y[0, :, :ih, :iw].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
     if (ih, iw) != (h, w):
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC)
     return out
