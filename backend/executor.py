@@ -65,7 +65,12 @@ def run_task(
     # 4. selection
     if inputs.mask is not None and spec.mask != "ignored":
         ctx.progress(1.0, "masking")
-        radius = feather if feather is not None else masking.resolve_feather(inputs.mask, None)
+        if not spec.feather:
+            radius = 0.0  # the mask is the region itself: its own edge, exactly
+        elif feather is not None:
+            radius = feather
+        else:
+            radius = masking.resolve_feather(inputs.mask, None)
         for out in result.outputs:
             if out.pixels is not None and _is_image(spec, out.name):
                 out.pixels = masking.apply_selection(out.pixels, inputs.mask, radius)

@@ -562,6 +562,7 @@ class JobManager:
         if inp is None or job.cancel.cancelled:
             raise CancelledError("The job was cancelled.", "")
         ctx = TaskContext(lambda p: self._progress(job, p), job.cancel)
+        ctx.registry = self.registry
         result = executor.run_task(
             job.spec, inp.inputs, job.params, inp.entries, self.models, ctx, job.feather
         )

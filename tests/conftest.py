@@ -88,3 +88,15 @@ def face_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for key in FACE_MODELS:
         save_tiny(key, root, file_name=f"random-{key}")
     return root
+
+
+@pytest.fixture(scope="session")
+def old_photo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with random-weight DDColor (colorization/), LaMa and MAT (inpaint/),
+    saved once: LaMa and MAT exist only at their real size."""
+    from tests.model_zoo import OLD_PHOTO_MODELS, save_tiny
+
+    root = tmp_path_factory.mktemp("old-photo-models")
+    for key in OLD_PHOTO_MODELS:
+        save_tiny(key, root, file_name=f"random-{key}")
+    return root

@@ -214,6 +214,34 @@ FACE_MODELS: dict[str, TinyModel] = {
 }
 
 
+def _ddcolor() -> torch.nn.Module:
+    from spandrel_extra_arches.architectures.DDColor import DDColor
+
+    # the smallest encoder spandrel detects (ConvNeXt-T); few queries and one decoder layer
+    return DDColor(encoder_name="convnext-t", num_queries=16, dec_layers=1, num_output_channels=2)
+
+
+def _lama() -> torch.nn.Module:
+    from spandrel.architectures.LaMa import LaMa
+
+    return LaMa(in_nc=4, out_nc=3)  # LaMa has one size: big-lama's
+
+
+def _mat() -> torch.nn.Module:
+    from spandrel_extra_arches.architectures.MAT import MAT
+
+    return MAT()  # one size: Places512's
+
+
+#: old-photo models: LaMa and MAT exist only at their real size (about 100 and 120 MB in
+#: fp16), DDColor at its smallest encoder
+OLD_PHOTO_MODELS: dict[str, TinyModel] = {
+    "ddcolor": TinyModel("DDColor", _ddcolor, 1, "colorization"),
+    "lama": TinyModel("LaMa", _lama, 1, "inpaint"),
+    "mat": TinyModel("MAT", _mat, 1, "inpaint"),
+}
+
+
 def save_tiny(
     key: str,
     models_root: Path,
@@ -222,13 +250,13 @@ def save_tiny(
     seed: int = 0,
 ) -> Path:
     """Build `key` with seeded random weights and save it under models_root/<folder>/."""
-    spec = TINY_MODELS.get(key) or FACE_MODELS[key]
+    spec = TINY_MODELS.get(key) or FACE_MODELS.get(key) or OLD_PHOTO_MODELS[key]
     torch.manual_seed(seed)
     net = spec.build()
     state: dict[str, Any] = {
         k: v.detach().clone().contiguous() for k, v in net.state_dict().items()
     }
-    if key in FACE_MODELS:
+    if key in FACE_MODELS or key in OLD_PHOTO_MODELS:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     folder = models_root / spec.folder
     folder.mkdir(parents=True, exist_ok=True)

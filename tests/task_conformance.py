@@ -54,6 +54,13 @@ class TaskConformance:
         """The output's channels for an input of `channels` (a layer of faces adds alpha)."""
         return channels
 
+    def expected_output(self, name: str, dtype: Any, channels: int) -> tuple[Any, int]:
+        """(dtype, channels) of output `name` for an input of `dtype` and `channels`: the
+        input's own, by default (a mask output is 8-bit gray)."""
+        if {o.name: o.kind for o in self.spec.outputs}.get(name) == "mask":
+            return np.uint8, 1
+        return dtype, self.expected_channels(channels)
+
     # - the machinery -
 
     @pytest.fixture(scope="class")
@@ -112,7 +119,8 @@ class TaskConformance:
 
         parser = build_task_parser(self.spec)
         for values in (_defaults(self.spec), _non_defaults(self.spec)):
-            argv = ["in.png", *task_argv(self.spec, values)]
+            mask = ["--mask", "mask.png"] if self.spec.mask == "required" else []
+            argv = ["in.png", *mask, *task_argv(self.spec, values)]
             parsed = params_from_args(self.spec, parser.parse_args(argv))
             assert self.spec.parse_params(parsed) == self.spec.parse_params(values), argv
 
@@ -159,8 +167,9 @@ class TaskConformance:
         pixels = _as(sample, dtype, channels)
         result = self.run(models_dir, store, pixels)
         for out in result.outputs:
-            assert out.pixels.dtype == dtype, out.name
-            assert out.pixels.shape[2] == self.expected_channels(channels), out.name
+            want_dtype, want_channels = self.expected_output(out.name, dtype, channels)
+            assert out.pixels.dtype == want_dtype, out.name
+            assert out.pixels.shape[2] == want_channels, out.name
             if not self.spec.resizes:
                 assert out.pixels.shape[:2] == pixels.shape[:2], out.name
 

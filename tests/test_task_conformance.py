@@ -9,7 +9,16 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from backend.tasks import denoise, face_restore, upscale
+from backend.tasks import (
+    colorize,
+    defects,
+    denoise,
+    face_restore,
+    inpaint,
+    restore_old_photo,
+    upscale,
+)
+from backend.tasks.context import TaskContext
 from backend.tasks.registry import default_registry
 from tests.model_zoo import save_tiny
 from tests.task_conformance import TaskConformance
@@ -74,3 +83,75 @@ class TestFaceRestore(TaskConformance):
 
     def expected_channels(self, channels: int) -> int:
         return channels + (channels in (1, 3))  # a layer of the faces alone adds alpha
+
+
+def _copy_models(src: Path, dst: Path, *files: str) -> Path:
+    import shutil
+
+    for name in files:
+        (dst / Path(name).parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+class TestDefects(TaskConformance):
+    spec = defects.SPEC
+    module = "backend.tasks.defects"
+
+
+class TestColorize(TaskConformance):
+    spec = colorize.SPEC
+    module = "backend.tasks.colorize"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, old_photo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp("conformance-colorize")
+        return _copy_models(old_photo_models, root, "colorization/random-ddcolor.safetensors")
+
+    def expected_channels(self, channels: int) -> int:
+        return channels + 2 * (channels in (1, 2))  # gray becomes RGB; alpha is kept
+
+
+class TestInpaint(TaskConformance):
+    spec = inpaint.SPEC
+    module = "backend.tasks.inpaint"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, old_photo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp("conformance-inpaint")
+        return _copy_models(old_photo_models, root, "inpaint/random-lama.safetensors")
+
+    def run(self, models_dir, store, pixels, mask=None, ctx=None):  # type: ignore[no-untyped-def]
+        if mask is None:  # inpainting always has holes: a square in the middle by default
+            h, w = pixels.shape[:2]
+            mask = np.zeros((h, w, 1), np.uint8)
+            mask[h // 3 : h // 2, w // 3 : w // 2] = 255
+        return super().run(models_dir, store, pixels, mask, ctx)
+
+    def expected_channels(self, channels: int) -> int:
+        return channels + (channels in (1, 3))  # the holes as a layer over the input
+
+
+class TestRestoreOldPhoto(TaskConformance):
+    """The chain with a denoise and an upscale model installed: the other model stages are
+    skipped (and say so), the defects stage needs none."""
+
+    spec = restore_old_photo.SPEC
+    module = "backend.tasks.restore_old_photo"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        root = tmp_path_factory.mktemp("conformance-chain")
+        save_tiny("dncnn", root)
+        save_tiny("compact", root)
+        return root
+
+    def run(self, models_dir, store, pixels, mask=None, ctx=None):  # type: ignore[no-untyped-def]
+        from backend.models.registry import Registry
+
+        ctx = ctx or TaskContext()
+        ctx.registry = Registry([models_dir])
+        return super().run(None, store, pixels, mask, ctx)

@@ -235,6 +235,7 @@ class _Runner:
         from backend.model_choice import choose_model
 
         self.args, self.spec, self.raw, self.say = args, spec, raw, say
+        self.registry = reg
         params = spec.parse_params(raw)
         self.entries: dict[str, Any] = {}
         slots = [("model", args.model, spec.model)] if spec.model is not None else []
@@ -279,6 +280,7 @@ class _Runner:
             )
         bar = ProgressBar(src.name, not args.quiet)
         ctx = TaskContext(lambda p: bar(p.fraction, _stage(p)))
+        ctx.registry = self.registry
         try:
             result = executor.run_task(spec, inputs, params, self.entries, self.store, ctx, feather)
         finally:

@@ -81,6 +81,9 @@ class TaskContext:
         #: the model store the job runs with (the executor sets it): shared helpers such as
         #: the face detector come from it
         self.models: Any = None
+        #: the model registry the caller chose from (the CLI's or the server's): a task that
+        #: runs further models by itself finds their default entries in it
+        self.registry: Any = None
 
     # - progress -
 
@@ -119,6 +122,7 @@ class TaskContext:
             _stage=stage or self._stage,
         )
         child.models = self.models
+        child.registry = self.registry
         return child
 
     @property

@@ -244,6 +244,9 @@ class TaskSpec:
     outputs: tuple[OutputSpec, ...] = (OutputSpec("result", "Result"),)
     #: the result may be larger than the input (the editors then scale the document)
     resizes: bool = False
+    #: a selection blends in through a soft edge; False: the mask is the exact region the
+    #: task changes (inpainting fills the holes it is given, edge pixels included)
+    feather: bool = True
     #: Python modules the task needs beyond the core install, and the command that adds them
     requires: tuple[str, ...] = ()
     install_hint: str = ""
