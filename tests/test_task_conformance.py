@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from backend.tasks import denoise, face_restore, upscale
+from backend.tasks import denoise, face_restore, refine, upscale
 from backend.tasks.registry import default_registry
 from tests.model_zoo import save_tiny
 from tests.task_conformance import TaskConformance
@@ -74,3 +74,18 @@ class TestFaceRestore(TaskConformance):
 
     def expected_channels(self, channels: int) -> int:
         return channels + (channels in (1, 3))  # a layer of the faces alone adds alpha
+
+
+class TestRefine(TaskConformance):
+    spec = refine.SPEC
+    module = "backend.tasks.refine"
+    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.diffusion_zoo import sd15_checkpoint
+
+        root = tmp_path_factory.mktemp("conformance-refine")
+        sd15_checkpoint(root)
+        return root
