@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from backend.tasks import denoise, face_restore, refine, upscale
+from backend.tasks import denoise, face_restore, refine, tiled_refine, upscale
 from backend.tasks.registry import default_registry
 from tests.model_zoo import save_tiny
 from tests.task_conformance import TaskConformance
@@ -87,5 +87,20 @@ class TestRefine(TaskConformance):
         from tests.diffusion_zoo import sd15_checkpoint
 
         root = tmp_path_factory.mktemp("conformance-refine")
+        sd15_checkpoint(root)
+        return root
+
+
+class TestTiledRefine(TaskConformance):
+    spec = tiled_refine.SPEC
+    module = "backend.tasks.tiled_refine"
+    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3, "scale": 1.5}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.diffusion_zoo import sd15_checkpoint
+
+        root = tmp_path_factory.mktemp("conformance-tiled-refine")
         sd15_checkpoint(root)
         return root
