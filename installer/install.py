@@ -235,6 +235,7 @@ def install(args: argparse.Namespace) -> int:
         torch_want=want,
         torch_source=lambda: torch_source_for(choice, index),
         log=say,
+        diffusion=args.diffusion,
     )
     manifest.add_environment(venv, created=result.created and not existed)
     manifest.data.update(
@@ -501,6 +502,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="remove the login service an earlier run installed",
     )
     parser.add_argument("--dev", action="store_true", help="editable install with test tools")
+    parser.add_argument(
+        "--diffusion",
+        action="store_true",
+        help="also install diffusers and transformers for the diffusion tasks (refine, ...)",
+    )
     parser.add_argument(
         "--uninstall",
         action="store_true",

@@ -26,9 +26,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev", action="store_true", help="also install the test tools")
     parser.add_argument("--skip-models", action="store_true", help="do not import default models")
+    parser.add_argument(
+        "--diffusion", action="store_true", help="also install the diffusion tasks' packages"
+    )
     args = parser.parse_args()
 
-    prepare_environment(VENV, dev=args.dev)
+    prepare_environment(VENV, dev=args.dev, diffusion=args.diffusion)
     problem = opencv_problem(VENV)
     if problem:
         print(problem, file=sys.stderr)

@@ -15,7 +15,9 @@ from backend.tasks import (
     denoise,
     face_restore,
     inpaint,
+    refine,
     restore_old_photo,
+    tiled_refine,
     upscale,
 )
 from backend.tasks.context import TaskContext
@@ -141,6 +143,12 @@ class TestRestoreOldPhoto(TaskConformance):
     spec = restore_old_photo.SPEC
     module = "backend.tasks.restore_old_photo"
 
+
+class TestRefine(TaskConformance):
+    spec = refine.SPEC
+    module = "backend.tasks.refine"
+    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3}
+
     @pytest.fixture(scope="class")
     @classmethod
     def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -155,3 +163,33 @@ class TestRestoreOldPhoto(TaskConformance):
         ctx = ctx or TaskContext()
         ctx.registry = Registry([models_dir])
         return super().run(None, store, pixels, mask, ctx)
+
+
+class TestRefine(TaskConformance):
+    spec = refine.SPEC
+    module = "backend.tasks.refine"
+    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.diffusion_zoo import sd15_checkpoint
+
+        root = tmp_path_factory.mktemp("conformance-refine")
+        sd15_checkpoint(root)
+        return root
+
+
+class TestTiledRefine(TaskConformance):
+    spec = tiled_refine.SPEC
+    module = "backend.tasks.tiled_refine"
+    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3, "scale": 1.5}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.diffusion_zoo import sd15_checkpoint
+
+        root = tmp_path_factory.mktemp("conformance-tiled-refine")
+        sd15_checkpoint(root)
+        return root

@@ -22,7 +22,7 @@ DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
 #: without a named model, a task runs the first installed model of these architectures (in
 #: this order), then any other that fits, by name
 PREFERRED_ARCHITECTURES = ("GFPGAN", "CodeFormer", "RestoreFormer")
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 
 
 @dataclass
@@ -45,6 +45,8 @@ class ModelEntry:
     tiling: str = ""
     dtypes: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    #: diffusion files: bytes to run it in fp16 on a GPU (weights plus one step's work)
+    memory_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,8 @@ def describe(path: Path, folder: str) -> ModelEntry:
     if path.suffix.lower() == ".param":
         base.reason = "ncnn model: import it with `restora models import-ncnn`"
         return base
+    if folder in paths.DIFFUSION_FOLDERS:
+        return describe_diffusion(path, folder, base)
     if folder not in paths.SPANDREL_FOLDERS:
         base.reason = f"{folder} files are used by tasks that come later"
         return base
@@ -98,6 +102,25 @@ def describe(path: Path, folder: str) -> ModelEntry:
     )
 
 
+#: what each role of a diffusion file is listed as (the purpose a task's model slot names)
+DIFFUSION_PURPOSES = {"checkpoint": "Diffusion", "vae": "VAE", "lora": "LoRA"}
+
+
+def describe_diffusion(path: Path, folder: str, base: ModelEntry) -> ModelEntry:
+    """A checkpoint, diffusers folder, VAE or LoRA, from its headers (no weights loaded)."""
+    from backend.diffusion.families import inspect_file, inspect_folder
+
+    found = inspect_folder(path) if path.is_dir() else inspect_file(path, folder)
+    base.architecture = found.family
+    base.purpose = DIFFUSION_PURPOSES.get(found.role, "")
+    base.usable, base.reason = found.usable, found.reason
+    base.memory_bytes = found.memory_bytes()
+    base.tags = [found.layout]
+    if path.is_dir():
+        base.size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return base
+
+
 def _declared_output_scale(path: Path) -> int | None:
     """Models imported from ncnn may be an x4 network whose output the graph resized (x2, x3)."""
     if path.suffix.lower() != ".safetensors":
@@ -129,9 +152,14 @@ class Registry:
                 kind = paths.FOLDER_ALIASES.get(sub.name, sub.name)
                 if not sub.is_dir() or kind not in paths.MODEL_FOLDERS:
                     continue
+                # a diffusers folder is one model: listed as a whole, its files are not
+                packs = sorted(m.parent for m in sub.rglob("model_index.json"))
+                if kind in paths.DIFFUSION_FOLDERS:
+                    found += [(p, kind) for p in packs]
                 for f in sorted(sub.rglob("*")):
                     ext = f.suffix.lower()
-                    if f.is_file() and (ext in MODEL_EXTENSIONS or ext == ".param"):
+                    inside = any(p in f.parents for p in packs)
+                    if f.is_file() and not inside and (ext in MODEL_EXTENSIONS or ext == ".param"):
                         found.append((f, kind))
         return found
 
@@ -141,7 +169,16 @@ class Registry:
         index = self._read_index()
         entries, new_index = [], {}
         for f, kind in self.files():
-            st = f.stat()
+            # a diffusers folder changes when any file in it does
+            st = (
+                max(
+                    (g.stat() for g in f.rglob("*") if g.is_file()),
+                    default=f.stat(),
+                    key=lambda s: s.st_mtime_ns,
+                )
+                if f.is_dir()
+                else f.stat()
+            )
             key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{kind}"
             cached = index.get(key)
             entry = ModelEntry(**cached) if cached else describe(f, kind)

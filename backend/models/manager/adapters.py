@@ -68,8 +68,11 @@ class SpandrelAdapter:
 
     def accepts(self, entry: Any) -> bool:
         from backend.models.loading import MODEL_EXTENSIONS
+        from backend.paths import DIFFUSION_FOLDERS
 
         path = getattr(entry, "path", None)
+        if getattr(entry, "folder", None) in DIFFUSION_FOLDERS:
+            return False  # a .safetensors checkpoint is the diffusers adapter's
         return isinstance(path, str) and Path(path).suffix.lower() in MODEL_EXTENSIONS
 
     def files(self, entry: Any) -> disk.ModelFiles:
@@ -179,4 +182,6 @@ def register_adapter(factory: Callable[[], Adapter]) -> None:
 
 
 def default_adapters() -> list[Adapter]:
+    import backend.diffusion.adapter  # noqa: F401  (registers the diffusers family; no torch)
+
     return [FaceDetectorAdapter(), SpandrelAdapter(), *(f() for f in _registered)]

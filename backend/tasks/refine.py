@@ -1,0 +1,202 @@
+"""Refine: img2img at low denoise with a Stable Diffusion model, restoring without repainting.
+
+Steps: 1. check the request and pick the seed, 2. with a selection, the region to re-render:
+the selection grown and feathered is the denoise mask (soft values denoise part of the
+steps), the region around it gets context padding; without one, the whole image, 3. the
+region at the model's native resolution through one img2img pass, 4. back to its size, the
+colour fix against the input, composited through the denoise mask (pixels it does not reach
+are the input's, bit for bit), 5. report the seed and how far the result moved from the input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backend.diffusion import options
+from backend.diffusion.colour import fidelity_lines
+from backend.diffusion.options import DiffusionParams
+from backend.errors import InvalidParameterError
+from backend.tasks.context import TaskContext
+from backend.tasks.spec import Limits, Output, OutputSpec, TaskInputs, TaskResult, TaskSpec, param
+
+#: Krita AI Diffusion's selection refine: grow 4 px, feather 10% of the selection's size
+GROW = 4
+FEATHER_SHARE = 0.10
+#: context around the region, as a share of its size (Krita's 6%), at least this many px
+PADDING_SHARE = 0.06
+MIN_PADDING = 8
+
+
+@dataclass
+class RefineParams(DiffusionParams):
+    denoise_feather: int | None = param(
+        None,
+        "Denoise mask feather",
+        help="How soft the denoise mask's edge is around the selection.",
+        minimum=0,
+        maximum=512,
+        unit="px",
+        none_label="10% of the selection's size",
+        advanced=True,
+    )
+
+    def validate(self) -> None:
+        self.check_common()
+
+
+def _float_rgb(colour: np.ndarray, top: float) -> np.ndarray:
+    rgb = colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2)
+    return rgb.astype(np.float32) / np.float32(top)
+
+
+def _back(rgb: np.ndarray, channels: int, top: float, dtype: Any) -> np.ndarray:
+    out = rgb if channels == 3 else rgb.mean(axis=2, keepdims=True)
+    return np.rint(np.clip(out, 0.0, 1.0) * top).astype(dtype)
+
+
+def denoise_mask(plane: np.ndarray, feather: float) -> np.ndarray:
+    """The selection (0..1) grown by GROW px and feathered; soft values stay soft."""
+    import cv2
+
+    size = 2 * GROW + 1
+    grown = cv2.dilate(plane, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    if feather <= 0:
+        return grown
+    sigma = feather / 2
+    blurred = cv2.GaussianBlur(grown, (0, 0), sigma)
+    # the blur also lowers the selection's own inside near its edge: keep what was selected
+    return np.maximum(blurred, plane)
+
+
+def region_of(mask: np.ndarray, pad: int, height: int, width: int) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask > 0)
+    top, bottom = max(int(ys.min()) - pad, 0), min(int(ys.max()) + 1 + pad, height)
+    left, right = max(int(xs.min()) - pad, 0), min(int(xs.max()) + 1 + pad, width)
+    return top, bottom, left, right
+
+
+def native_shape(h: int, w: int, native: int, factor: int) -> tuple[int, int]:
+    """(h, w) scaled so the longer side is the model's native size, in multiples of `factor`."""
+    s = native / max(h, w)
+    return (
+        max(factor, round(h * s / factor) * factor),
+        max(factor, round(w * s / factor) * factor),
+    )
+
+
+def resize_float(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    import cv2
+
+    if x.shape[:2] == (h, w):
+        return x
+    shrink = h * w < x.shape[0] * x.shape[1]
+    out = cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    return out if out.ndim == 3 else out[:, :, None]
+
+
+def prepare(params: RefineParams, inputs: TaskInputs, entry: Any, limits: Limits) -> None:
+    params.validate()
+    if entry is not None:
+        options.check_memory(entry, "Refine")
+
+
+def run(ctx: TaskContext, inputs: TaskInputs, params: RefineParams) -> TaskResult:
+    from backend.diffusion.colour import colour_fix, fidelity
+    from backend.diffusion.img2img import Sampling, denoise
+    from backend.diffusion.lora import applied_lora
+    from backend.imaging import max_value, split_alpha
+
+    # 1. check
+    params.validate()
+    model = inputs.model
+    if model is None:
+        raise InvalidParameterError("Refine needs a Stable Diffusion model.", options.MISSING_HINT)
+    seed = params.chosen_seed()
+    pixels = inputs.image
+    colour, alpha = split_alpha(pixels)
+    top = max_value(pixels.dtype)
+    h, w, channels = colour.shape
+    details: dict[str, Any] = {"seed": seed, "family": model.family, "strength": params.strength}
+    if params.strength == 0.0:
+        ctx.progress(1.0, "done")  # strength 0 is the input itself: nothing to denoise
+        details["fidelity"] = fidelity(colour, colour, top)
+        return TaskResult([Output("result", pixels.copy(), "Refined")], details)
+
+    # 2. the region
+    source = _float_rgb(colour, top)
+    if inputs.mask is not None and np.any(inputs.mask):
+        plane = inputs.mask[:, :, 0].astype(np.float32) / 255.0
+        ys, xs = np.nonzero(plane > 0)
+        diag = math.hypot(np.ptp(ys) + 1, np.ptp(xs) + 1)
+        feather = (
+            params.denoise_feather
+            if params.denoise_feather is not None
+            else max(4.0, FEATHER_SHARE * diag)
+        )
+        soft = denoise_mask(plane, feather)
+        pad = max(MIN_PADDING, round(PADDING_SHARE * max(h, w)))
+        y0, y1, x0, x1 = region_of(soft, pad, h, w)
+        soft = soft[y0:y1, x0:x1]
+    else:
+        y0, y1, x0, x1, soft = 0, h, 0, w, None
+    crop = source[y0:y1, x0:x1]
+    details["region"] = [x0, y0, x1 - x0, y1 - y0]
+
+    # 3. at the model's native resolution
+    ctx.progress(0.02, "encoding")
+    details["tier"] = options.place(ctx, model)
+    nh, nw = native_shape(y1 - y0, x1 - x0, model.native_size, model.vae_factor)
+    work = resize_float(crop, nh, nw)
+    work_mask = None if soft is None else resize_float(soft[:, :, None], nh, nw)[:, :, 0]
+    sampling = Sampling(
+        params.prompt, params.negative_prompt, params.strength, params.steps,
+        params.guidance, params.sampler, seed,
+    )  # fmt: skip
+    vae = inputs.models.get("vae")
+    with applied_lora(model, inputs.models.get("lora"), params.lora_weight, vae):
+        out = denoise(
+            model, work, sampling, ctx.span(0.05, 0.95), work_mask,
+            vae=None if vae is None else vae.vae,
+        )  # fmt: skip
+
+    # 4. back, colour, composite
+    ctx.progress(0.96, "compositing")
+    out = colour_fix(resize_float(out, y1 - y0, x1 - x0), crop, params.colour_fix)
+    if soft is not None:
+        m = np.clip(soft, 0.0, 1.0)[:, :, None]
+        out = crop + (out - crop) * m
+    result = colour.copy()
+    patch = _back(out, channels, top, colour.dtype)
+    if soft is not None:
+        patch = np.where(soft[:, :, None] > 0, patch, colour[y0:y1, x0:x1])
+    result[y0:y1, x0:x1] = patch
+
+    # 5. report
+    details["fidelity"] = fidelity(result, colour, top)
+    if alpha is not None:
+        result = np.concatenate([result, alpha], axis=2)
+    ctx.progress(1.0, "done")
+    return TaskResult([Output("result", result, "Refined")], details)
+
+
+SPEC = TaskSpec(
+    id="refine",
+    title="Refine (diffusion)",
+    help="Restore detail with a Stable Diffusion model at low strength (img2img): the "
+    "original stays, textures and edges are redrawn. With a selection only the selection is "
+    "re-rendered. Reports the seed and how far the result moved from the input.",
+    params=RefineParams,
+    run=run,
+    prepare=prepare,
+    model=options.MODEL_SLOT,
+    outputs=(OutputSpec("result", "Refined"),),
+    requires=options.REQUIRES,
+    install_hint=options.INSTALL_HINT,
+    group="enhance",
+    order=50,
+    summarize=fidelity_lines,
+)
