@@ -143,12 +143,6 @@ class TestRestoreOldPhoto(TaskConformance):
     spec = restore_old_photo.SPEC
     module = "backend.tasks.restore_old_photo"
 
-
-class TestRefine(TaskConformance):
-    spec = refine.SPEC
-    module = "backend.tasks.refine"
-    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3}
-
     @pytest.fixture(scope="class")
     @classmethod
     def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
