@@ -206,9 +206,10 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
 SPEC = TaskSpec(
     id="tiled-refine",
     title="Upscale and refine (diffusion, tiled)",
-    help="Enlarge with a super-resolution model (or Lanczos), then redraw detail tile by tile "
-    "with a Stable Diffusion model (Ultimate SD Upscale), with seam fixes and per-tile colour "
-    "correction, so any size fits in memory.",
+    help="Upscale, then redraw detail tile by tile with a Stable Diffusion model (Ultimate SD "
+    "Upscale). The image is enlarged with a super-resolution model (or Lanczos) first; seam "
+    "fixes and a per-tile colour correction keep tiles from showing, and any size fits in "
+    "memory.",
     params=TiledRefineParams,
     run=run,
     prepare=prepare,
