@@ -18,7 +18,12 @@ from backend.errors import InvalidParameterError, ModelFormatError
 from backend.tasks import upscale
 from backend.tasks.context import TaskContext
 from backend.tasks.spec import Limits, ModelSlot, OutputSpec, TaskInputs, TaskSpec, param
-from backend.tasks.upscale import DEFAULT_MAX_OUTPUT_PIXELS, UpscaleParams
+from backend.tasks.upscale import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    UpscaleParams,
+    overlap_param,
+    tile_param,
+)
 
 #: DRUNet's own default noise level (KAIR's), in 8-bit levels
 DEFAULT_NOISE_LEVEL = 15.0
@@ -64,30 +69,12 @@ class DenoiseParams:
         unit="levels",
         applies_to=("DRUNet", "DnCNN"),
     )
-    tile: int | None = param(
-        None,
-        "Tile size",
-        help="The image is processed in tiles of this many pixels so it fits in memory; 0 "
+    tile: int | None = tile_param(
+        "The image is processed in tiles of this many pixels so it fits in memory; 0 "
         "runs the whole image in one pass. Models that work poorly in tiles (SCUNet) get "
-        "the whole image unless a tile is given.",
-        minimum=0,
-        maximum=8192,
-        step=32,
-        unit="px",
-        none_label="automatic (from free memory)",
-        flags=("-t", "--tile"),
-        advanced=True,
+        "the whole image unless a tile is given."
     )
-    overlap: int = param(
-        32,
-        "Tile overlap",
-        help="How far tiles overlap; the overlap is blended so no seam shows.",
-        minimum=0,
-        maximum=256,
-        step=8,
-        unit="px",
-        advanced=True,
-    )
+    overlap: int = overlap_param()
     max_output_pixels: int = param(DEFAULT_MAX_OUTPUT_PIXELS, "Largest result", internal=True)
 
     def validate(self) -> None:

@@ -31,6 +31,35 @@ MAX_SCALE = 16.0
 BORDER = 8  # input pixels mirrored around the image (ncnn's Real-ESRGAN mirrors 10 per tile)
 
 
+def tile_param(help_text: str) -> Any:
+    """The tile size every tiled task offers: automatic by default, 0 for one pass."""
+    return param(
+        None,
+        "Tile size",
+        help=help_text,
+        minimum=0,
+        maximum=8192,
+        step=32,
+        unit="px",
+        none_label="automatic (from free memory)",
+        flags=("-t", "--tile"),
+        advanced=True,
+    )
+
+
+def overlap_param() -> Any:
+    return param(
+        32,
+        "Tile overlap",
+        help="How far tiles overlap; the overlap is blended so no seam shows.",
+        minimum=0,
+        maximum=256,
+        step=8,
+        unit="px",
+        advanced=True,
+    )
+
+
 @dataclass
 class UpscaleParams:
     scale: float | None = param(
@@ -56,29 +85,11 @@ class UpscaleParams:
         flags=("-W", "--width"),
         advanced=True,
     )
-    tile: int | None = param(
-        None,
-        "Tile size",
-        help="The image is upscaled in tiles of this many input pixels so it fits in memory; "
-        "0 runs the whole image in one pass.",
-        minimum=0,
-        maximum=8192,
-        step=32,
-        unit="px",
-        none_label="automatic (from free memory)",
-        flags=("-t", "--tile"),
-        advanced=True,
+    tile: int | None = tile_param(
+        "The image is upscaled in tiles of this many input pixels so it fits in memory; "
+        "0 runs the whole image in one pass."
     )
-    overlap: int = param(
-        32,
-        "Tile overlap",
-        help="How far tiles overlap; the overlap is blended so no seam shows.",
-        minimum=0,
-        maximum=256,
-        step=8,
-        unit="px",
-        advanced=True,
-    )
+    overlap: int = overlap_param()
     alpha: str = param(
         "model",
         "Transparency",
