@@ -1,4 +1,13 @@
-"""Shared fixtures: an isolated Restora home, real photos, tiny models, the real default model."""
+"""Shared fixtures: an isolated Restora home, real photos, tiny models, the real default model.
+
+The tests are in folders by layer, each with a conftest.py that says what it covers: engine/
+(imaging, tiling, models, devices, the face detector), tasks/ (every task through the executor,
+and the conformance suite), service/ (the server on loopback), cli/ (the commands, the
+README's own set-up), installer/, plugin/ (the editor-agnostic plug-in code against a real
+server), and the editors themselves: krita/ and gimp/ (real Krita and a real GIMP 3; marked
+`editors`), with editors/ holding the scripts that install them. Support modules every layer
+uses (model_zoo.py, server_fixtures.py, task_conformance.py, ...) stay here.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +18,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-
-#: test files by what they need, for `-m` (markers are registered in pyproject.toml)
-EDITOR_TESTS = ("krita/", "test_gimp_e2e.py", "test_gimp_dialog.py")
-SLOW_TESTS = ("test_readme_setup.py", "test_installer_e2e.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        where = Path(str(item.path)).relative_to(REPO / "tests").as_posix()
-        if where.startswith(EDITOR_TESTS[0]) or where in EDITOR_TESTS[1:]:
-            item.add_marker(pytest.mark.editors)
-        if where in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

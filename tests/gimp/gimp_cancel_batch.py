@@ -1,4 +1,4 @@
-"""Batch Python run inside real GIMP 3 by tests/test_gimp_e2e.py: one slow upscale (tiny tiles
+"""Batch Python run inside real GIMP 3 by tests/gimp/test_gimp_e2e.py: one slow upscale (tiny tiles
 on a 256 x 256 image take the tiny model about half a minute) that the test ends by killing the
 plug-in, as GIMP does when Cancel is pressed on its progress bar. Records how the call ended and
 what the image holds afterwards.

@@ -1,4 +1,4 @@
-"""Batch Python run inside real GIMP 3 on an X display (Xvfb) by tests/test_gimp_dialog.py.
+"""Batch Python run inside real GIMP 3 on an X display (Xvfb) by tests/gimp/test_gimp_dialog.py.
 
 Builds Restora's real dialogs for real procedures (from the installed plug-in's restora_lib),
 drives them from GLib timeouts as a person would (wait for the backend, pick a model, type an

@@ -1,4 +1,4 @@
-"""Batch Python run inside real GIMP 3 (python-fu-eval) by tests/test_gimp_e2e.py.
+"""Batch Python run inside real GIMP 3 (python-fu-eval) by tests/gimp/test_gimp_e2e.py.
 
 It calls Restora's installed procedures non-interactively, with arguments, on images it makes,
 and writes what it finds to $RESTORA_E2E_OUT as JSON for the test to check on the host. Every

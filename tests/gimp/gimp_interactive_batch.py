@@ -1,4 +1,4 @@
-"""Batch Python run inside real GIMP 3 on an X display by tests/test_gimp_dialog.py: Restora's
+"""Batch Python run inside real GIMP 3 on an X display by tests/gimp/test_gimp_dialog.py: Restora's
 procedures run INTERACTIVE, as from the menu. The plug-in shows its own dialog and message box;
 the test answers them from the host with key presses. Records how each call ended.
 """

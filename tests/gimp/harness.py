@@ -32,7 +32,8 @@ def gimp_root() -> Path:
     """The GIMP 3 root: $RESTORA_GIMP_ROOT, else built (or found) by gimp_root.sh."""
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         pytest.fail("The GIMP 3 tests run GIMP in a Debian 13 chroot, which needs root. Run "
-                    "them as root (CI does), e.g. `sudo bash tests/run.sh tests/test_gimp_e2e.py`.")
+                    "them as root (CI does), e.g. "
+                    "`sudo bash tests/run.sh tests/gimp/test_gimp_e2e.py`.")
     root = os.environ.get("RESTORA_GIMP_ROOT", "").strip()
     if not root:
         try:

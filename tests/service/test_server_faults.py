@@ -21,7 +21,7 @@ from tests.server_fixtures import Client, live_server, random_image
 
 tiny_models, face_server = fx.tiny_models, fx.face_server  # fixtures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def spill_folders(home: Path) -> list[Path]:

@@ -15,7 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import pytest
+
+pytestmark = pytest.mark.slow  # a fresh set-up: a minute or more
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_installer(env: dict[str, str], *args: str, timeout: float = 900) -> tuple[str, float]:

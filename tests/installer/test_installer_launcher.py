@@ -29,7 +29,7 @@ from plugin.gimp.procedures import Action
 from tests.plugin_fixtures import FakeEditor, checker, clean_environment
 from tests.server_fixtures import free_port, make_tiny_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RESTORA = Path(sys.executable).with_name("restora")  # the venv's console script
 FAKE_KRITA = REPO / "tests" / "krita" / "fake_krita"
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # a fresh set-up: a minute or more
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(cmd: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 600):

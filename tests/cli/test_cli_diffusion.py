@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests import diffusion_zoo
-from tests.test_cli import restora
+from tests.cli_runner import restora
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli_runner import restora
 from tests.model_zoo import save_tiny
-from tests.test_cli import restora
 
 
 @pytest.fixture

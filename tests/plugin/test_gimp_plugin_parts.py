@@ -28,7 +28,7 @@ from plugin.gimp.procedures import (
 )
 from shared.protocol import ParamInfo, TaskInfo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "installer"))
 import gimp_plugin as installer  # noqa: E402
 

@@ -23,7 +23,7 @@ from backend.models.catalog import (
     parse_catalog,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RAW = json.loads(default_catalog_path().read_text(encoding="utf-8"))
 MODELS = RAW["models"]
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -30,7 +30,7 @@ from tests.plugin_fixtures import FakeEditor, checker
 from tests.server_fixtures import free_port
 
 server, tiny_models = fx.server, fx.tiny_models
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Sink:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,32 +10,13 @@ from PIL import Image
 
 from backend.errors import ImageDecodeError, ImageTooLargeError, ImageTooSmallError
 from backend.imaging import decode, encode, split_alpha
+from tests.images import png_header_only
 
 
 def _png(arr: np.ndarray, mode: str) -> bytes:
     out = io.BytesIO()
     Image.fromarray(arr, mode).save(out, "PNG")
     return out.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height but carries almost no data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_rgba_roundtrip_exact() -> None:

@@ -9,8 +9,8 @@ import pytest
 from backend.imaging import encode
 from shared.protocol import PROTOCOL_VERSION, RAW_PIXELS_MEDIA_TYPE, PixelFormat
 from tests import server_fixtures as fx
+from tests.images import png_header_only
 from tests.server_fixtures import Client, live_server, random_image
-from tests.test_imaging import png_header_only
 
 server, tiny_models = fx.server, fx.tiny_models  # fixtures, one server for this module
 

@@ -58,8 +58,8 @@ def test_measurement_is_announced_interleaved_and_redone_when_threads_change(
 
 
 def test_doctor_remeasure_forgets_and_measures_again(models_root: Path) -> None:
+    from tests.cli_runner import restora
     from tests.model_zoo import save_tiny
-    from tests.test_cli import restora
 
     save_tiny("compact", models_root)
     up = restora("upscale", "--help")

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from backend.cli import ProgressBar
+from tests.cli_runner import CLI
+from tests.images import png_header_only
 from tests.model_zoo import save_tiny
-from tests.test_cli import CLI
-from tests.test_imaging import png_header_only
 
 
 def restora(*args: str | Path, preexec=None) -> subprocess.CompletedProcess:

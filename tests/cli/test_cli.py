@@ -12,21 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli_runner import restora
+from tests.images import png_header_only
 from tests.model_zoo import save_tiny
-from tests.test_imaging import png_header_only
-
-BIN = Path(sys.executable).parent / "restora"
-CLI = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "backend.cli"]
-
-
-def restora(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_help_is_instant_and_does_not_import_torch() -> None:

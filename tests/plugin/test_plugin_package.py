@@ -16,7 +16,7 @@ from installer import krita_plugin
 from plugin.common.errors import UnsupportedDocument
 from plugin.krita.colour import SRGB_PROFILE, ColourSpace, wire_space
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 KRITA_IMPORTER = Path("/usr/share/krita/pykrita/plugin_importer/plugin_importer.py")
 HEAVY = ("numpy", "torch", "pydantic", "PIL", "fastapi", "cv2", "httpx")

@@ -13,8 +13,8 @@ from PIL import Image
 
 from backend.errors import InvalidParameterError
 from backend.tasks import denoise
+from tests.cli_runner import restora
 from tests.model_zoo import save_tiny
-from tests.test_cli import restora
 
 
 @pytest.fixture(scope="module")

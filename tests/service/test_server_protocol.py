@@ -25,7 +25,7 @@ from shared.protocol import (
     check_id,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shared_imports_only_the_standard_library() -> None:

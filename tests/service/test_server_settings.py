@@ -26,7 +26,7 @@ from tests import server_fixtures as fx
 
 tiny_models = fx.tiny_models  # fixture
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_are_safe() -> None:
