@@ -315,3 +315,10 @@ def free_port() -> int:
 
 def env_without_restora() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("RESTORA_")}
+
+
+def offered_titles(url: str) -> list[str]:
+    """The titles of the tasks a plug-in offers from this server, in the server's order: those
+    it runs, and those it would run given a model (offered to say what to get)."""
+    tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
+    return [t["title"] for t in tasks if t["available"] or t["needs_model"]]

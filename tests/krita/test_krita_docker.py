@@ -45,16 +45,13 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert r["docker_id"] == "restora_docker" and r["connected"]
     assert {"restora_upscale_image", "restora_restore_selection", "restora_menu",
             "restora_task_upscale", "restora_task_test_split"} <= set(r["actions"])
-    # one entry per task the backend runs, in its order, with its titles; face-restore and
+    # one entry per task the backend offers, in its order, with its titles; face-restore and
     # denoise have no model here: offered, to say what to get
     assert "restora_task_denoise" in r["actions"]
-    tests = ["crash", "fail", "oom-always", "oom-once", "slow-upscale"]  # extra_tasks.py, by id
-    test_tasks = [f"Test {t}" for t in tests] + ["Split (test)", "Test faces-oom-first",
-                                                 "Test faces-oom-always"]
-    products = ["Upscale", "Restore faces", "Denoise"]
-    assert r["menu"] == [*products, *test_tasks, "Restore selection", "Whole image",
-                         "Cancel Restora job"]
-    assert r["tasks"] == [*products, *test_tasks]
+    offered = fx.offered_titles(server.url)
+    assert offered[:3] == ["Upscale", "Restore faces", "Denoise"] and "Split (test)" in offered
+    assert r["menu"] == [*offered, "Restore selection", "Whole image", "Cancel Restora job"]
+    assert r["tasks"] == offered
     assert r["cached_tasks"][:3] == ["upscale", "face-restore", "denoise"]  # for the next start
     assert r["models"][1:] == ["tiny-x2 (x2)", "tiny-x4 (x4)"]
     assert not r["split_model_shown"]

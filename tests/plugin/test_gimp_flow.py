@@ -107,7 +107,7 @@ def test_several_outputs_become_a_group(server: fx.LiveServer) -> None:
 
 
 @pytest.mark.parametrize(("spec", "action", "values", "error", "words"), [
-    ("restora-colorize", Action.TASK, {}, PluginError, "does not run 'Colorize'"),
+    ("restora-video-upscale", Action.TASK, {}, PluginError, "does not run 'Video upscale'"),
     ("restora-face-restore", Action.TASK, {}, PluginError,
      "Restore faces needs a model, and none is installed in facerestore_models/. Put a GFPGAN"),
     ("restora-upscale-image", Action.TASK, {"model": "nope"}, PluginError,

@@ -156,8 +156,8 @@ def test_unknown_task(client: Client, image_id: str) -> None:
 
 
 def test_task_of_a_later_version(client: Client, image_id: str) -> None:
-    r = client.http.post("/v1/jobs", json={"task": "colorize", "image": image_id})
-    assert "colorize" in error_of(r, 422, "task_unavailable")
+    r = client.http.post("/v1/jobs", json={"task": "video-upscale", "image": image_id})
+    assert "video-upscale" in error_of(r, 422, "task_unavailable")
 
 
 def test_unknown_model(client: Client, image_id: str) -> None:
