@@ -49,7 +49,7 @@ def add_task_arguments(p: argparse.ArgumentParser, spec: TaskSpec) -> None:
         metavar="OUT",
         help="output file (one input) or folder; default: NAME-restora.png beside each input"
         + (
-            "; further outputs go beside it as NAME-restora-<output>.png"
+            "; the other outputs go beside it as NAME-restora-<output>.png"
             if len(spec.outputs) > 1
             else ""
         ),
@@ -291,8 +291,9 @@ class _Runner:
             print(f"{src}: {result.message} {dst} was not written.", file=sys.stderr)
             return
         written = []
+        main = len(result.outputs) - 1 if spec.final_last else 0
         for i, out in enumerate(result.outputs):
-            path = output_path(dst, out.name, first=i == 0)
+            path = output_path(dst, out.name, first=i == main)
             image = over(pixels, out.pixels) if out.overlay else out.pixels
             write_result(path, image, args.compress, args.quality)
             written.append(f"{path} ({out.pixels.shape[1]}x{out.pixels.shape[0]})")

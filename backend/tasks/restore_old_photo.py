@@ -361,6 +361,7 @@ SPEC = TaskSpec(
     prepare=prepare,
     outputs=OUTPUTS,
     resizes=True,
+    final_last=True,  # the stages in order, the finished photo last
     summarize=summarize,
     group="restore",
     order=60,

@@ -244,6 +244,9 @@ class TaskSpec:
     outputs: tuple[OutputSpec, ...] = (OutputSpec("result", "Result"),)
     #: the result may be larger than the input (the editors then scale the document)
     resizes: bool = False
+    #: the last output is the finished image (a chain of stages): the command line writes it
+    #: to the output's name and the others beside it; otherwise the first is the main one
+    final_last: bool = False
     #: a selection blends in through a soft edge; False: the mask is the exact region the
     #: task changes (inpainting fills the holes it is given, edge pixels included)
     feather: bool = True

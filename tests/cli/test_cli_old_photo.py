@@ -96,10 +96,12 @@ def test_restore_old_photo_writes_each_stage_and_skips_what_has_no_model(
     assert "stages: defects, inpainted, denoised, colorized" in result.stderr
     assert "upscale: no model installed" in result.stderr
     written = sorted(p.name for p in tmp_path.iterdir())
+    # the finished photo (the last stage that ran) under the name asked for, the stages beside
     assert written == [
-        "restored-colorized.png",
+        "restored-defects.png",
         "restored-denoised.png",
         "restored-inpainted.png",
         "restored.png",
     ]
-    assert np.asarray(Image.open(tmp_path / "restored-colorized.png")).shape == (128, 128, 3)
+    assert np.asarray(Image.open(tmp_path / "restored.png")).shape == (128, 128, 3)
+    assert np.asarray(Image.open(tmp_path / "restored-defects.png")).ndim == 2  # the mask
