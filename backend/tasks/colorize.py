@@ -27,6 +27,7 @@ from backend.tasks.spec import (
     TaskInputs,
     TaskResult,
     TaskSpec,
+    check_ranges,
     param,
 )
 
@@ -76,15 +77,7 @@ class ColorizeParams:
     )
 
     def validate(self) -> None:
-        if not 0.0 <= self.saturation <= 2.0:
-            raise InvalidParameterError(
-                f"saturation must be between 0 and 2, not {self.saturation}.", ""
-            )
-        if self.working_size is not None and not 64 <= self.working_size <= 2048:
-            raise InvalidParameterError(
-                f"working_size must be between 64 and 2048 pixels, not {self.working_size}.",
-                "Leave it out for the model's own size.",
-            )
+        check_ranges(self, "colorize")  # the ranges its fields declare
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

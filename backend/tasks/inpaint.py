@@ -29,6 +29,7 @@ from backend.tasks.spec import (
     TaskInputs,
     TaskResult,
     TaskSpec,
+    check_ranges,
     param,
 )
 
@@ -66,15 +67,7 @@ class InpaintParams:
     )
 
     def validate(self) -> None:
-        if not 8 <= self.context <= 512:
-            raise InvalidParameterError(
-                f"context must be between 8 and 512 pixels, not {self.context}.", ""
-            )
-        if self.working_size is not None and not 64 <= self.working_size <= 2048:
-            raise InvalidParameterError(
-                f"working_size must be between 64 and 2048 pixels, not {self.working_size}.",
-                "Leave it out for the model's own size.",
-            )
+        check_ranges(self, "inpaint")  # the ranges its fields declare
 
 
 @dataclass

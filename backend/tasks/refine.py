@@ -89,13 +89,10 @@ def native_shape(h: int, w: int, native: int, factor: int) -> tuple[int, int]:
 
 
 def resize_float(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
+    """imaging.resize (area down, Lanczos up) in (height, width) order; a no-op at that size."""
+    from backend.imaging import resize
 
-    if x.shape[:2] == (h, w):
-        return x
-    shrink = h * w < x.shape[0] * x.shape[1]
-    out = cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
-    return out if out.ndim == 3 else out[:, :, None]
+    return x if x.shape[:2] == (h, w) else resize(x, w, h)
 
 
 def prepare(params: RefineParams, inputs: TaskInputs, entry: Any, limits: Limits) -> None:

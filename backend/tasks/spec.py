@@ -321,6 +321,13 @@ class TaskSpec:
         return found
 
 
+def check_ranges(params: Any, task: str) -> None:
+    """Every field of `params` against its own description (type, range, choices): for a
+    params object built in code, which never went through `TaskSpec.parse_params`."""
+    for f in param_fields(type(params)):
+        f.check(task, getattr(params, f.name))
+
+
 _fields_cache: dict[type, list[ParamField]] = {}
 
 
