@@ -5,6 +5,10 @@ from a public source named in the entry's `sha256_source`; an entry whose hash c
 found has `"sha256": null` and is downloaded only with an explicit `--allow-unverified`.
 `RESTORA_CATALOG` points Restora at another catalog file (a mirror's own list, or tests).
 
+Besides the required fields an entry may say how the editors show it: a friendly `label`, its
+`traits` (what it is good at and how fast it is, words from `TRAITS`) and `recommended` (the
+one to offer first for its task; at most one per task).
+
 Standard library only, so `restora models catalog` answers without loading torch.
 """
 
@@ -54,6 +58,20 @@ FIELDS = (
     "url",
     "folder",
     "description",
+)
+#: fields an entry may leave out, in the order they follow the required ones
+OPTIONAL_FIELDS = ("label", "traits", "recommended")
+#: what a trait says about a model; the editors turn these into words and presets pick by them
+TRAITS = (
+    "photo",  # made for real photographs
+    "illustration",  # anime, drawings, line art
+    "faces",  # restores or finds faces
+    "old-photo",  # made for damaged or faded prints
+    "fast",  # among the quickest of its task
+    "slow",  # among the slowest of its task
+    "best",  # the strongest all-round result of its kind
+    "detail",  # keeps or adds fine texture
+    "gentle",  # changes little, for good sources
 )
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -110,6 +128,14 @@ class CatalogEntry:
     url: str
     folder: str
     description: str
+    label: str = ""
+    traits: tuple[str, ...] = ()
+    recommended: bool = False
+
+    @property
+    def display_label(self) -> str:
+        """The friendly name, or the catalog name where the entry gives none."""
+        return self.label or self.name
 
     @property
     def verified(self) -> bool:
@@ -126,7 +152,9 @@ class CatalogEntry:
         return f"{self.folder}/{self.file}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["traits"] = list(self.traits)
+        return data
 
 
 class Catalog:
@@ -171,6 +199,10 @@ class Catalog:
             )
         return [e for e in self.entries if e.task == task]
 
+    def recommended(self, task: str) -> CatalogEntry | None:
+        """The entry to offer first for `task`, if the catalog names one."""
+        return next((e for e in self.entries if e.task == task and e.recommended), None)
+
     def by_file(self, folder: str, file: str) -> CatalogEntry | None:
         for e in self.entries:
             if e.folder == folder and e.file == file:
@@ -186,7 +218,7 @@ def _check_entry(raw: Any, index: int, folders: frozenset[str]) -> list[str]:
     where = f"entry {index} ({raw.get('name', '?')})"
     problems = []
     missing = [f for f in FIELDS if f not in raw]
-    extra = sorted(set(raw) - set(FIELDS))
+    extra = sorted(set(raw) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if missing:
         problems.append(f"{where}: missing {', '.join(missing)}")
     if extra:
@@ -228,7 +260,31 @@ def _check_entry(raw: Any, index: int, folders: frozenset[str]) -> list[str]:
         problems.append(f"{where}: url must be https://")
     if sha is None and "--allow-unverified" not in str(raw["description"]):
         problems.append(f"{where}: an unverified entry must say it needs --allow-unverified")
+    if "label" in raw:
+        text("label")
+    traits = raw.get("traits", [])
+    if not isinstance(traits, list) or not all(isinstance(t, str) for t in traits):
+        problems.append(f"{where}: traits must be a list of words")
+    else:
+        unknown = [t for t in traits if t not in TRAITS]
+        if unknown:
+            problems.append(
+                f"{where}: unknown traits {', '.join(unknown)} (known: {', '.join(TRAITS)})"
+            )
+        if len(set(traits)) != len(traits):
+            problems.append(f"{where}: a trait is listed twice")
+    if not isinstance(raw.get("recommended", False), bool):
+        problems.append(f"{where}: recommended must be true or false")
     return problems
+
+
+def _entry(raw: dict[str, Any]) -> CatalogEntry:
+    return CatalogEntry(
+        **{f: raw[f] for f in FIELDS},
+        label=raw.get("label", ""),
+        traits=tuple(raw.get("traits", ())),
+        recommended=raw.get("recommended", False),
+    )
 
 
 def parse_catalog(data: Any, source: str = "") -> Catalog:
@@ -254,6 +310,14 @@ def parse_catalog(data: Any, source: str = "") -> Catalog:
         f"file {f}/{n} is used twice"
         for f, n in sorted({t for t in targets if targets.count(t) > 1})
     ]
+    # the editors offer the recommended entry first: two would leave the choice to chance
+    recommended = [
+        r.get("task") for r in raw_entries if isinstance(r, dict) and r.get("recommended") is True
+    ]
+    problems += [
+        f"task {t!r} has more than one recommended entry"
+        for t in sorted({t for t in recommended if recommended.count(t) > 1}, key=str)
+    ]
     if problems:
         shown = "; ".join(problems[:8]) + (
             f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
@@ -261,7 +325,7 @@ def parse_catalog(data: Any, source: str = "") -> Catalog:
         raise CatalogError(
             f"{source or 'The catalog'} is invalid: {shown}.", "Fix the catalog file."
         )
-    entries = [CatalogEntry(**{f: raw[f] for f in FIELDS}) for raw in raw_entries]
+    entries = [_entry(raw) for raw in raw_entries]
     return Catalog(entries, source)
 
 

@@ -15,7 +15,9 @@ from backend.models.catalog import (
     CATALOG_ENV,
     FACE_DETECTION_FOLDER,
     FIELDS,
+    OPTIONAL_FIELDS,
     TASKS,
+    TRAITS,
     CatalogError,
     check_file_name,
     default_catalog_path,
@@ -44,7 +46,7 @@ def test_every_entry_has_every_field_well_formed() -> None:
     folders = set(paths.MODEL_FOLDERS) | {FACE_DETECTION_FOLDER}
     for m in MODELS:
         where = m.get("name")
-        assert list(m) == list(FIELDS), where
+        assert list(m) == [*FIELDS, *OPTIONAL_FIELDS], where
         assert re.fullmatch(r"[a-z0-9][a-z0-9._+-]*", m["name"]), where
         assert m["task"] in TASKS, where
         assert m["folder"] in folders, where
@@ -114,6 +116,33 @@ def test_well_known_models_and_their_licences() -> None:
     assert catalog.get("yunet-2023mar").size == 232589
 
 
+def test_every_entry_reads_well_in_an_editor() -> None:
+    """A friendly label and traits from the known words; one recommended entry at most per
+    task, and each one the editors may offer without a flag (pinned hash)."""
+    catalog = load_catalog()
+    for e in catalog:
+        assert e.label and e.label != e.name, e.name
+        assert set(e.traits) <= set(TRAITS), e.name
+    for task in TASKS:
+        recommended = [e for e in catalog.by_task(task) if e.recommended]
+        assert len(recommended) <= 1, task
+        assert all(e.verified for e in recommended), task
+    assert catalog.recommended("upscale").name == "realesrgan-x4plus"
+    assert catalog.recommended("face-restore").name == "gfpgan-v1.4"
+    assert {"photo", "best"} <= set(catalog.get("realesrgan-x4plus").traits)
+    assert "illustration" in catalog.get("realesrgan-x4plus-anime-6b").traits
+    assert "fast" in catalog.get("realesr-general-x4v3").traits
+    assert all("faces" in e.traits for e in catalog.by_task("face-restore"))
+    assert catalog.get("realesrgan-x4plus").to_dict()["traits"] == ["photo", "best"]
+
+
+def test_presentation_fields_are_optional() -> None:
+    doc = bad(lambda ms: [m.pop(f) for m in ms for f in OPTIONAL_FIELDS])
+    entry = parse_catalog(doc, "test catalog").get("realesrgan-x4plus")
+    assert (entry.label, entry.traits, entry.recommended) == ("", (), False)
+    assert entry.display_label == "realesrgan-x4plus"
+
+
 def test_lookup_suggests_close_names() -> None:
     catalog = load_catalog()
     with pytest.raises(ModelNotFoundError) as err:
@@ -150,6 +179,12 @@ def bad(change) -> dict:
         (lambda ms: ms[0].pop("sha256_source"), "missing sha256_source"),
         (lambda ms: ms[0].update(sha256=None), "--allow-unverified"),
         (lambda ms: ms[0].update(non_commercial="no"), "non_commercial must be"),
+        (lambda ms: ms[0].update(traits=["speedy"]), "unknown traits speedy"),
+        (lambda ms: ms[0].update(traits="photo"), "traits must be a list"),
+        (lambda ms: ms[0].update(traits=["fast", "fast"]), "listed twice"),
+        (lambda ms: ms[0].update(label=" padded"), "label must be"),
+        (lambda ms: ms[0].update(recommended="yes"), "recommended must be"),
+        (lambda ms: ms[1].update(recommended=True), "more than one recommended"),
     ],
 )
 def test_parse_rejects_a_bad_entry(change, complaint: str) -> None:
