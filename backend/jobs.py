@@ -49,6 +49,7 @@ from shared.protocol import (
     JobStatus,
     OutputInfo,
     ParamInfo,
+    PresetInfo,
     ResultInfo,
     TaskInfo,
     check_task_id,
@@ -130,6 +131,10 @@ def task_info(spec: TaskSpec) -> TaskInfo:
         order=spec.order,
         catalog_task=spec.model.catalog_task if spec.model else "",
         params=params,
+        presets=[
+            PresetInfo(p.name, p.label, p.help, dict(p.params), list(p.model_traits))
+            for p in spec.presets
+        ],
     )
 
 

@@ -74,6 +74,21 @@ class JobState(str, Enum):
         return self in (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
 
 
+class DownloadState(str, Enum):
+    """Where a model download stands (GET /v1/downloads/{id})."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"  # the bytes are in; size and SHA-256 are being checked
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (DownloadState.FINISHED, DownloadState.FAILED, DownloadState.CANCELLED)
+
+
 class EventType(str, Enum):
     QUEUED = "queued"
     STARTED = "started"
@@ -352,6 +367,19 @@ class ParamInfo(Message):
 
 
 @dataclass
+class PresetInfo(Message):
+    """A named set of a task's options ("Photo", "Fast"): choosing it sets `params` at once and,
+    with `model_traits`, the first usable installed model that has all of them (none: the
+    model is kept)."""
+
+    name: str  # the id, e.g. "photo"
+    label: str  # words for the menu, e.g. "Photo"
+    help: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    model_traits: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ImageInputInfo(Message):
     """A further named image a task takes (a reference image), sent in JobRequest.images."""
 
@@ -388,6 +416,7 @@ class TaskInfo(Message):
     #: the catalog's task name, for offering a download when no model is installed
     catalog_task: str = ""
     params: list[ParamInfo] = field(default_factory=list)
+    presets: list[PresetInfo] = field(default_factory=list)
     #: the server runs the task but has no model for it: `reason` and `hint` say what to install
     needs_model: bool = False
     reason: str = ""  # why the task is not available
@@ -415,6 +444,64 @@ class ModelInfo(Message):
     size_bytes: int = 0
     loaded: bool = False
     network_scale: int = 0  # what one pass through the network does
+    #: for people: the catalog's name for this file, else one made from the file name
+    label: str = ""
+    description: str = ""
+    #: what the model is good at and how fast it is (the catalog's traits, e.g. "photo", "fast")
+    traits: list[str] = field(default_factory=list)
+    #: the catalog entry this file is ("" when it is none)
+    catalog_name: str = ""
+
+
+@dataclass
+class CatalogModelInfo(Message):
+    """GET /v1/catalog: a model the server can download, and whether it is installed."""
+
+    name: str  # the catalog name, sent in DownloadRequest.name
+    task: str  # the catalog's task (TaskInfo.catalog_task)
+    label: str = ""  # for people, e.g. "Real-ESRGAN x4plus"
+    description: str = ""
+    size_bytes: int | None = None  # None where the catalog does not know
+    licence: str = ""  # an SPDX-like id, e.g. "BSD-3-Clause"
+    #: the licence forbids commercial use / restricts use: ask first (accept_licence)
+    non_commercial: bool = False
+    restricted_use: bool = False
+    traits: list[str] = field(default_factory=list)
+    recommended: bool = False  # the one to offer first for its task
+    installed: bool = False  # its file is in one of the server's models folders
+    verified: bool = False  # the catalog pins its SHA-256 (only these download from an editor)
+    family: str = ""
+    folder: str = ""
+    file: str = ""
+
+
+@dataclass
+class DownloadRequest(Message):
+    """POST /v1/downloads: fetch a catalog model into the server's models folder."""
+
+    name: str  # a catalog name (CatalogModelInfo.name)
+    #: the user has read and accepted the licence; needed for non-commercial and restricted ones
+    accept_licence: bool = False
+
+    def check(self) -> None:
+        check_model_name(self.name)
+
+
+@dataclass
+class DownloadInfo(Message):
+    """One model download; `model` is the registry name once it is installed."""
+
+    id: str
+    name: str
+    state: DownloadState
+    bytes_done: int = 0
+    bytes_total: int | None = None  # None while the size is unknown
+    error: ErrorBody | None = None
+    model: str = ""
+    label: str = ""
+    task: str = ""
+    created: float = 0.0
+    finished: float | None = None
 
 
 @dataclass

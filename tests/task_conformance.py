@@ -2,7 +2,9 @@
 and say how to run it (its spec, a models folder, an image to run on).
 
 Checked: importing the module imports no torch; the spec describes every parameter (label,
-range for numbers) and round-trips through /v1/tasks' JSON and the command line; progress never
+range for numbers) and round-trips through /v1/tasks' JSON and the command line; every preset
+sets declared parameters within their ranges and picks models by traits the catalog gives some
+model of the task (so it can ever match), and runs; progress never
 goes backwards and ends at 1; a cancel lands within a step; 8- and 16-bit, gray, gray + alpha
 and RGBA inputs keep their depth (and the task's declared channels); a selection leaves nothing
 outside it.
@@ -23,6 +25,7 @@ from backend import executor
 from backend.errors import CancelledError
 from backend.jobs import task_info
 from backend.model_cache import ModelCache
+from backend.models.catalog import TRAITS, load_catalog
 from backend.models.registry import Registry
 from backend.tasks.context import Progress, TaskContext
 from backend.tasks.spec import Limits, TaskInputs, TaskSpec
@@ -75,9 +78,10 @@ class TaskConformance:
         pixels: np.ndarray,
         mask: np.ndarray | None = None,
         ctx: TaskContext | None = None,
+        params: dict[str, Any] | None = None,
     ) -> executor.TaskResult:
         spec = self.spec
-        params = spec.parse_params(self.run_params)
+        params = spec.parse_params(self.run_params if params is None else params)
         inputs = TaskInputs(pixels, mask)
         entries = {}
         if spec.model is not None:
@@ -113,6 +117,36 @@ class TaskConformance:
         info = task_info(self.spec)
         assert TaskInfo.from_json(info.to_json()) == info
         assert {p.name for p in info.params} == {f.name for f in self.spec.fields()}
+
+    def test_every_preset_sets_declared_options_within_their_ranges(self) -> None:
+        declared = {f.name for f in self.spec.fields()}
+        info = task_info(self.spec)
+        assert [p.name for p in info.presets] == [p.name for p in self.spec.presets]
+        catalog_task = self.spec.model.catalog_task if self.spec.model else ""
+        offered = load_catalog().by_task(catalog_task) if catalog_task else []
+        for preset, shown in zip(self.spec.presets, info.presets):
+            assert preset.label and preset.help, preset.name
+            assert set(preset.params) <= declared, preset.name
+            params = self.spec.parse_params(dict(preset.params))
+            for key, value in preset.params.items():
+                assert getattr(params, key) == value, (preset.name, key)
+            assert shown.params == dict(preset.params)
+            assert shown.model_traits == list(preset.model_traits)
+            assert set(preset.model_traits) <= set(TRAITS), preset.name
+            if preset.model_traits:
+                assert self.spec.model is not None, preset.name
+                assert any(set(preset.model_traits) <= set(e.traits) for e in offered), (
+                    f"no catalog model of {catalog_task!r} has the traits of {preset.name}"
+                )
+
+    def test_every_preset_runs(
+        self, models_dir: Path | None, store: ModelCache, sample: np.ndarray
+    ) -> None:
+        for preset in self.spec.presets:
+            # the class's own run params win: small tiles and few steps keep this quick
+            params = {**preset.params, **self.run_params}
+            result = self.run(models_dir, store, sample, params=params)
+            assert result.outputs or result.nothing_found, preset.name
 
     def test_parameters_round_trip_through_the_command_line(self) -> None:
         from backend.cli.tasks import build_task_parser, params_from_args, task_argv

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.errors import InvalidParameterError, OutOfMemoryError
-from backend.tasks.spec import ModelSlot, param
+from backend.tasks.spec import ModelSlot, Preset, param
 
 COLOUR_FIXES = ("wavelet", "adain", "none")
 SCHEDULERS = ("dpmpp_2m_karras", "dpmpp_2m", "euler", "euler_a", "ddim", "unipc")
@@ -28,6 +28,43 @@ REQUIRES = ("diffusers", "transformers")
 MISSING_HINT = (
     "Put a Stable Diffusion 1.5, 2.1 or SDXL checkpoint (.safetensors) in the checkpoints "
     "folder (or a diffusers folder), or download one from the catalog."
+)
+
+ILLUSTRATION_PROMPT = "clean illustration, crisp line art, flat colours, sharp edges"
+ILLUSTRATION_NEGATIVE = "photo, blurry, lowres, jpeg artifacts, noise, watermark, text"
+OLD_PHOTO_PROMPT = "restored old photograph, sharp focus, natural skin, fine detail"
+#: what both diffusion tasks offer; each sets the prompts too, so switching presets never
+#: keeps another preset's words
+PRESETS = (
+    Preset(
+        "photo",
+        "Photo",
+        "Restores photographic detail at low strength: the picture stays, textures and edges "
+        "are redrawn.",
+        {"prompt": DEFAULT_PROMPT, "negative_prompt": DEFAULT_NEGATIVE, "strength": 0.3},
+    ),
+    Preset(
+        "old-photo",
+        "Old photo",
+        "Gentler, with words for an old photograph, so faces and grain are not repainted.",
+        {"prompt": OLD_PHOTO_PROMPT, "negative_prompt": DEFAULT_NEGATIVE, "strength": 0.25},
+    ),
+    Preset(
+        "illustration",
+        "Illustration",
+        "Words for drawings: crisp lines and flat colours instead of photographic texture.",
+        {
+            "prompt": ILLUSTRATION_PROMPT,
+            "negative_prompt": ILLUSTRATION_NEGATIVE,
+            "strength": 0.35,
+        },
+    ),
+    Preset(
+        "fast",
+        "Fast",
+        "Half the sampler steps: about twice as quick, with a little less detail.",
+        {"steps": 10},
+    ),
 )
 
 MODEL_SLOT = ModelSlot(

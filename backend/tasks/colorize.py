@@ -24,6 +24,7 @@ from backend.tasks.spec import (
     ModelSlot,
     Output,
     OutputSpec,
+    Preset,
     TaskInputs,
     TaskResult,
     TaskSpec,
@@ -218,6 +219,28 @@ def summarize(details: dict[str, Any]) -> list[str]:
     return [line for line in lines if line]
 
 
+PRESETS = (
+    Preset(
+        "natural",
+        "Natural",
+        "The colours as the model paints them, the photo's brightness kept.",
+        {"saturation": 1.0, "keep_luminance": True},
+    ),
+    Preset(
+        "old-photo",
+        "Old photo",
+        "Softer colours, closer to those of an old print.",
+        {"saturation": 0.75, "keep_luminance": True},
+    ),
+    Preset(
+        "vivid",
+        "Vivid",
+        "Stronger colours than the model's own.",
+        {"saturation": 1.4, "keep_luminance": True},
+    ),
+)
+
+
 SPEC = TaskSpec(
     id="colorize",
     title="Colorize",
@@ -236,4 +259,5 @@ SPEC = TaskSpec(
     summarize=summarize,
     group="restore",
     order=50,
+    presets=PRESETS,
 )

@@ -17,7 +17,15 @@ import numpy as np
 from backend.errors import InvalidParameterError, ModelFormatError
 from backend.tasks import upscale
 from backend.tasks.context import TaskContext
-from backend.tasks.spec import Limits, ModelSlot, OutputSpec, TaskInputs, TaskSpec, param
+from backend.tasks.spec import (
+    Limits,
+    ModelSlot,
+    OutputSpec,
+    Preset,
+    TaskInputs,
+    TaskSpec,
+    param,
+)
 from backend.tasks.upscale import (
     DEFAULT_MAX_OUTPUT_PIXELS,
     UpscaleParams,
@@ -227,6 +235,23 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: DenoiseParams) -> np.ndarr
     return out
 
 
+PRESETS = (
+    Preset(
+        "photo",
+        "Photo",
+        "A model made for camera noise in photographs, at full strength.",
+        {"strength": 1.0},
+        ("photo",),
+    ),
+    Preset(
+        "gentle",
+        "Gentle",
+        "Half of the model's result over the original, so some of the photo's grain stays.",
+        {"strength": 0.5},
+    ),
+)
+
+
 SPEC = TaskSpec(
     id="denoise",
     title="Denoise",
@@ -246,4 +271,5 @@ SPEC = TaskSpec(
     resizes=False,
     group="restore",
     order=30,
+    presets=PRESETS,
 )

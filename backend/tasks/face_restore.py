@@ -27,6 +27,7 @@ from backend.tasks.spec import (
     ModelSlot,
     Output,
     OutputSpec,
+    Preset,
     TaskInputs,
     TaskResult,
     TaskSpec,
@@ -434,6 +435,31 @@ def summarize(details: dict[str, Any]) -> list[str]:
     return lines
 
 
+PRESETS = (
+    Preset(
+        "natural",
+        "Natural",
+        "Keeps the person's own look: the restored face is blended in at 70%, and CodeFormer "
+        "stays close to the photo.",
+        {"strength": 0.7, "fidelity": 0.7, "colour_match": True},
+    ),
+    Preset(
+        "strong",
+        "Strong",
+        "For blurred or damaged faces: the restored face shows fully, and CodeFormer "
+        "restores as much as it can.",
+        {"strength": 1.0, "fidelity": 0.3, "colour_match": True},
+    ),
+    Preset(
+        "old-photo",
+        "Old photo",
+        "A face model made for damaged prints, shown almost fully.",
+        {"strength": 0.9, "fidelity": 0.5, "colour_match": True},
+        ("old-photo",),
+    ),
+)
+
+
 SPEC = TaskSpec(
     id="face-restore",
     title="Restore faces",
@@ -457,4 +483,5 @@ SPEC = TaskSpec(
     group="restore",
     order=20,
     command="faces",
+    presets=PRESETS,
 )

@@ -196,4 +196,5 @@ SPEC = TaskSpec(
     group="enhance",
     order=50,
     summarize=fidelity_lines,
+    presets=options.PRESETS,
 )

@@ -29,6 +29,7 @@ from backend.tasks.spec import (
     ModelSlot,
     Output,
     OutputSpec,
+    Preset,
     TaskInputs,
     TaskResult,
     TaskSpec,
@@ -350,6 +351,40 @@ def summarize(details: dict[str, Any]) -> list[str]:
     return lines
 
 
+PRESETS = (
+    Preset(
+        "gentle",
+        "Gentle",
+        "For a print in fair shape: only clear damage is filled, and noise and faces are "
+        "blended in partly, so the photo keeps its age.",
+        {
+            "sensitivity": 0.35,
+            "denoise_strength": 0.5,
+            "face_strength": 0.6,
+            "face_fidelity": 0.8,
+        },
+    ),
+    Preset(
+        "thorough",
+        "Badly damaged",
+        "For a worn print: fainter scratches and dust are found, and noise removal and "
+        "faces apply fully.",
+        {
+            "sensitivity": 0.7,
+            "denoise_strength": 1.0,
+            "face_strength": 1.0,
+            "face_fidelity": 0.5,
+        },
+    ),
+    Preset(
+        "own-size",
+        "Keep the size",
+        "Every stage but the upscale: the photo stays its own size, which is also quicker.",
+        {"upscale": False},
+    ),
+)
+
+
 SPEC = TaskSpec(
     id="restore-old-photo",
     title="Restore old photo",
@@ -365,4 +400,5 @@ SPEC = TaskSpec(
     summarize=summarize,
     group="restore",
     order=60,
+    presets=PRESETS,
 )

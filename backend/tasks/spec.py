@@ -3,7 +3,8 @@
 A task is one module in backend/tasks/ that defines `SPEC = TaskSpec(...)`: its id, words for
 people, a parameters dataclass whose fields carry their label, range, unit, help and widget
 (`param(...)`), the inputs it takes, the outputs it makes, the model it runs and one
-`run(context, inputs, params)`. Nothing here imports torch: listing tasks, answering
+`run(context, inputs, params)`, and optionally presets: named sets of options ("Photo",
+"Fast") that the editors offer as one choice. Nothing here imports torch: listing tasks, answering
 `/v1/tasks` and `restora --help` stay fast, and a task module imports its heavy parts inside
 `run`.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ WIDGETS = ("", "spin", "slider", "checkbox", "choice", "text", "prompt", "seed",
 MASK_MODES = ("optional", "required", "ignored")
 #: how the editors group tasks for people: make bigger, keep the original, redraw, edit by words
 GROUPS = ("upscale", "restore", "enhance", "edit")
+#: preset ids, like task ids: lowercase words joined by '-'
+_PRESET_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,23 @@ class ModelSlot:
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named set of options the editors offer as one choice ("Photo", "Fast").
+
+    `params` are values of the task's own parameters, checked against their ranges when the
+    spec is made; `model_traits` picks the first usable installed model that has every one of
+    these catalog traits (empty: the preset keeps whatever model is chosen).
+    """
+
+    name: str
+    label: str
+    help: str = ""
+    # not hashed: a spec stays hashable although a mapping is not
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    model_traits: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageInput:
     """A further named image a task takes besides the layer and the mask (a reference image)."""
 
@@ -261,6 +282,8 @@ class TaskSpec:
     prepare: Prepare | None = None
     #: lines the command line prints about a result's details (the faces it found, ...)
     summarize: Callable[[dict[str, Any]], list[str]] | None = None
+    #: named sets of options, in the order the editors list them
+    presets: tuple[Preset, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mask not in MASK_MODES:
@@ -270,6 +293,36 @@ class TaskSpec:
         for f in param_fields(self.params):
             if f.widget not in WIDGETS:
                 raise ValueError(f"task {self.id}: unknown widget {f.widget!r} for {f.name}")
+        self._check_presets()
+
+    def _check_presets(self) -> None:
+        """A preset that sets an unknown or out-of-range option would fail every job it is
+        chosen for; refuse it when the task is defined, not when a user picks it."""
+        from backend.models.catalog import TRAITS  # standard library only, like this module
+
+        names = [p.name for p in self.presets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.id}: two presets share a name: {names}")
+        known = {f.name: f for f in self.fields()}
+        for preset in self.presets:
+            where = f"task {self.id}, preset {preset.name!r}"
+            if not _PRESET_NAME.match(preset.name) or not preset.label:
+                raise ValueError(f"{where}: needs an id of lowercase words and a label")
+            unknown = [k for k in preset.params if k not in known]
+            if unknown:
+                raise ValueError(f"{where}: {', '.join(unknown)} is not a parameter of the task")
+            try:  # each value against its range and choices, then the task's own checks
+                self.parse_params(dict(preset.params))
+            except InvalidParameterError as exc:
+                raise ValueError(f"{where}: {exc.message}") from None
+            if preset.model_traits and self.model is None:
+                raise ValueError(f"{where}: picks a model by traits, but the task runs none")
+            odd = [t for t in preset.model_traits if t not in TRAITS]
+            if odd:
+                raise ValueError(f"{where}: unknown model traits {', '.join(odd)}")
+
+    def preset(self, name: str) -> Preset | None:
+        return next((p for p in self.presets if p.name == name), None)
 
     @property
     def cli_name(self) -> str:

@@ -222,4 +222,5 @@ SPEC = TaskSpec(
     group="enhance",
     order=55,
     summarize=fidelity_lines,
+    presets=options.PRESETS,
 )

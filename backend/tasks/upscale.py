@@ -22,7 +22,15 @@ from backend.imaging import check_size, max_value, resize, split_alpha
 from backend.models.registry import DEFAULT_UPSCALE_MODEL
 from backend.models.runtime import MIN_TILE, LoadedModel
 from backend.tasks.context import CancelToken, TaskContext
-from backend.tasks.spec import Limits, ModelSlot, OutputSpec, TaskInputs, TaskSpec, param
+from backend.tasks.spec import (
+    Limits,
+    ModelSlot,
+    OutputSpec,
+    Preset,
+    TaskInputs,
+    TaskSpec,
+    param,
+)
 from backend.tiling import tiled_apply
 
 DEFAULT_MAX_OUTPUT_PIXELS = 600_000_000
@@ -279,6 +287,33 @@ def prepare(params: UpscaleParams, inputs: TaskInputs, entry: Any, limits: Limit
         )
 
 
+#: each names the catalog trait of the model it picks; every preset sets the alpha mode, so
+#: going from Fast back to Photo undoes Fast's shortcut
+PRESETS = (
+    Preset(
+        "photo",
+        "Photo",
+        "A model made for photographs; transparency goes through the model too.",
+        {"alpha": "model"},
+        ("photo",),
+    ),
+    Preset(
+        "illustration",
+        "Illustration",
+        "A model made for drawings, anime and line art.",
+        {"alpha": "model"},
+        ("illustration",),
+    ),
+    Preset(
+        "fast",
+        "Fast",
+        "A small, quick model, and transparency only resized instead of run through it.",
+        {"alpha": "resize"},
+        ("fast",),
+    ),
+)
+
+
 def run_task(ctx: TaskContext, inputs: TaskInputs, params: UpscaleParams) -> np.ndarray:
     return run(inputs.image, inputs.model, params, progress=ctx, cancel=ctx.cancel)
 
@@ -303,4 +338,5 @@ SPEC = TaskSpec(
     resizes=True,
     group="upscale",
     order=10,
+    presets=PRESETS,
 )

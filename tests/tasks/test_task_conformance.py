@@ -3,6 +3,7 @@ a tiny random-weight model of its own saved in the users' folder layout."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from backend.tasks import (
 )
 from backend.tasks.context import TaskContext
 from backend.tasks.registry import default_registry
+from backend.tasks.spec import Preset
 from tests.model_zoo import save_tiny
 from tests.task_conformance import TaskConformance
 
@@ -29,6 +31,28 @@ from tests.task_conformance import TaskConformance
 def test_every_product_task_is_checked_here() -> None:
     checked = {c.spec.id for c in TaskConformance.__subclasses__() if c.__module__ == __name__}
     assert checked == set(default_registry().ids())
+
+
+@pytest.mark.parametrize(
+    ("preset", "complaint"),
+    [
+        (Preset("odd", "Odd", params={"colour": 1}), "not a parameter"),
+        (Preset("big", "Big", params={"scale": 99.0}), "between 0.05 and 16x"),
+        (Preset("word", "Word", params={"alpha": "paint"}), "must be one of"),
+        (Preset("internal", "Internal", params={"max_output_pixels": 1}), "not a parameter"),
+        (Preset("Bad Name", "Bad"), "lowercase words"),
+        (Preset("shiny", "Shiny", model_traits=("shiny",)), "unknown model traits"),
+    ],
+)
+def test_a_bad_preset_is_refused_when_the_task_is_defined(preset: Preset, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        dataclasses.replace(upscale.SPEC, presets=(preset,))
+    with pytest.raises(ValueError, match="share a name"):
+        dataclasses.replace(upscale.SPEC, presets=upscale.SPEC.presets[:1] * 2)
+    with pytest.raises(ValueError, match="runs none"):
+        dataclasses.replace(
+            defects.SPEC, presets=(Preset("photo", "Photo", model_traits=("photo",)),)
+        )
 
 
 class TestUpscale(TaskConformance):
@@ -151,12 +175,12 @@ class TestRestoreOldPhoto(TaskConformance):
         save_tiny("compact", root)
         return root
 
-    def run(self, models_dir, store, pixels, mask=None, ctx=None):  # type: ignore[no-untyped-def]
+    def run(self, models_dir, store, pixels, mask=None, ctx=None, params=None):  # type: ignore[no-untyped-def]
         from backend.models.registry import Registry
 
         ctx = ctx or TaskContext()
         ctx.registry = Registry([models_dir])
-        return super().run(None, store, pixels, mask, ctx)
+        return super().run(None, store, pixels, mask, ctx, params)
 
 
 class TestRefine(TaskConformance):
