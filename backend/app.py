@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from backend import __version__, paths
-from backend.api import events, health, images, jobs, models
+from backend.api import downloads, events, health, images, jobs, models
 from backend.api.errors import install_error_handlers
 from backend.api.event_hub import EventHub
 from backend.api.image_store import ImageStore
 from backend.api.security import OPEN_PATHS, RequestGuard
 from backend.jobs import JobManager
 from backend.model_cache import ModelCache
+from backend.models.catalog import load_catalog
+from backend.models.download_queue import DownloadQueue
 from backend.models.registry import Registry
 from backend.settings import Settings
 from backend.tasks.registry import TaskRegistry, default_registry
@@ -35,6 +38,10 @@ The local backend of the Restora plug-ins for Krita and GIMP (protocol {PROTOCOL
 4. Fetch `GET /v1/jobs/{{id}}/result` and place it at `result.placement`.
 
 One worker runs the jobs one at a time. With a token, send `Authorization: Bearer TOKEN`.
+
+A task with no model says `needs_model`: `GET /v1/catalog?task=...` lists what to download,
+`POST /v1/downloads` fetches one into the server's models folder, and `GET
+/v1/downloads/{{id}}` follows it until /v1/models lists the model.
 """
 
 
@@ -55,12 +62,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.hub = hub
     app.state.images = ImageStore(settings.image_memory_bytes, settings.image_ttl)
     app.state.jobs = manager
+    app.state.downloads = _download_queue(settings, registry, manager)
     manager.start()
     try:
         yield
     finally:
         hub.close()
+        await asyncio.to_thread(app.state.downloads.close)
         await asyncio.to_thread(manager.stop)
+
+
+def _download_queue(settings: Settings, registry: Registry, manager: JobManager) -> DownloadQueue:
+    """Downloads go to Restora's own models folder (the registry's last); an intact copy in
+    any of the registry's folders counts as installed."""
+
+    def installed(path: Path) -> str:
+        target = path.resolve()
+        for entry in manager.model_entries(refresh=True):  # the registry looks again
+            if Path(entry.path).resolve() == target:
+                return entry.name
+        return path.stem
+
+    return DownloadQueue(
+        paths.default_models_dir(),
+        lambda: load_catalog(settings.catalog),
+        search_roots=registry.folders,
+        base_url=settings.catalog_base_url,
+        on_installed=installed,
+    )
 
 
 def create_app(settings: Settings | None = None, tasks: TaskRegistry | None = None) -> FastAPI:
@@ -70,7 +99,7 @@ def create_app(settings: Settings | None = None, tasks: TaskRegistry | None = No
     app.state.settings = settings
     app.state.tasks = tasks if tasks is not None else default_registry()
     install_error_handlers(app)
-    for module in (health, models, images, jobs, events):
+    for module in (health, models, images, jobs, events, downloads):
         app.include_router(module.router)
     app.add_middleware(RequestGuard, settings=settings)
     _describe_guard(app, settings)

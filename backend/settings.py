@@ -59,6 +59,10 @@ class Settings:
     precision: str = "auto"
     models_dirs: list[str] = field(default_factory=list)
     preload: list[str] = field(default_factory=list)
+    #: the model catalog the editors download from (RESTORA_CATALOG; default: the shipped one)
+    catalog: str | None = None
+    #: a mirror: downloads come from URL/<file name>, still checked against the catalog
+    catalog_base_url: str | None = None
     #: one upload's body, in bytes
     max_upload_bytes: int = 512 * MiB
     #: a request whose body sends nothing for this long is answered 408 and closed

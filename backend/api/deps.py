@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from backend.api.event_hub import EventHub
 from backend.api.image_store import ImageStore
 from backend.jobs import JobManager
+from backend.models.download_queue import DownloadQueue
 from backend.settings import Settings
 
 
@@ -24,6 +25,10 @@ def get_images(request: Request) -> ImageStore:
     return request.app.state.images
 
 
+def get_downloads(request: Request) -> DownloadQueue:
+    return request.app.state.downloads
+
+
 def get_hub(request: Request) -> EventHub:
     return request.app.state.hub
 
@@ -37,4 +42,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 ImagesDep = Annotated[ImageStore, Depends(get_images)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
+DownloadsDep = Annotated[DownloadQueue, Depends(get_downloads)]
 AuthenticatedDep = Annotated[bool, Depends(is_authenticated)]

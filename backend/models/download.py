@@ -6,15 +6,18 @@ file (200) starts the file over, and one that answers 416 gets its `.part` check
 is not the finished file, restarted from zero. SHA-256 is computed while streaming (over the
 resumed prefix too) and checked, with the size, before `os.replace` moves the file into place:
 a wrong file never appears under the model's name, and a good file already there is kept.
+A `stop` event (the server's cancel) ends a download between two reads, keeping the `.part`.
 
 Also here: finding and hashing installed catalog files for `restora models verify`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -56,6 +59,25 @@ class ChecksumMismatchError(DownloadError):
     """The downloaded bytes are not the file the catalog describes."""
 
     code = "checksum_mismatch"
+
+
+class DownloadCancelledError(DownloadError):
+    """The download was stopped on request; its `.part` is kept for a later resume."""
+
+    code = "download_cancelled"
+    http_status = 409
+
+
+class DiskFullError(DownloadError):
+    code = "disk_full"
+    http_status = 507
+
+
+class DownloadWriteError(DownloadError):
+    """The file could not be written: a read-only folder, no permission."""
+
+    code = "download_write"
+    http_status = 507
 
 
 class UnverifiedModelError(RestoraError):
@@ -183,14 +205,47 @@ def download_file(
     timeout: float = DEFAULT_TIMEOUT_S,
     backoff: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> str:
     """Download `url` to `target` through `<target>.part`, resuming; return the file's SHA-256.
 
     The file is moved into place only when its size and hash match `size` and `sha256` (each
     checked when given); on a mismatch the `.part` is deleted and ChecksumMismatchError names
-    both hashes and the URL. A download that fails for good keeps its `.part` for next time.
+    both hashes and the URL. A download that fails for good keeps its `.part` for next time,
+    and so does one stopped by setting `stop` (DownloadCancelledError).
     """
     target = Path(target)
+    if stop is not None:
+        sleep = stop.wait  # a cancel also cuts the back-off short
+    try:
+        return _download(
+            url, target, sha256, size, progress, retries, timeout, backoff, sleep, stop
+        )
+    except OSError as exc:  # the network's errors are handled inside: this is the disk
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(
+                f"The disk is full: {target.name} could not be written to {target.parent}.",
+                "Free some space, then download it again; what arrived is kept and resumed.",
+            ) from None
+        raise DownloadWriteError(
+            f"{target.name} could not be written to {target.parent} "
+            f"({exc.strerror or type(exc).__name__}).",
+            "Check that the models folder exists and can be written to.",
+        ) from None
+
+
+def _download(
+    url: str,
+    target: Path,
+    sha256: str | None,
+    size: int | None,
+    progress: ProgressCallback | None,
+    retries: int,
+    timeout: float,
+    backoff: float,
+    sleep: Callable[[float], None],
+    stop: threading.Event | None,
+) -> str:
     made = _missing_folders(target.parent)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = _Part.open(part_path(target))
@@ -201,7 +256,8 @@ def download_file(
     restarted_after_416 = False
     while True:
         try:
-            _fetch(url, part, size, progress, timeout)
+            _check_stop(stop, part, target)
+            _fetch(url, part, size, progress, timeout, stop, target)
             break
         except _RangeNotSatisfiable as exc:
             if _part_is_whole(part, sha256, size, exc.total):
@@ -234,6 +290,15 @@ def download_file(
                 ) from None
             sleep(backoff * 2 ** (failures - 1))
     return _check_and_move(part, target, url, sha256, size)
+
+
+def _check_stop(stop: threading.Event | None, part: _Part, target: Path) -> None:
+    if stop is not None and stop.is_set():
+        kept = f"; {part.done} bytes are kept in {part.path.name}" if part.done else ""
+        raise DownloadCancelledError(
+            f"The download of {target.name} was cancelled{kept}.",
+            "Download it again to resume.",
+        )
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -290,7 +355,13 @@ def _part_is_whole(part: _Part, sha256: str | None, size: int | None, total: int
 
 
 def _fetch(
-    url: str, part: _Part, size: int | None, progress: ProgressCallback | None, timeout: float
+    url: str,
+    part: _Part,
+    size: int | None,
+    progress: ProgressCallback | None,
+    timeout: float,
+    stop: threading.Event | None = None,
+    target: Path | None = None,
 ) -> None:
     """One request: append what the server sends to the `.part`, or raise to retry/restart."""
     headers = {"User-Agent": f"restora/{__version__}", "Accept-Encoding": "identity"}
@@ -335,7 +406,7 @@ def _fetch(
                 f"{url} serves {total} bytes, the catalog expects {size}.",
                 "The file on the server differs from the catalog's; nothing was installed.",
             )
-        _stream(response, part, size, total, progress, url)
+        _stream(response, part, size, total, progress, url, stop, target or part.path)
 
 
 def _stream(
@@ -345,12 +416,17 @@ def _stream(
     total: int | None,
     progress: ProgressCallback | None,
     url: str,
+    stop: threading.Event | None = None,
+    target: Path | None = None,
 ) -> None:
     expected = total if total is not None else size
     with part.path.open("ab") as f:
         while True:
+            _check_stop(stop, part, target or part.path)
             try:
-                chunk = response.read(CHUNK_BYTES)
+                # read1: whatever has arrived, so progress and a cancel do not wait for a
+                # whole chunk on a slow connection
+                chunk = response.read1(CHUNK_BYTES)
             except (OSError, http.client.HTTPException) as exc:
                 raise _TransientError(f"connection lost after {part.done} bytes ({exc})") from None
             if not chunk:
@@ -422,9 +498,10 @@ def download_model(
     retries: int = DEFAULT_RETRIES,
     timeout: float = DEFAULT_TIMEOUT_S,
     backoff: float = 1.0,
+    stop: threading.Event | None = None,
 ) -> DownloadResult:
     """Install `entry` under `models_root/<folder>/`, unless a matching copy is already in
-    `models_root` or one of `search_roots`."""
+    `models_root` or one of `search_roots`; `stop` cancels it (see download_file)."""
     if not entry.verified and not allow_unverified:
         raise UnverifiedModelError(
             f"The catalog has no SHA-256 for '{entry.name}', so its download cannot be verified.",
@@ -443,6 +520,7 @@ def download_model(
         retries=retries,
         timeout=timeout,
         backoff=backoff,
+        stop=stop,
     )
     return DownloadResult(entry, target, "downloaded", digest)
 

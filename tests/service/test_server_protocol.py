@@ -11,6 +11,10 @@ import pytest
 from shared.geometry import Bounds, Extent, default_feather, selection_crop
 from shared.protocol import (
     RAW_PIXELS_MEDIA_TYPE,
+    CatalogModelInfo,
+    DownloadInfo,
+    DownloadRequest,
+    DownloadState,
     ErrorBody,
     EventType,
     Health,
@@ -18,10 +22,13 @@ from shared.protocol import (
     JobRequest,
     JobState,
     JobStatus,
+    ModelInfo,
     PixelFormat,
     Placement,
+    PresetInfo,
     ProtocolError,
     ResultInfo,
+    TaskInfo,
     check_id,
 )
 
@@ -83,6 +90,57 @@ def test_status_and_event_round_trip() -> None:
         error=ErrorBody("code", "message", "hint"),
     )
     assert JobEvent.from_json(event.to_json()) == event
+
+
+def test_download_messages_round_trip() -> None:
+    entry = CatalogModelInfo(
+        name="realesrgan-x4plus",
+        task="upscale",
+        label="Real-ESRGAN x4plus",
+        description="photos",
+        size_bytes=67040989,
+        licence="BSD-3-Clause",
+        traits=["photo", "best"],
+        recommended=True,
+        verified=True,
+    )
+    assert CatalogModelInfo.from_json(entry.to_json()) == entry
+    assert CatalogModelInfo.from_json({"name": "x", "task": "upscale"}).size_bytes is None
+    request = DownloadRequest("codeformer", accept_licence=True)
+    assert DownloadRequest.from_json(request.to_json()) == request
+    assert DownloadRequest.from_json({"name": "x"}).accept_licence is False
+    with pytest.raises(ProtocolError, match="accept_licence must be true or false"):
+        DownloadRequest.from_json({"name": "x", "accept_licence": "yes"})
+    with pytest.raises(ProtocolError, match="model must be a model name"):
+        DownloadRequest("").check()
+    failed = DownloadInfo(
+        id="dl-1",
+        name="tiny",
+        state=DownloadState.FAILED,
+        bytes_done=10,
+        bytes_total=None,
+        error=ErrorBody("checksum_mismatch", "wrong file", "try again"),
+    )
+    assert DownloadInfo.from_json(failed.to_json()) == failed
+    assert failed.to_json()["state"] == "failed" and failed.state == "failed"
+    assert [s.done for s in DownloadState] == [False, False, False, True, True, True]
+    with pytest.raises(ProtocolError, match=r"DownloadInfo.state must be one of"):
+        DownloadInfo.from_json({"id": "d", "name": "n", "state": "paused"})
+
+
+def test_presets_and_model_words_are_optional_fields() -> None:
+    preset = PresetInfo("fast", "Fast", "quick", {"alpha": "resize"}, ["fast"])
+    info = TaskInfo(task="upscale", available=True, presets=[preset])
+    assert TaskInfo.from_json(info.to_json()) == info
+    # an older server sends none of the new fields: they take their defaults
+    old = TaskInfo.from_json({"task": "upscale", "available": True})
+    assert old.presets == []
+    model = ModelInfo.from_json(
+        {"name": "m", "tasks": [], "folder": "upscale_models", "usable": True}
+    )
+    assert (model.label, model.description, model.traits, model.catalog_name) == ("", "", [], "")
+    labelled = ModelInfo("m", ["upscale"], "upscale_models", True, label="M", traits=["fast"])
+    assert ModelInfo.from_json(labelled.to_json()) == labelled
 
 
 def test_from_json_ignores_unknown_keys_and_names_bad_ones() -> None:
