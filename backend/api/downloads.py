@@ -79,7 +79,9 @@ def list_catalog(
         200: {"model": DownloadInfo, "description": "the model is being downloaded already"},
         **errors_doc(
             {
+                400: ("invalid_request",),
                 404: ("model_not_found",),
+                408: ("body_timeout",),
                 409: ("licence_not_accepted", "unverified_model"),
                 415: ("unsupported_media_type",),
                 422: ("invalid_request", "invalid_parameter"),
