@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -169,3 +169,37 @@ def noise(n: int, seed: int = 1) -> bytes:
         block = hashlib.sha256(block).digest()
         out += block
     return bytes(out[:n])
+
+
+@dataclass
+class DownloadServer:
+    """A real Restora server whose catalog is `models`, all served by `mirror`."""
+
+    live: Any  # server_fixtures.LiveServer
+    mirror: Mirror
+    home: Path  # RESTORA_HOME: downloads land in home/models/<folder>/
+
+    def target(self, folder: str, file: str) -> Path:
+        return self.home / "models" / folder / file
+
+
+@contextlib.contextmanager
+def download_server(
+    tmp_path_factory: pytest.TempPathFactory, make_models: Callable[[Path], list[MirrorModel]]
+) -> Iterator[DownloadServer]:
+    """The server on loopback with an empty models folder and its own home, its `catalog`
+    the models `make_models(folder)` returns, its `catalog_base_url` the mirror's."""
+    from tests import server_fixtures as fx
+
+    home = tmp_path_factory.mktemp("downloads-home")
+    root = tmp_path_factory.mktemp("downloads-models")  # a models folder with nothing in it
+    files = tmp_path_factory.mktemp("downloads-files")
+    with mirror() as served, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESTORA_HOME", str(home))
+        mp.delenv("RESTORA_MODELS", raising=False)
+        catalog = write_catalog(files / "catalog.json", make_models(files), served)
+        settings = fx.test_settings(
+            fx.ModelsSetup(root, home), catalog=str(catalog), catalog_base_url=served.url
+        )
+        with fx.live_server(settings) as live:
+            yield DownloadServer(live, served, home)

@@ -5,13 +5,19 @@ Everything here comes from the backend's own descriptions (`TaskInfo`, `ParamInf
 whether it uses the selection and whether it resizes. No task is known by name, so a task
 added to the backend appears in the editors without code per task. The last task list seen is
 cached (task_cache.py) so an editor can offer the tasks before the backend answers.
+
+Also here: the words a model list shows (`model_label`), a task's presets and what choosing
+one changes (`apply_preset`), and the download to offer when a task has no model
+(`Catalog.recommended_download`, `describe_download`, `licence_needs_consent`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..shared.protocol import Health, ModelInfo, ParamInfo, TaskInfo
+from ..shared.protocol import CatalogModelInfo, Health, ModelInfo, ParamInfo, PresetInfo, TaskInfo
 from .client import Client
 from .settings import Settings
 
@@ -66,6 +72,8 @@ class Catalog:
     health: Health
     tasks: list[TaskInfo]
     models: list[ModelInfo]
+    #: what the backend can download (GET /v1/catalog); empty from a backend without downloads
+    downloads: list[CatalogModelInfo] = field(default_factory=list)
 
     def available_tasks(self) -> list[TaskInfo]:
         """The tasks the backend runs now, in menu order; one that only lacks a model is kept,
@@ -136,6 +144,22 @@ class Catalog:
         runs = [t for t in self.tasks if t.available or t.needs_model]
         return {t.task: {p.name for p in t.params} for t in runs}
 
+    def presets(self, task: str) -> list[PresetInfo]:
+        info = self.task_info(task)
+        return list(info.presets) if info is not None else []
+
+    def recommended_download(self, task: str) -> CatalogModelInfo | None:
+        """The model to offer for a task that has none: the catalog's recommended one for the
+        task's catalog_task when it is not installed, else the first that is not. None when
+        the task has a usable model, or nothing to download (only models with a pinned hash
+        download from an editor)."""
+        info = self.task_info(task)
+        if info is None or not info.catalog_task or self.models_for(task):
+            return None
+        offered = [d for d in self.downloads
+                   if d.task == info.catalog_task and not d.installed and d.verified]
+        return next((d for d in offered if d.recommended), offered[0] if offered else None)
+
     def describe(self) -> str:
         """One line for the docker: version, device, models."""
         h = self.health
@@ -143,6 +167,104 @@ class Catalog:
         count = sum(1 for m in self.models if m.usable)
         return (f"Connected: Restora {h.version} on {device}, "
                 f"{count} model{'s' if count != 1 else ''}")
+
+
+#: the catalog's trait words as a model list reads them
+TRAIT_WORDS = {
+    "photo": "photo",
+    "illustration": "illustration",
+    "faces": "faces",
+    "old-photo": "old photos",
+    "fast": "fast",
+    "slow": "slow",
+    "best": "best quality",
+    "detail": "fine detail",
+    "gentle": "gentle",
+}
+_SCALE_WORD = re.compile(r"(?<![a-z0-9])(?:x(\d+)|(\d+)x)(?![a-z0-9])", re.IGNORECASE)
+
+
+def model_label(model: ModelInfo) -> str:
+    """How a model list names a model: "Real-ESRGAN x4plus — photo, best quality (x4)".
+
+    The backend's label (else the name), what it is good at, and the scale it delivers. A
+    name that says the scale already keeps it; one that says another scale than the model
+    delivers (an imported x4 network resized to x2, say) loses that word, so the list never
+    reads "name-x2 (x4)"."""
+    label = model.label or model.name
+    scale = model.scale
+    if scale > 1:
+        said = {int(a or b) for a, b in _SCALE_WORD.findall(label)}
+        if said and said != {scale}:
+            label = _SCALE_WORD.sub("", label)
+            label = re.sub(r"[\s_-]{2,}", lambda m: m.group(0)[0], label).strip(" -_") or model.name
+            said = set()
+    words = [TRAIT_WORDS.get(t, t.replace("-", " ")) for t in model.traits]
+    text = f"{label} — {', '.join(words)}" if words else label
+    return f"{text} (x{scale})" if scale > 1 and not said else text
+
+
+def apply_preset(catalog: Catalog, task: str, preset_name: str,
+                 options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """What choosing a preset changes: (the model to choose, or None to keep the current one;
+    the new options). The options any of the task's presets sets go back to their defaults
+    first, so going from one preset to another never keeps the first one's values; then the
+    preset's own values are set. With model traits, the model is the task's default when it
+    has them all, else the first usable model that does (None when no installed model has)."""
+    presets = catalog.presets(task)
+    preset = next((p for p in presets if p.name == preset_name), None)
+    new = dict(options)
+    if preset is None:
+        return None, new
+    defaults = {p.name: p.default for p in catalog.params(task)}
+    for other in presets:
+        for key in other.params:
+            if key in defaults:
+                new[key] = defaults[key]
+    new.update(preset.params)
+    if not preset.model_traits:
+        return None, new
+    wanted = set(preset.model_traits)
+    fitting = [m.name for m in catalog.models_for(task) if wanted <= set(m.traits)]
+    default = catalog.default_model(task)
+    return (default if default in fitting else (fitting[0] if fitting else None)), new
+
+
+def licence_needs_consent(entry: CatalogModelInfo) -> bool:
+    """A non-commercial or use-restricted licence is shown and accepted before downloading."""
+    return entry.non_commercial or entry.restricted_use
+
+
+def licence_text(entry: CatalogModelInfo) -> str:
+    """The licence and what it limits: "CC-BY-NC-SA-4.0 (non-commercial use only)"."""
+    licence = entry.licence or "an unknown licence"
+    if entry.non_commercial:
+        return f"{licence} (non-commercial use only)"
+    if entry.restricted_use:
+        return f"{licence} (use restrictions apply)"
+    return licence
+
+
+def describe_download(entry: CatalogModelInfo) -> str:
+    """One line for a download button: "Real-ESRGAN x4plus, 64 MB, BSD-3-Clause"."""
+    return f"{entry.label or entry.name}, {size_text(entry.size_bytes)}, {licence_text(entry)}"
+
+
+def consent_question(entry: CatalogModelInfo) -> str:
+    """What to ask before downloading a model whose licence needs consent."""
+    return (f"{entry.label or entry.name} is published under {licence_text(entry)}. Download "
+            "it and accept this licence?")
+
+
+def size_text(size: int | None) -> str:
+    """Bytes as a person reads a download's size (binary units, as file managers show)."""
+    if size is None:
+        return "size unknown"
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GB"
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.0f} MB"
+    return f"{max(1, round(size / 1024))} kB"
 
 
 def applies(param: ParamInfo, model: ModelInfo | None) -> bool:
@@ -153,6 +275,7 @@ def applies(param: ParamInfo, model: ModelInfo | None) -> bool:
 
 
 def fetch_catalog(client: Client) -> Catalog:
-    """Connect and read the backend's tasks and models (blocking: call off the UI thread)."""
+    """Connect and read the backend's tasks, models and downloads (blocking: call off the UI
+    thread)."""
     health = client.connect()
-    return Catalog(health, client.tasks(), client.models())
+    return Catalog(health, client.tasks(), client.models(), client.catalog_models())

@@ -24,6 +24,9 @@ from ..shared.protocol import (
     EVENT_STREAM_MEDIA_TYPE,
     PROTOCOL_VERSION,
     RAW_PIXELS_MEDIA_TYPE,
+    CatalogModelInfo,
+    DownloadInfo,
+    DownloadRequest,
     ErrorResponse,
     Health,
     ImageInfo,
@@ -120,6 +123,46 @@ class Client:
     def models(self, task: str | None = None) -> list[ModelInfo]:
         query = f"?{urlencode({'task': task})}" if task else ""
         return [ModelInfo.from_json(m) for m in self._json_list("GET", f"/v1/models{query}")]
+
+    # --- model downloads ---
+
+    def catalog_models(self, task: str | None = None) -> list[CatalogModelInfo]:
+        """What the backend can download (only for `task`, a TaskInfo.catalog_task); an older
+        backend without downloads has none."""
+        query = f"?{urlencode({'task': task})}" if task else ""
+        try:
+            data = self._json_list("GET", f"/v1/catalog{query}")
+        except ServerError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return [_parse(CatalogModelInfo, m) for m in data]
+
+    def start_download(self, name: str, accept_licence: bool = False) -> DownloadInfo:
+        """Have the backend download catalog model `name`. A licence that must be accepted
+        first raises ServerError with code "licence_not_accepted" and the licence named."""
+        body = DownloadRequest(name=name, accept_licence=accept_licence).to_json()
+        try:
+            return _parse(DownloadInfo, self._json("POST", "/v1/downloads", body=body))
+        except ServerError as exc:
+            if exc.status == 404 and exc.code == "not_found":  # the route, not the model
+                raise ServerError(
+                    f"The backend at {self.url} cannot download models; it is older than "
+                    "this plug-in.",
+                    f"Update the backend, or run `restora models download {name}` and "
+                    "restart it.", code="not_found", status=404) from None
+            raise
+
+    def download_status(self, download_id: str) -> DownloadInfo:
+        return _parse(DownloadInfo, self._json("GET", f"/v1/downloads/{quote(download_id)}"))
+
+    def cancel_download(self, download_id: str) -> None:
+        """Stop a download; one the backend no longer knows is stopped already."""
+        try:
+            self._request("DELETE", f"/v1/downloads/{quote(download_id)}")
+        except ServerError as exc:
+            if exc.status != 404:
+                raise
 
     # --- images and jobs ---
 

@@ -19,20 +19,33 @@ import httpx
 import pytest
 
 from tests import server_fixtures as fx
-from tests.model_mirror import Mirror, MirrorModel, mirror, noise, tiny_model_bytes, write_catalog
+from tests.model_mirror import (
+    DownloadServer,
+    Mirror,
+    MirrorModel,
+    download_server,
+    noise,
+    tiny_model_bytes,
+)
 
 SLOW_BYTES = 2 << 20  # sent in 16 KiB pieces 50 ms apart: about six seconds
 
 
 @dataclass
 class Setup:
-    live: fx.LiveServer
-    mirror: Mirror
-    home: Path  # RESTORA_HOME: downloads land in home/models/<folder>/
+    server: DownloadServer
     http: httpx.Client
 
+    @property
+    def live(self) -> fx.LiveServer:
+        return self.server.live
+
+    @property
+    def mirror(self) -> Mirror:
+        return self.server.mirror
+
     def target(self, folder: str, file: str) -> Path:
-        return self.home / "models" / folder / file
+        return self.server.target(folder, file)
 
 
 def catalog_models(tmp: Path) -> list[MirrorModel]:
@@ -76,18 +89,11 @@ def catalog_models(tmp: Path) -> list[MirrorModel]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    home = tmp_path_factory.mktemp("downloads-home")
-    root = tmp_path_factory.mktemp("downloads-models")  # a models folder with nothing in it
-    files = tmp_path_factory.mktemp("downloads-files")
-    with mirror() as served, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RESTORA_HOME", str(home))
-        mp.delenv("RESTORA_MODELS", raising=False)
-        catalog = write_catalog(files / "catalog.json", catalog_models(files), served)
-        settings = fx.test_settings(
-            fx.ModelsSetup(root, home), catalog=str(catalog), catalog_base_url=served.url
-        )
-        with fx.live_server(settings) as live, httpx.Client(base_url=live.url, timeout=60) as http:
-            yield Setup(live, served, home, http)
+    with (
+        download_server(tmp_path_factory, catalog_models) as server,
+        httpx.Client(base_url=server.live.url, timeout=60) as http,
+    ):
+        yield Setup(server, http)
 
 
 def start(setup: Setup, name: str, accept: bool = False, status: int = 202) -> dict[str, Any]:
