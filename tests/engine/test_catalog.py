@@ -204,3 +204,45 @@ def test_catalog_file_can_be_replaced(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv(CATALOG_ENV, str(tmp_path / "missing.json"))
     with pytest.raises(CatalogError):
         load_catalog()
+
+
+def test_installed_files_are_named_in_the_catalogs_words(tmp_path: Path) -> None:
+    from backend.models.labels import ModelLabels, label_from_name
+
+    folder = tmp_path / "upscale_models"
+    folder.mkdir()
+    (folder / "RealESRGAN_x4plus.pth").write_bytes(b"weights")
+    labels = ModelLabels(load_catalog(), [tmp_path])
+    words = labels.words("RealESRGAN_x4plus", "upscale_models", folder / "RealESRGAN_x4plus.pth")
+    assert (words.label, words.traits, words.catalog_name) == (
+        "Real-ESRGAN x4plus",
+        ("photo", "best"),
+        "realesrgan-x4plus",
+    )
+    assert "photos" in words.description
+    # the same file name in another folder is not that entry
+    other = labels.words("RealESRGAN_x4plus", "checkpoints", tmp_path / "RealESRGAN_x4plus.pth")
+    assert other.label == "RealESRGAN x4plus" and other.traits == ()
+    assert label_from_name("4x_NMKD-Superscale-SP_178000_G") == "4x NMKD-Superscale-SP 178000 G"
+    assert ModelLabels(None, [tmp_path]).words("m", "upscale_models", folder / "m.pth").label == "m"
+
+
+def test_the_offline_defaults_are_named_like_their_networks(real_models: Path) -> None:
+    from backend.models.labels import ModelLabels
+
+    labels = ModelLabels(load_catalog(), [real_models])
+    folder = real_models / "upscale_models"
+    x4plus = labels.words(
+        "realesrgan-x4plus", "upscale_models", folder / "realesrgan-x4plus.safetensors"
+    )
+    assert (x4plus.label, x4plus.catalog_name) == ("Real-ESRGAN x4plus", "realesrgan-x4plus")
+    assert "photo" in x4plus.traits
+    anime = labels.words(
+        "realesrgan-x4plus-anime", "upscale_models", folder / "realesrgan-x4plus-anime.safetensors"
+    )
+    assert "illustration" in anime.traits
+    video = labels.words(
+        "realesr-animevideov3-x2", "upscale_models", folder / "realesr-animevideov3-x2.safetensors"
+    )
+    assert video.label == "Real-ESRGAN AnimeVideo v3 x2" and "fast" in video.traits
+    assert video.catalog_name == ""  # no catalog entry is this network
