@@ -17,8 +17,8 @@ from .settings import Settings
 
 #: what a task's mask mode means for the selection
 MASK_OPTIONAL, MASK_REQUIRED, MASK_IGNORED = "optional", "required", "ignored"
-GENERIC_MODEL_HINT = ("Put a model for it in the backend's models folder (see `restora models "
-                      "catalog`), then restart `restora serve`.")
+GENERIC_MODEL_HINT = ("Download one with the Download button, or put a model file for it in "
+                      "Restora's models folder.")
 
 
 def task_title(info: TaskInfo | None, task: str = "") -> str:
@@ -156,3 +156,12 @@ def fetch_catalog(client: Client) -> Catalog:
     """Connect and read the backend's tasks and models (blocking: call off the UI thread)."""
     health = client.connect()
     return Catalog(health, client.tasks(), client.models())
+
+
+def model_label(model: ModelInfo) -> str:
+    """A model as a list shows it: its friendly label (or file name) and what one run does to
+    the size, never a name and a scale that contradict each other."""
+    label = getattr(model, "label", "") or model.name
+    if model.scale and f"x{model.scale}" not in label.lower():
+        return f"{label} (x{model.scale})"
+    return label

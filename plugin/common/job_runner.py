@@ -345,7 +345,7 @@ class JobRunner:
                     raise BackendLost(
                         f"Restora's backend at {self.client.url} stopped while it worked on "
                         "this job; the job is lost (your image was not changed).",
-                        "Start it again with `restora serve`, then run the action again.",
+                        "Click Start backend in Restora's settings, then run the action again.",
                     ) from None
                 if self._cancel.wait(delay):
                     raise JobCancelled("Cancelled.") from None
