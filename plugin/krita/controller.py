@@ -443,9 +443,11 @@ class Controller(QObject):
         run.title = run.prepared.title or run.title
         run.settings, run.task, run.model = self.settings, job.task, job.model
         run.params, run.on_selection = dict(job.params), run.prepared.in_place
-        run.stage = "sending" if not self.queued else "waiting"
+        run.stage = "starting"
+        before = next((r.runner for r in reversed(self.runs[:self.runs.index(run)])
+                       if r.runner is not None), None) if run in self.runs else None
         run.runner = JobRunner(self.connection.client, job, run,
-                               dispatch=self.dispatcher.post).start()
+                               dispatch=self.dispatcher.post, after=before).start()
         self.notify()
 
     def action_ended(self, run: ActionRun) -> None:

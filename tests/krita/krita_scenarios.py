@@ -408,8 +408,9 @@ def cancel():
     run = controller.whole_image(doc, base)
     second = controller.whole_image(doc, base)  # queued behind the first, on the backend
     out = {"queued": [r is second for r in controller.queued]}
-    out["started"] = pump_until(lambda: run.done or run.progress > 0.02, 60)
-    out["second_waiting"] = pump_until(lambda: second.stage.startswith("waiting: 1 job"), 10)
+    out["started"] = pump_until(lambda: run.done or (
+        run.progress > 0.02 and second.stage.startswith("waiting")), 60)
+    out["second_waiting"] = second.stage
     out["stage_before_cancel"] = run.stage
     t0 = time.monotonic()
     controller.cancel()  # the docker's Cancel: the job the progress bar shows
