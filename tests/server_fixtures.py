@@ -322,3 +322,9 @@ def offered_titles(url: str) -> list[str]:
     it runs, and those it would run given a model (offered to say what to get)."""
     tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
     return [t["title"] for t in tasks if t["available"] or t["needs_model"]]
+
+
+def task_help(url: str, task: str) -> str:
+    """A task's help text as the server describes it."""
+    tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
+    return next(t["help"] for t in tasks if t["task"] == task)

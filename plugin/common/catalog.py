@@ -23,8 +23,8 @@ from .settings import Settings
 
 #: what a task's mask mode means for the selection
 MASK_OPTIONAL, MASK_REQUIRED, MASK_IGNORED = "optional", "required", "ignored"
-GENERIC_MODEL_HINT = ("Put a model for it in the backend's models folder (see `restora models "
-                      "catalog`), then restart `restora serve`.")
+GENERIC_MODEL_HINT = ("Download one with the Download button, or put a model file for it in "
+                      "Restora's models folder.")
 
 
 def task_title(info: TaskInfo | None, task: str = "") -> str:

@@ -77,6 +77,44 @@ class Connection:
         threading.Thread(target=work, name="restora-connect", daemon=True).start()
         return True
 
+    def check(self) -> bool:
+        """A light look while connected: only the health route, so it can run every second
+        or two and the status line follows a backend that stops or restarts within that.
+        Gone: disconnected at once; another instance (a restart): a full refresh, since its
+        models may differ. False when a check or refresh is already running."""
+        if self.state != ConnectionState.CONNECTED:
+            return self.refresh()
+        if not self._busy.acquire(blocking=False):
+            return False
+        client, generation, known = self.client, self._generation, self.client.instance
+
+        def work() -> None:
+            try:
+                try:
+                    health = client.health()
+                except BackendUnavailable as exc:
+                    gone = exc
+                    self.dispatch(lambda: self._lost(generation, gone))
+                    return
+                except PluginError:
+                    return  # an odd answer: the next full refresh says what it is
+                if health.instance is not None and known is not None \
+                        and health.instance != known:
+                    self.dispatch(lambda: self._restarted(generation))
+            finally:
+                self._busy.release()
+
+        threading.Thread(target=work, name="restora-check", daemon=True).start()
+        return True
+
+    def _lost(self, generation: int, error: PluginError) -> None:
+        if generation == self._generation and self.state == ConnectionState.CONNECTED:
+            self._set(ConnectionState.DISCONNECTED, error)
+
+    def _restarted(self, generation: int) -> None:
+        if generation == self._generation:
+            self.refresh()
+
     def mark_unavailable(self, error: PluginError) -> None:
         """A job found the backend gone: show it at once rather than at the next refresh."""
         self._set(ConnectionState.DISCONNECTED, error)

@@ -6,7 +6,8 @@ The server's own errors keep the server's code, message and hint.
 
 from __future__ import annotations
 
-START_HINT = "Start it with `restora serve` (in a terminal), then try again."
+#: the same words in both editors: each has a "Start backend" button in Restora's settings
+START_HINT = "Click Start backend in Restora's settings, then try again."
 
 
 class PluginError(Exception):

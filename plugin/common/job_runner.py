@@ -129,8 +129,12 @@ class Outcome(str, enum.Enum):
 class JobRunner:
     def __init__(self, client: Client, job: JobInput, listener: JobListener,
                  dispatch: Dispatch = call_now, reconnect_timeout: float | None = None,
-                 cancel_grace: float | None = None) -> None:
+                 cancel_grace: float | None = None,
+                 after: JobRunner | None = None) -> None:
         self.client = client
+        #: a job started earlier: this one is submitted only once that one is (or has ended),
+        #: so the backend's queue keeps the order the user clicked in
+        self.after = after
         self.job = job
         self.listener = listener
         self.dispatch = dispatch
@@ -144,6 +148,7 @@ class JobRunner:
         self.result: JobResult | None = None
         self._cancel = threading.Event()
         self._done = threading.Event()
+        self._sent = threading.Event()  # submitted, or ended before it could be
         self._lock = threading.Lock()
         self._submitted = False
         self._gave_up = False
@@ -206,7 +211,14 @@ class JobRunner:
         try:
             self.dispatch(callback)
         finally:
+            self._sent.set()
             self._done.set()
+
+    def _wait_turn(self) -> None:
+        """Until the job started before this one is on the backend (or gone)."""
+        before = self.after
+        while before is not None and not before._sent.wait(0.1):
+            self._check_cancel()
 
     def _execute(self) -> JobResult:
         job, client = self.job, self.client
@@ -224,14 +236,19 @@ class JobRunner:
             fmt = PixelFormat(job.image.format.width, job.image.format.height, 1, 8)
             mask_id = client.upload(PixelBuffer(job.mask, fmt))
         self._check_cancel()
-        # 3. submit
+        # 3. submit, in the order the jobs were started
+        self._wait_turn()
+        self._check_cancel()
         after = client.last_seq(instance)
         # no model: the backend runs its default for the task (and names it in the status)
         request = JobRequest(task=job.task, image=image_id, model=job.model,
                              params=params, mask=mask_id, feather=job.feather,
                              bounds=job.bounds, canvas=job.canvas, id=self.job_id,
                              client=client.client_id)
-        status = client.submit(request)
+        try:
+            status = client.submit(request)
+        finally:
+            self._sent.set()
         with self._lock:
             self._submitted = True
         if self._cancel.is_set():
@@ -345,7 +362,7 @@ class JobRunner:
                     raise BackendLost(
                         f"Restora's backend at {self.client.url} stopped while it worked on "
                         "this job; the job is lost (your image was not changed).",
-                        "Start it again with `restora serve`, then run the action again.",
+                        "Click Start backend in Restora's settings, then run the action again.",
                     ) from None
                 if self._cancel.wait(delay):
                     raise JobCancelled("Cancelled.") from None

@@ -51,14 +51,11 @@ _EDITOR_VARIABLES = (
     "VIRTUAL_ENV",
 )
 SANDBOX_HINT = (
-    "The editor runs in a sandbox (Flatpak or Snap) that may not start programs "
-    "outside it: install the backend as a service (`installer/install.sh "
-    "--service`) or start `restora serve` in a terminal."
+    "This editor runs in a sandbox (Flatpak or Snap) that cannot start programs outside it: "
+    "let Restora's installer set the backend up as a service, so it starts with the computer."
 )
-NOT_INSTALLED_HINT = (
-    "Install it with Restora's installer (installer/install.sh, or "
-    "install.ps1 on Windows), or start `restora serve` in a terminal."
-)
+NOT_INSTALLED_HINT = "Install it with Restora's installer (see Restora's README), then click " \
+    "Start backend."
 
 
 class BackendNotInstalled(PluginError):
@@ -297,8 +294,7 @@ def start_backend(
     command = command or find_backend()
     if command is None:
         raise BackendNotInstalled(
-            "Restora's backend is not installed on this computer "
-            "(the installer's backend.json was not found).",
+            "Restora's backend is not installed on this computer.",
             NOT_INSTALLED_HINT,
         )
     program = command.argv[0]
@@ -336,7 +332,7 @@ def _log_tail(log: Path | None, lines: int = 3) -> str:
 def _failure_hint() -> str:
     if in_sandbox():
         return SANDBOX_HINT
-    return "Read the log, or start `restora serve` in a terminal to see what is wrong."
+    return "The backend's log says what went wrong; Restora's installer can set it up again."
 
 
 # --- for a UI ---------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ def _pick(catalog: Catalog, task: str) -> str:
     picked = catalog.pick_task(task)
     if picked is None:
         raise PluginError("This Restora backend runs no task yet.",
-                          "Install a model for one (see `restora models catalog`), then "
-                          "restart `restora serve`.")
+                          "Download a model for one from a task's Download button, or "
+                          "put one in Restora's models folder.")
     return picked
 
 

@@ -1,12 +1,16 @@
-"""The UI-thread side of the plug-in: settings, the backend connection, and the running action.
+"""The UI-thread side of the plug-in: settings, the backend connection, the actions.
 
 Workers never touch Krita: they hand callbacks to `UiDispatcher.post`, a queued Qt signal, so
-results are applied on Krita's UI thread. One action runs at a time (the backend runs one job
-at a time anyway); the docker follows `Controller.changed`.
+results are applied on Krita's UI thread. Several actions may be under way: each reads its
+pixels when it is clicked and is sent at once, the backend runs them in order and says how many
+are ahead; the docker shows them in that order. Finished actions go into a short history (what
+made each result, to run again or to take its settings back). The docker follows
+`Controller.changed`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -25,14 +29,20 @@ from ..common.operations import (
     prepare_task,
     prepare_whole_image,
 )
+from ..common.progress import ProgressClock, format_duration
 from ..common.settings import Settings
+from ..common.status import Status, backend_status
 from ..shared.protocol import TaskInfo
 from .document import KritaEditor
 from .qt import QEventLoop, QObject, Qt, QTimer, pyqtSignal
 
-#: seconds between health checks while disconnected; connected, every POLL_CONNECTED_EVERY-th
-POLL_SECONDS = 5
-POLL_CONNECTED_EVERY = 6
+#: seconds between looks at the backend: a light health check while connected (so the status
+#: line follows a backend that stops within two seconds), a full connect while it is not
+POLL_SECONDS = 1
+#: results kept in the history, newest first
+HISTORY_LENGTH = 10
+#: actions that may wait for the backend at once
+QUEUE_LIMIT = 8
 
 
 class UiDispatcher(QObject):
@@ -63,7 +73,18 @@ class ActionRun:
         self.status = "running"  # then "finished", "failed" or "cancelled"
         self.progress = 0.0
         self.stage = "starting"
+        self.clock = ProgressClock()
+        self.seconds: float | None = None  # how long it took, once it ended
         self.layer_name: str | None = None
+        #: the layers (or group) it added, for before/after and strength; empty: none, or a
+        #: new document
+        self.layers: list[Any] = []
+        #: what made it, filled when the job is prepared: to run it again or show it
+        self.settings: Settings | None = None
+        self.task = ""
+        self.model: str | None = None
+        self.params: dict[str, Any] = {}
+        self.on_selection = False
         self.error: PluginError | None = None
         self.editor: KritaEditor | None = None
         self.prepared: PreparedJob | None = None
@@ -96,7 +117,22 @@ class ActionRun:
         if self.done or self.runner is None:
             return
         self.progress, self.stage = fraction, stage
+        self.clock.update(fraction)
         self.controller.notify()
+
+    @property
+    def reconnecting(self) -> bool:
+        return not self.done and self.progress < 0
+
+    def describe(self) -> str:
+        """What made this result, in one line: task, model, options, time."""
+        parts = [self.title]
+        if self.model:
+            parts.append(self.model)
+        parts += [f"{k.replace('_', ' ')} {v}" for k, v in sorted(self.params.items())]
+        if self.seconds is not None:
+            parts.append(format_duration(self.seconds))
+        return " · ".join(parts)
 
     def on_finished(self, result: JobResult) -> None:
         editor, prepared = self.editor, self.prepared
@@ -104,6 +140,7 @@ class ActionRun:
             return
         try:
             self.layer_name = apply_result(editor, prepared, result)
+            self.layers = list(editor.added)
         except NothingFound as exc:  # news, not a failure: the document is as it was
             self._end("finished", exc.text)
             return
@@ -132,6 +169,7 @@ class ActionRun:
     def _end(self, status: str, message: str) -> None:
         self.status, self.stage = status, message
         self.progress = 1.0 if status == "finished" else 0.0
+        self.seconds = self.clock.elapsed()
         self.controller.action_ended(self)
         for callback in self._on_done:
             callback()
@@ -160,19 +198,21 @@ class Controller(QObject):
         self._tasks = tasks
         #: the tasks of the last backend seen, until this one answers
         self.cached_tasks: list[TaskInfo] = tasks.load() if tasks is not None else []
-        #: an action waiting for the backend's catalog: (run, prepare)
-        self._waiting: tuple[ActionRun, Prepare] | None = None
+        #: actions waiting for the backend's catalog: (run, prepare), in order
+        self._waiting: list[tuple[ActionRun, Prepare]] = []
         self.dispatcher = UiDispatcher()
         self.connection = Connection(settings.backend_url, settings.token,
                                      dispatch=self.dispatcher.post,
                                      on_change=self._connection_changed)
         self.launcher = BackendLauncher(self.dispatcher.post)
-        self.current: ActionRun | None = None
+        #: actions under way, in the order they were started (the backend's order)
+        self.runs: list[ActionRun] = []
         self.last: ActionRun | None = None
+        #: ended actions, newest first
+        self.history: list[ActionRun] = []
         #: what the user should know about their settings, e.g. saved options dropped
         self.notes: list[str] = []
         self._checked: Catalog | None = None
-        self._ticks = 0
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_SECONDS * 1000)
         self._timer.timeout.connect(self._poll)
@@ -185,6 +225,16 @@ class Controller(QObject):
     def notify(self) -> None:
         self.changed.emit()
 
+    @property
+    def current(self) -> ActionRun | None:
+        """The first action under way (the one running on the backend, or next)."""
+        return self.runs[0] if self.runs else None
+
+    @property
+    def queued(self) -> list[ActionRun]:
+        """The actions after the current one, in order."""
+        return self.runs[1:]
+
     def known_tasks(self) -> list[TaskInfo]:
         """The tasks to offer, in menu order: the backend's, else the last ones seen."""
         catalog = self.connection.catalog
@@ -192,16 +242,31 @@ class Controller(QObject):
             return catalog.available_tasks()
         return [t for t in ordered(self.cached_tasks) if t.available]
 
+    def task_info(self, task: str) -> TaskInfo | None:
+        catalog = self.connection.catalog
+        return next((t for t in (catalog.tasks if catalog else self.cached_tasks)
+                     if t.task == task), None)
+
+    def status(self) -> Status:
+        """The status line: the connection, a start under way, a job that lost its stream."""
+        conn = self.connection
+        error = self.launcher.error
+        return backend_status(
+            conn, starting=self.launcher.busy,
+            start_error=error.text if error is not None and not conn.connected else "",
+            can_start=self.can_start_backend,
+            reconnecting=any(run.reconnecting for run in self.runs))
+
     def _connection_changed(self, connection: Connection) -> None:
         catalog = connection.catalog
-        if self._waiting is not None and connection.state != ConnectionState.CONNECTING:
-            run, prepare = self._waiting
-            self._waiting = None
-            if catalog is None:
-                run.fail(connection.error or PluginError(
-                    f"Restora's backend at {connection.client.url} did not answer.", ""))
-            else:
-                self._begin(run, prepare, catalog)
+        if self._waiting and connection.state != ConnectionState.CONNECTING:
+            waiting, self._waiting = self._waiting, []
+            for run, prepare in waiting:
+                if catalog is None:
+                    run.fail(connection.error or PluginError(
+                        f"Restora's backend at {connection.client.url} did not answer.", ""))
+                else:
+                    self._begin(run, prepare, catalog)
         if catalog is not None and catalog is not self._checked:
             self._checked = catalog
             if self._tasks is not None and catalog.tasks != self.cached_tasks:
@@ -249,6 +314,23 @@ class Controller(QObject):
 
     # - the actions -
 
+    def run(self, document: Any = None, node: Any = None) -> ActionRun:
+        """The docker's Run: the chosen task on what `run_target` names."""
+        task = self.settings.task or (self.known_tasks()[0].task if self.known_tasks() else "")
+        return self.run_task(task, document, node)
+
+    def run_target(self, document: Any = None, task: str | None = None) -> str:
+        """What Run works on now: "selection", "layer" or "image" (a task that resizes, or
+        one that ignores selections, takes the whole image)."""
+        info = self.task_info(task or self.settings.task)
+        document = document or Krita.instance().activeDocument()
+        if info is not None and (info.resizes or info.mask == "ignored"):
+            return "image"
+        has_selection = document is not None and document.selection() is not None
+        if has_selection or (info is not None and info.mask == "required"):
+            return "selection"
+        return "layer"
+
     def whole_image(self, document: Any = None, node: Any = None,
                     task: str | None = None) -> ActionRun:
         """The docker's task (or `task`) on the whole layer or image."""
@@ -264,28 +346,64 @@ class Controller(QObject):
                            document, node)
 
     def run_task(self, task: str, document: Any = None, node: Any = None) -> ActionRun:
-        """A task's own action: its spec says whether it takes the selection."""
-        catalog = self.connection.catalog
-        info = next((t for t in (catalog.tasks if catalog else self.cached_tasks)
-                     if t.task == task), None)
+        """A task's own action: on the selection when there is one and the task works on
+        selections; a task that resizes (upscale) always takes the whole image."""
+        info = self.task_info(task)
+        on_selection = False if info is not None and info.resizes else None
+        settings = self.settings
         return self._start(info.title if info is not None and info.title else task,
-                           lambda e, c: prepare_task(e, self.settings, task, c),
+                           lambda e, c: prepare_task(e, settings, task, c, on_selection),
                            document, node)
 
+    def run_again(self, previous: ActionRun, document: Any = None,
+                  node: Any = None) -> ActionRun:
+        """The settings that made an earlier result, on the active layer now."""
+        settings = previous.settings or self.settings
+        task, on_selection = previous.task or settings.task, previous.on_selection
+        return self._start(previous.title,
+                           lambda e, c: prepare_task(e, settings, task, c, on_selection),
+                           document, node)
+
+    def use_settings_of(self, previous: ActionRun) -> None:
+        """Take back the task, model and options that made an earlier result into the
+        docker (and the settings)."""
+        if previous.settings is None or not previous.task:
+            return
+        made = previous.settings
+        self.update_settings(dataclasses.replace(
+            self.settings, task=previous.task,
+            models={**self.settings.models, previous.task: made.models.get(previous.task, "")},
+            options={**self.settings.options,
+                     previous.task: dict(made.options.get(previous.task, {}))},
+            feather=made.feather, padding=made.padding, source=made.source))
+
     def cancel(self) -> None:
-        if self._waiting is not None:  # not sent yet: nothing to tell the backend
-            run, _prepare = self._waiting
-            self._waiting = None
+        """Cancel the first action under way (the one the progress bar shows)."""
+        run = self.current
+        if run is None:
+            return
+        waiting = next((w for w in self._waiting if w[0] is run), None)
+        if waiting is not None:  # not sent yet: nothing to tell the backend
+            self._waiting.remove(waiting)
             run.on_cancelled()
-        elif self.current is not None:
-            self.current.cancel()
+        else:
+            run.cancel()
+
+    def cancel_all(self) -> None:
+        for run in list(self.runs):
+            waiting = next((w for w in self._waiting if w[0] is run), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)
+                run.on_cancelled()
+            else:
+                run.cancel()
 
     def _start(self, title: str, prepare: Prepare, document: Any, node: Any) -> ActionRun:
         run = ActionRun(self, title)
         self.notes = []  # read by now: the docker shows this action instead
-        if self.current is not None and not self.current.done:
-            run.fail(PluginError(f"Restora is still working on '{self.current.title}'.",
-                                 "Wait for it to finish, or cancel it."))
+        if len(self.runs) >= QUEUE_LIMIT:
+            run.fail(PluginError(f"Restora already has {len(self.runs)} jobs under way.",
+                                 "Wait for one to finish, or cancel one."))
             return run
         document = document or Krita.instance().activeDocument()
         if document is None:
@@ -296,12 +414,12 @@ class Controller(QObject):
         except PluginError as exc:
             run.fail(exc)
             return run
-        self.current = run
+        self.runs.append(run)
         catalog = self.connection.catalog
         if catalog is None:
             # what the task does with the selection is in the backend's task list: ask first
             run.stage = "connecting"
-            self._waiting = (run, prepare)
+            self._waiting.append((run, prepare))
             self.connection.refresh()
             self.notify()
             return run
@@ -321,24 +439,31 @@ class Controller(QObject):
             run.fail(PluginError(f"Restora could not read the image: {exc!r}.",
                                  "This is a bug in the plug-in; please report it."))
             return
+        job = run.prepared.input
         run.title = run.prepared.title or run.title
-        run.runner = JobRunner(self.connection.client, run.prepared.input, run,
-                               dispatch=self.dispatcher.post).start()
+        run.settings, run.task, run.model = self.settings, job.task, job.model
+        run.params, run.on_selection = dict(job.params), run.prepared.in_place
+        run.stage = "starting"
+        before = next((r.runner for r in reversed(self.runs[:self.runs.index(run)])
+                       if r.runner is not None), None) if run in self.runs else None
+        run.runner = JobRunner(self.connection.client, job, run,
+                               dispatch=self.dispatcher.post, after=before).start()
         self.notify()
 
     def action_ended(self, run: ActionRun) -> None:
-        if self.current is run:
-            self.current = None
+        if run in self.runs:
+            self.runs.remove(run)
         self.last = run
+        if run.prepared is not None:  # it reached the backend: worth keeping
+            self.history.insert(0, run)
+            del self.history[HISTORY_LENGTH:]
         self.notify()
         _show_floating(f"Restora: {run.stage}")
 
     def _poll(self) -> None:
-        self._ticks += 1
-        if self.current is not None:
+        if self.runs:
             return  # a job reports its own connection trouble
-        if not self.connection.connected or self._ticks % POLL_CONNECTED_EVERY == 0:
-            self.connection.refresh()
+        self.connection.check()
 
 
 def _show_floating(message: str) -> None:
@@ -348,4 +473,17 @@ def _show_floating(message: str) -> None:
     if view is not None and hasattr(view, "showFloatingMessage"):
         from .qt import QtGui
 
-        view.showFloatingMessage(message, QtGui.QIcon(), 4000, 1)
+        view.showFloatingMessage(floating_text(message), QtGui.QIcon(), 4000, 1)
+
+
+#: Krita cuts a floating message at about this many characters, mid-word
+FLOATING_LIMIT = 72
+
+
+def floating_text(message: str, limit: int = FLOATING_LIMIT) -> str:
+    """The first sentence, cut at a word with an ellipsis when still too long: the docker
+    has the whole text."""
+    first = message.split(". ")[0].rstrip(".") + "."
+    if len(first) <= limit:
+        return first
+    return first[:limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"

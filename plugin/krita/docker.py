@@ -1,9 +1,13 @@
-"""The Restora docker: connection, task, model, options, progress, Cancel and the last error.
+"""The Restora docker: a status line, the task and its form, one Run button, progress.
+
+Laid out for a laptop screen beside Krita's own dockers: the status line stays at the top, Run,
+the progress bar, Cancel and the compare controls stay at the bottom, and everything between
+(task, preset, model, options, the selection's options) scrolls, so nothing is ever pushed off
+screen or squeezed to slivers. Connection settings live in a dialog behind the settings
+button; a local user never needs them.
 
 Widgets are built from the backend's catalog (tasks, models, each task's parameters as
-`ParamInfo` describes them: spin boxes with the real range, step and unit, sliders,
-checkboxes, choices, model lists by purpose, help as tooltips, advanced options folded away,
-options for other model architectures hidden), so a task or option added to the backend
+`ParamInfo` describes them; see option_widgets.py), so a task or option added to the backend
 shows up here without code. Every edit is saved as the plug-in's settings at once; nothing
 here talks to the network (the controller does, off the UI thread).
 """
@@ -13,69 +17,25 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from krita import DockWidget
+from krita import DockWidget, Krita
 
-from ..common.catalog import Catalog, applies, param_label
-from ..common.connection import ConnectionState
-from ..common.settings import normalise_url
+from ..common.catalog import Catalog, applies, model_label, param_label, task_title
+from ..common.progress import progress_line
+from ..common.status import StatusKind
 from ..shared.protocol import ParamInfo
-from . import actions
-from .qt import QObject, Qt, QtWidgets, pyqtSignal
+from . import actions, compare
+from .option_widgets import get_value, make_widget, narrow_combo, narrow_form, set_value
+from .qt import Qt, QTimer, QtWidgets
+from .settings_dialog import SettingsDialog
 
 AUTO = "auto"
-DEFAULT_TEXT = "default"
-#: a spin box's bounds where a parameter gives none
-NO_LIMIT = 1_000_000
-STARTING_TEXT = "Starting Restora's backend... (the first start can take a minute)"
-_STATE_COLOURS = {ConnectionState.CONNECTED: "#2e7d32", ConnectionState.CONNECTING: "#8d6e00",
-                  ConnectionState.DISCONNECTED: "#b71c1c", ConnectionState.FAILED: "#b71c1c"}
-
-
-class _Relay(QObject):
-    changed = pyqtSignal()
-
-
-class ParamSlider(QtWidgets.QWidget):
-    """A slider over a parameter's range in its steps, with the value shown beside it."""
-
-    def __init__(self, param: ParamInfo) -> None:
-        super().__init__()
-        self.param = param
-        self.minimum = param.minimum if param.minimum is not None else 0.0
-        maximum = param.maximum if param.maximum is not None else 1.0
-        self.step = param.step or (1.0 if param.type == "int" else (maximum - self.minimum) / 100)
-        self.relay = _Relay()
-        layout = QtWidgets.QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.slider = QtWidgets.QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(0, max(1, round((maximum - self.minimum) / self.step)))
-        self.label = QtWidgets.QLabel()
-        self.label.setMinimumWidth(48)
-        layout.addWidget(self.slider, 1)
-        layout.addWidget(self.label)
-        self.slider.valueChanged.connect(self._moved)
-
-    def value(self) -> float | int:
-        raw = self.minimum + self.slider.value() * self.step
-        return round(raw) if self.param.type == "int" else round(raw, 6)
-
-    def setValue(self, value: float) -> None:
-        self.slider.setValue(round((float(value) - self.minimum) / self.step))
-        self._show()
-
-    def minimumValue(self) -> float:
-        return self.minimum
-
-    def maximumValue(self) -> float:
-        return self.minimum + self.slider.maximum() * self.step
-
-    def _moved(self, _position: int) -> None:
-        self._show()
-        self.relay.changed.emit()
-
-    def _show(self) -> None:
-        unit = f" {self.param.unit}" if self.param.unit else ""
-        self.label.setText(f"{self.value():g}{unit}")
+#: what the Run button says it works on
+TARGET_TEXT = {"selection": "Run on the selection", "layer": "Run on the layer",
+               "image": "Run on the whole image"}
+_STATUS_ICONS = {StatusKind.READY: "SP_DialogApplyButton", StatusKind.BUSY: "SP_BrowserReload",
+                 StatusKind.OFF: "SP_MediaStop", StatusKind.ERROR: "SP_MessageBoxWarning"}
+#: how often the Run label (the selection may change) and the elapsed time are updated
+TICK_MS = 500
 
 
 class RestoraDocker(DockWidget):
@@ -87,8 +47,14 @@ class RestoraDocker(DockWidget):
         self._form_task: str | None = None
         self._param_widgets: dict[str, tuple[ParamInfo, QtWidgets.QWidget]] = {}
         self._param_labels: dict[str, QtWidgets.QLabel] = {}
+        self._history_shown: list[Any] = []
+        self._settings_dialog: SettingsDialog | None = None
         self._build()
         self.controller.changed.connect(self.refresh)
+        self._tick = QTimer(self)
+        self._tick.setInterval(TICK_MS)
+        self._tick.timeout.connect(self._on_tick)
+        self._tick.start()
         self.refresh()
 
     def canvasChanged(self, canvas: Any) -> None:
@@ -100,48 +66,68 @@ class RestoraDocker(DockWidget):
         W = QtWidgets
         root = W.QWidget(self)
         layout = W.QVBoxLayout(root)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
 
-        self.state = W.QLabel()
-        self.state.setWordWrap(True)
-        self.backend_button = W.QToolButton()
-        self.backend_button.setText("Backend...")
-        self.backend_button.setCheckable(True)
+        # the status line: an icon in the style's own colours, a few words, two buttons
         top = W.QHBoxLayout()
+        self.state_icon = W.QLabel()
+        self.state = W.QLabel()
+        self.state.setSizePolicy(W.QSizePolicy.Policy.Ignored, W.QSizePolicy.Policy.Preferred)
+        self.start_button = W.QToolButton()
+        self.start_button.setText("Start backend")
+        self.start_button.setToolTip("Start Restora's backend on this computer.")
+        self.settings_button = W.QToolButton()
+        self.settings_button.setText("Settings...")
+        self.settings_button.setToolTip("Restora's settings: the backend's address, its "
+                                        "token, starting it.")
+        top.addWidget(self.state_icon)
         top.addWidget(self.state, 1)
-        top.addWidget(self.backend_button, 0, Qt.AlignmentFlag.AlignTop)
+        top.addWidget(self.start_button)
+        top.addWidget(self.settings_button)
         layout.addLayout(top)
-        self.start_button = W.QPushButton("Start backend")
-        self.start_button.setToolTip("Start Restora's backend on this computer (restora serve), "
-                                     "as Restora's installer set it up.")
-        self.start_button.setVisible(False)
-        layout.addWidget(self.start_button)
 
-        self.backend_box = W.QGroupBox("Backend")
-        backend = W.QFormLayout(self.backend_box)
-        self.url = W.QLineEdit()
-        self.url.setPlaceholderText("http://127.0.0.1:8765")
-        self.token = W.QLineEdit()
-        self.token.setEchoMode(W.QLineEdit.EchoMode.Password)
-        self.token.setPlaceholderText("only for a backend started with --token")
-        self.connect_button = W.QPushButton("Connect")
-        backend.addRow("Address", self.url)
-        backend.addRow("Token", self.token)
-        backend.addRow("", self.connect_button)
-        self.backend_box.setVisible(False)
-        layout.addWidget(self.backend_box)
+        # everything between the status line and Run scrolls
+        self.scroll = W.QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(W.QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content = W.QWidget()
+        body = W.QVBoxLayout(content)
+        body.setContentsMargins(0, 0, 0, 0)
+        self.message_icon = W.QLabel()
+        self.message = W.QLabel()
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        message_row = W.QHBoxLayout()
+        message_row.addWidget(self.message_icon, 0, Qt.AlignmentFlag.AlignTop)
+        message_row.addWidget(self.message, 1)
+        body.addLayout(message_row)
 
-        form = W.QFormLayout()
-        self.task = W.QComboBox()
-        self.model = W.QComboBox()
+        form = narrow_form(W.QFormLayout())
         self.task_form = form
+        self.task = narrow_combo()
+        self.task_help = W.QLabel()
+        self.task_help.setWordWrap(True)
+        self.preset = narrow_combo()
+        self.preset.setToolTip("Set several options at once for a kind of picture.")
+        self.model = narrow_combo()
+        self.missing = W.QLabel()
+        self.missing.setWordWrap(True)
+        self.download_button = W.QPushButton("Download...")
+        self.download_button.setVisible(False)
         form.addRow("Task", self.task)
+        form.addRow(self.task_help)
+        form.addRow("Preset", self.preset)
         form.addRow("Model", self.model)
-        layout.addLayout(form)
+        form.addRow(self.missing)
+        form.addRow(self.download_button)
+        body.addLayout(form)
 
         self.options_box = W.QGroupBox("Options")
         box = W.QVBoxLayout(self.options_box)
         options_widget = W.QWidget()
-        self.options = W.QFormLayout(options_widget)
+        self.options = narrow_form(W.QFormLayout(options_widget))
         self.options.setContentsMargins(0, 0, 0, 0)
         self.advanced_button = W.QToolButton()
         self.advanced_button.setText("Advanced")
@@ -149,84 +135,108 @@ class RestoraDocker(DockWidget):
         self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_box = W.QWidget()
-        self.advanced = W.QFormLayout(self.advanced_box)
+        self.advanced = narrow_form(W.QFormLayout(self.advanced_box))
         self.advanced.setContentsMargins(0, 0, 0, 0)
         self.advanced_box.setVisible(False)
         box.addWidget(options_widget)
         box.addWidget(self.advanced_button)
         box.addWidget(self.advanced_box)
-        layout.addWidget(self.options_box)
+        body.addWidget(self.options_box)
 
-        common = W.QFormLayout()
+        self.common_box = W.QGroupBox("Selection and result")
+        common = narrow_form(W.QFormLayout(self.common_box))
         self.feather = W.QDoubleSpinBox()
         self.feather.setRange(-1, 1024)
         self.feather.setSpecialValueText(AUTO)
         self.feather.setSuffix(" px")
-        self.feather.setToolTip("Width of the soft edge of a restored selection.")
+        self.feather.setToolTip("Width of the soft edge of a result on a selection.")
         self.padding = W.QSpinBox()
         self.padding.setRange(-1, 4096)
         self.padding.setSpecialValueText(AUTO)
         self.padding.setSuffix(" px")
-        self.padding.setToolTip("Pixels around the selection the model sees for context.")
-        self.source = W.QComboBox()
+        self.padding.setToolTip("Pixels around the selection the model sees as context.")
+        self.source = narrow_combo()
         self.source.addItem("Active layer", "layer")
-        self.source.addItem("Image as shown", "projection")
-        self.upscale_into = W.QComboBox()
+        self.source.addItem("Sample merged (all visible layers)", "projection")
+        self.source.setToolTip("What is sent: the active layer, or the image as shown.")
+        self.upscale_into = narrow_combo()
         self.upscale_into.addItem("New layer", "layer")
         self.upscale_into.addItem("New document", "document")
+        self.upscale_into.setToolTip("Where an upscaled image goes: a new layer of this "
+                                     "image, scaled up, or a new document.")
         common.addRow("Feather", self.feather)
-        common.addRow("Padding", self.padding)
-        common.addRow("Send", self.source)
+        common.addRow("Context", self.padding)
+        common.addRow("Sample", self.source)
         common.addRow("Upscale into", self.upscale_into)
-        layout.addLayout(common)
+        body.addWidget(self.common_box)
+        body.addStretch(1)
+        self.scroll.setWidget(content)
+        layout.addWidget(self.scroll, 1)
 
-        buttons = W.QHBoxLayout()
-        self.upscale_button = W.QPushButton("Whole image")
-        self.upscale_button.setToolTip("Run the task on the whole layer (or image).")
-        self.restore_button = W.QPushButton("Selection")
-        self.restore_button.setToolTip("Run the task on the selection, into a new layer "
-                                       "over it.")
-        buttons.addWidget(self.upscale_button)
-        buttons.addWidget(self.restore_button)
-        layout.addLayout(buttons)
-
+        # always visible: Run, the progress, Cancel, compare and the history
+        self.run_button = W.QPushButton(TARGET_TEXT["layer"])
+        layout.addWidget(self.run_button)
         self.progress = W.QProgressBar()
         self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
         self.cancel_button = W.QPushButton("Cancel")
         row = W.QHBoxLayout()
         row.addWidget(self.progress, 1)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
         self.stage = W.QLabel()
-        self.stage.setWordWrap(True)
-        self.error = W.QLabel()
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #b71c1c")
-        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.note = W.QLabel()
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #8d6e00")
-        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.stage.setSizePolicy(W.QSizePolicy.Policy.Ignored, W.QSizePolicy.Policy.Preferred)
+        self.queue = W.QLabel()
+        self.queue.setSizePolicy(W.QSizePolicy.Policy.Ignored, W.QSizePolicy.Policy.Preferred)
         layout.addWidget(self.stage)
-        layout.addWidget(self.error)
-        layout.addWidget(self.note)
-        layout.addStretch(1)
+        layout.addWidget(self.queue)
+        keep = W.QHBoxLayout()
+        self.before_button = W.QToolButton()
+        self.before_button.setText("Before")
+        self.before_button.setCheckable(True)
+        self.before_button.setToolTip("Hide the last result to see the image before it; "
+                                      "click again to see the result.")
+        self.strength = W.QSlider(Qt.Orientation.Horizontal)
+        self.strength.setRange(0, 100)
+        self.strength.setValue(100)
+        self.strength.setToolTip("How much of the last result shows over the original (its "
+                                 "layer's opacity): no need to run it again.")
+        self.strength_label = W.QLabel("100%")
+        self.strength_label.setMinimumWidth(36)
+        self.history_button = W.QToolButton()
+        self.history_button.setText("History")
+        self.history_button.setPopupMode(W.QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.history_menu = W.QMenu(self.history_button)
+        self.history_button.setMenu(self.history_menu)
+        keep.addWidget(self.before_button)
+        keep.addWidget(self.strength, 1)
+        keep.addWidget(self.strength_label)
+        keep.addWidget(self.history_button)
+        layout.addLayout(keep)
         self.setWidget(root)
 
-        self.backend_button.toggled.connect(self.backend_box.setVisible)
         self.advanced_button.toggled.connect(self._fold)
         self.start_button.clicked.connect(lambda _c=False: self.controller.start_backend())
-        self.connect_button.clicked.connect(self._apply_backend)
-        self.url.returnPressed.connect(self._apply_backend)
+        self.settings_button.clicked.connect(lambda _c=False: self.open_settings())
         self.task.currentIndexChanged.connect(self._task_changed)
-        self.model.currentIndexChanged.connect(self._save)
+        self.model.currentIndexChanged.connect(self._model_changed)
+        self.preset.activated.connect(self._preset_chosen)
         for spin in (self.feather, self.padding):
             spin.valueChanged.connect(self._save)
         for combo in (self.source, self.upscale_into):
             combo.currentIndexChanged.connect(self._save)
-        self.upscale_button.clicked.connect(lambda _c=False: self.controller.whole_image())
-        self.restore_button.clicked.connect(lambda _c=False: self.controller.restore_selection())
+        self.run_button.clicked.connect(lambda _c=False: self.controller.run())
         self.cancel_button.clicked.connect(lambda _c=False: self.controller.cancel())
+        self.before_button.toggled.connect(self._before_toggled)
+        self.strength.valueChanged.connect(self._strength_moved)
+
+    def open_settings(self) -> SettingsDialog:
+        if self._settings_dialog is None:
+            self._settings_dialog = SettingsDialog(self.controller, self)
+        self._settings_dialog.refresh()
+        self._settings_dialog.show()
+        self._settings_dialog.raise_()
+        return self._settings_dialog
 
     # --- from the controller to the widgets ---
 
@@ -235,32 +245,27 @@ class RestoraDocker(DockWidget):
         try:
             self._show_connection()
             self._fill_tasks()
+            self._fill_presets()
             self._fill_models()
             self._fill_options()
             self._show_settings()
-            self._show_notes()
+            self._show_message()
             self._show_progress()
+            self._show_compare()
+            self._fill_history()
+            self._show_run_target()
         finally:
             self._updating = False
 
     def _show_connection(self) -> None:
-        conn = self.controller.connection
-        launcher = self.controller.launcher
-        colour = _STATE_COLOURS.get(conn.state, "")
-        text = conn.describe()
-        if launcher.busy:
-            text, colour = STARTING_TEXT, _STATE_COLOURS[ConnectionState.CONNECTING]
-        elif self.controller.can_start_backend:
-            text = (launcher.error.text if launcher.error is not None
-                    else f"Restora's backend is not running at {conn.client.url}.")
-        self.state.setText(text)
-        self.state.setStyleSheet(f"color: {colour}" if colour else "")
-        self.start_button.setVisible(launcher.busy or self.controller.can_start_backend)
-        self.start_button.setEnabled(not launcher.busy)
-        if not self.url.hasFocus():
-            self.url.setText(self.controller.settings.backend_url)
-        if not self.token.hasFocus():
-            self.token.setText(self.controller.settings.token)
+        status = self.controller.status()
+        self.state.setText(status.text)
+        self.state.setToolTip(status.detail)
+        self.state_icon.setToolTip(status.detail)
+        icon = self.style().standardIcon(getattr(QtWidgets.QStyle.StandardPixmap,
+                                                 _STATUS_ICONS[status.kind]))
+        self.state_icon.setPixmap(icon.pixmap(16, 16))
+        self.start_button.setVisible(status.can_start)
 
     def _fold(self, shown: bool) -> None:
         self.advanced_box.setVisible(shown)
@@ -281,6 +286,25 @@ class RestoraDocker(DockWidget):
             for i, info in enumerate(tasks):
                 self.task.setItemData(i, info.help, Qt.ItemDataRole.ToolTipRole)
         self.task.setCurrentIndex(max(self.task.findData(current), 0))
+        info = self.controller.task_info(self._current_task())
+        self.task_help.setText(info.help if info is not None else "")
+        self.task_help.setVisible(bool(self.task_help.text()))
+
+    def _fill_presets(self) -> None:
+        catalog = self.controller.connection.catalog
+        task = self._current_task()
+        presets = list(getattr(catalog.task_info(task), "presets", []) or []) \
+            if catalog is not None and catalog.task_info(task) is not None else []
+        items = [("Choose a preset...", "")] + [(p.label or p.name, p.name) for p in presets]
+        if [(self.preset.itemText(i), self.preset.itemData(i))
+                for i in range(self.preset.count())] != items:
+            self.preset.clear()
+            for text, name in items:
+                self.preset.addItem(text, name)
+            for i, p in enumerate(presets, start=1):
+                self.preset.setItemData(i, p.help, Qt.ItemDataRole.ToolTipRole)
+        self.preset.setCurrentIndex(0)
+        self._row_visible(self.preset, bool(presets))
 
     def _fill_models(self) -> None:
         catalog = self.controller.connection.catalog
@@ -288,12 +312,13 @@ class RestoraDocker(DockWidget):
         wanted = self.controller.settings.model_for(task) or ""
         items: list[tuple[str, str]] = []
         if catalog is not None:
-            default = catalog.default_model(task)
-            items.append((f"Default ({default})" if default else "Default", ""))
+            default = catalog.model_info(catalog.default_model(task))
+            if default is not None:
+                items.append((f"Recommended: {model_label(default)}", ""))
             for m in catalog.models_for(task):
-                items.append((f"{m.name} (x{m.scale})" if m.scale else m.name, m.name))
+                items.append((model_label(m), m.name))
         else:
-            items.append(("Default", ""))
+            items.append(("Recommended", ""))
             if wanted:
                 items.append((wanted, wanted))
         if [(self.model.itemText(i), self.model.itemData(i))
@@ -302,11 +327,20 @@ class RestoraDocker(DockWidget):
             for text, data in items:
                 self.model.addItem(text, data)
         self.model.setCurrentIndex(max(self.model.findData(wanted), 0))
-        takes = catalog is None or catalog.takes_model(task)
-        self.model.setVisible(takes)
-        label = self.task_form.labelForField(self.model)
+        info = catalog.task_info(task) if catalog is not None else None
+        lacks = info is not None and info.needs_model and not catalog.models_for(task)
+        takes = (catalog is None or catalog.takes_model(task)) and not lacks
+        self._row_visible(self.model, takes)
+        self.missing.setText(f"No model for {task_title(info)} is installed yet." if lacks
+                             else "")
+        self.missing.setVisible(lacks)
+        self.download_button.setVisible(False)  # shown when the backend offers a download
+
+    def _row_visible(self, field: QtWidgets.QWidget, shown: bool) -> None:
+        field.setVisible(shown)
+        label = self.task_form.labelForField(field)
         if label is not None:
-            label.setVisible(takes)
+            label.setVisible(shown)
 
     def _fill_options(self) -> None:
         catalog = self.controller.connection.catalog
@@ -319,7 +353,7 @@ class RestoraDocker(DockWidget):
                     form.removeRow(0)
             self._param_widgets, self._param_labels = {}, {}
             for param in params:
-                widget = self._param_widget(param, catalog)
+                widget = make_widget(param, catalog, self._save)
                 widget.setToolTip(param.help)
                 label = QtWidgets.QLabel(param_label(param))
                 label.setToolTip(param.help)
@@ -329,7 +363,7 @@ class RestoraDocker(DockWidget):
             self._form_task = task
         values = self.controller.settings.options.get(task, {})
         for name, (param, widget) in self._param_widgets.items():
-            _set_value(widget, param, values.get(name, param.default))
+            set_value(widget, param, values.get(name, param.default))
         self._show_applicable(catalog, task)
         self.options_box.setVisible(bool(params))
         self.advanced_button.setVisible(any(p.advanced for p in params))
@@ -343,97 +377,124 @@ class RestoraDocker(DockWidget):
             widget.setVisible(shown)
             self._param_labels[name].setVisible(shown)
 
-    def _param_widget(self, param: ParamInfo, catalog: Catalog | None) -> QtWidgets.QWidget:
-        W = QtWidgets
-        widget: QtWidgets.QWidget
-        if param.widget == "model":
-            combo = W.QComboBox()
-            if param.optional:
-                combo.addItem(param.none_label or DEFAULT_TEXT, None)
-            for m in catalog.models_of(param.purposes) if catalog is not None else []:
-                combo.addItem(m.name, m.name)
-            combo.currentIndexChanged.connect(self._save)
-            widget = combo
-        elif param.choices:
-            combo = W.QComboBox()
-            if param.optional:
-                combo.addItem(param.none_label or DEFAULT_TEXT, None)
-            for i, choice in enumerate(param.choices):
-                text = param.choice_labels[i] if i < len(param.choice_labels) else str(choice)
-                combo.addItem(text, choice)
-            combo.currentIndexChanged.connect(self._save)
-            widget = combo
-        elif param.type == "bool":
-            box = W.QCheckBox()
-            box.toggled.connect(self._save)
-            widget = box
-        elif param.widget == "slider" and param.type in ("int", "float") and not param.optional:
-            slider = ParamSlider(param)
-            slider.relay.changed.connect(self._save)
-            widget = slider
-        elif param.type == "int":
-            spin = W.QSpinBox()
-            low, high, step = _range(param)
-            spin.setRange(int(low), int(min(high, 2**31 - 1)))
-            spin.setSingleStep(max(1, int(step)))
-            _decorate(spin, param)
-            spin.valueChanged.connect(self._save)
-            widget = spin
-        elif param.type == "float":
-            dspin = W.QDoubleSpinBox()
-            low, high, step = _range(param)
-            dspin.setDecimals(_decimals(param))
-            dspin.setRange(low, high)
-            dspin.setSingleStep(step)
-            _decorate(dspin, param)
-            dspin.valueChanged.connect(self._save)
-            widget = dspin
-        else:
-            line = W.QLineEdit()
-            if param.optional and param.none_label:
-                line.setPlaceholderText(param.none_label)
-            line.editingFinished.connect(self._save)
-            widget = line
-        return widget
-
     def _show_settings(self) -> None:
         s = self.controller.settings
         self.feather.setValue(-1 if s.feather is None else s.feather)
         self.padding.setValue(-1 if s.padding is None else s.padding)
         self.source.setCurrentIndex(max(self.source.findData(s.source), 0))
         self.upscale_into.setCurrentIndex(max(self.upscale_into.findData(s.upscale_into), 0))
+        info = self.controller.task_info(self._current_task())
+        uses_selection = info is None or (info.mask != "ignored" and not info.resizes)
+        for field in (self.feather, self.padding):
+            field.setVisible(uses_selection)
+            self.common_box.layout().labelForField(field).setVisible(uses_selection)
+        resizes = info is None or info.resizes
+        self.upscale_into.setVisible(resizes)
+        self.common_box.layout().labelForField(self.upscale_into).setVisible(resizes)
 
-    def _show_notes(self) -> None:
-        self.note.setText("\n".join(self.controller.notes))
-        self.note.setVisible(bool(self.controller.notes))
+    def _show_message(self) -> None:
+        """The last action's error, or notes about the settings, in full."""
+        last = self.controller.last
+        icon = ""
+        if self.controller.current is None and last is not None and last.status == "failed" \
+                and last.error is not None:
+            text, icon = last.error.text, "SP_MessageBoxWarning"
+        elif self.controller.notes:
+            text, icon = "\n".join(self.controller.notes), "SP_MessageBoxInformation"
+        else:
+            text = ""
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+        self.message_icon.setVisible(bool(text))
+        if icon:
+            pixmap = getattr(QtWidgets.QStyle.StandardPixmap, icon)
+            self.message_icon.setPixmap(self.style().standardIcon(pixmap).pixmap(16, 16))
 
     def _show_progress(self) -> None:
-        run = self.controller.current
-        busy = run is not None
-        self.cancel_button.setEnabled(busy and run.stage != "cancelling")
-        self.upscale_button.setEnabled(not busy)
-        self.restore_button.setEnabled(not busy)
+        controller = self.controller
+        run = controller.current
+        catalog = controller.connection.catalog
+        info = catalog.task_info(self._current_task()) if catalog is not None else None
+        lacks = info is not None and info.needs_model and not catalog.models_for(info.task)
+        self.run_button.setEnabled(not lacks)
+        self.cancel_button.setEnabled(run is not None and run.stage != "cancelling")
+        queued = controller.queued
+        self.queue.setText(
+            f"Then: {', '.join(r.title for r in queued)}" if queued else "")
+        self.queue.setVisible(bool(queued))
         if run is not None:
             if run.progress < 0:
                 self.progress.setRange(0, 0)  # busy indicator: reconnecting
             else:
                 self.progress.setRange(0, 1000)
                 self.progress.setValue(int(run.progress * 1000))
-            self.stage.setText(f"{run.title}: {run.stage}")
-            self.error.setText("")
+            self.stage.setText(f"{run.title}: {progress_line(run.stage, run.clock)}")
+            self.stage.setToolTip(self.stage.text())
             return
         self.progress.setRange(0, 1000)
-        last = self.controller.last
+        last = controller.last
         self.progress.setValue(1000 if last is not None and last.status == "finished" else 0)
         if last is None:
             self.stage.setText("")
-            self.error.setText("")
-        elif last.status == "failed" and last.error is not None:
+        elif last.status == "failed":
             self.stage.setText(f"{last.title} failed.")
-            self.error.setText(last.error.text)
         else:
-            self.stage.setText(f"{last.title}: {last.stage}")
-            self.error.setText("")
+            self.stage.setText(last.stage)
+        self.stage.setToolTip(self.stage.text())
+
+    def _last_result(self) -> Any:
+        return next((r for r in self.controller.history if r.status == "finished"), None)
+
+    def _show_compare(self) -> None:
+        run = self._last_result()
+        usable = run is not None and bool(compare.live_layers(run))
+        self.before_button.setEnabled(usable)
+        self.strength.setEnabled(usable)
+        self.before_button.setChecked(usable and not compare.shown(run))
+        value = round(compare.strength(run) * 100) if usable else 100
+        self.strength.setValue(value)
+        self.strength_label.setText(f"{value}%")
+
+    def _fill_history(self) -> None:
+        history = list(self.controller.history)
+        if history == self._history_shown:
+            return
+        self._history_shown = history
+        self.history_menu.clear()
+        self.history_button.setEnabled(bool(history))
+        for run in history:
+            name = run.layer_name or run.title
+            status = "" if run.status == "finished" else f" ({run.status})"
+            sub = self.history_menu.addMenu(f"{name}{status}")
+            sub.setToolTipsVisible(True)
+            about = sub.addAction(run.describe())
+            about.setEnabled(False)
+            again = sub.addAction("Run again on the active layer")
+            again.triggered.connect(lambda _c=False, r=run: self.controller.run_again(r))
+            use = sub.addAction("Use these settings")
+            use.triggered.connect(lambda _c=False, r=run: self.controller.use_settings_of(r))
+
+    def _on_tick(self) -> None:
+        """The parts that change without news from the controller: what Run would work on
+        (the selection), and the time a running job has taken."""
+        if self._updating:
+            return
+        self._show_run_target()
+        run = self.controller.current
+        if run is not None and run.progress >= 0:
+            self.stage.setText(f"{run.title}: {progress_line(run.stage, run.clock)}")
+
+    def _show_run_target(self) -> None:
+        task = self._current_task()
+        try:
+            target = self.controller.run_target(Krita.instance().activeDocument(), task)
+        except Exception:  # a document closing under us: the next tick sees it gone
+            target = "layer"
+        text = TARGET_TEXT[target]
+        if self.run_button.text() != text:
+            self.run_button.setText(text)
+        info = self.controller.task_info(task)
+        self.run_button.setToolTip(f"{task_title(info, task)}: {text[0].lower()}{text[1:]}.")
 
     # --- from the widgets to the settings ---
 
@@ -451,16 +512,46 @@ class RestoraDocker(DockWidget):
         self._save(task=self._current_task())
         self.refresh()
 
-    def _apply_backend(self) -> None:
-        url = normalise_url(self.url.text())
-        if url is None:
-            self.error.setText(f"'{self.url.text()}' is not a backend address, such as "
-                               "http://127.0.0.1:8765.")
+    def _model_changed(self) -> None:
+        if self._updating:
             return
-        settings = dataclasses.replace(self.controller.settings, backend_url=url,
-                                       token=self.token.text().strip())
-        self.controller.update_settings(settings)
-        self.controller.connection.refresh()
+        self._save()
+        self._show_applicable(self.controller.connection.catalog, self._current_task())
+
+    def _preset_chosen(self, index: int) -> None:
+        """A preset sets several options (and maybe the model) at once, then the list goes
+        back to "Choose a preset...": the options show what it set."""
+        name = self.preset.itemData(index)
+        catalog = self.controller.connection.catalog
+        if not name or catalog is None:
+            return
+        from ..common import catalog as catalog_module
+
+        apply = getattr(catalog_module, "apply_preset", None)
+        if apply is None:
+            return
+        task = self._current_task()
+        model, options = apply(catalog, task, name,
+                               dict(self.controller.settings.options.get(task, {})))
+        s = self.controller.settings
+        models = {**s.models, task: model} if model is not None else dict(s.models)
+        self.controller.update_settings(dataclasses.replace(
+            s, models=models, options={**s.options, task: options}))
+
+    def _before_toggled(self, before: bool) -> None:
+        if self._updating:
+            return
+        run = self._last_result()
+        if run is not None:
+            compare.set_shown(run, not before)
+
+    def _strength_moved(self, value: int) -> None:
+        self.strength_label.setText(f"{value}%")
+        if self._updating:
+            return
+        run = self._last_result()
+        if run is not None:
+            compare.set_strength(run, value / 100)
 
     def _save(self, *_args: object, task: str | None = None) -> None:
         """The widgets into the settings: the model and the options into the task the form
@@ -469,7 +560,7 @@ class RestoraDocker(DockWidget):
             return
         s = self.controller.settings
         if self._form_task is not None:
-            options = {name: _get_value(widget, param)
+            options = {name: get_value(widget, param)
                        for name, (param, widget) in self._param_widgets.items()}
             s = s.with_task_form(self._form_task, self.model.currentData() or "", options)
         feather = self.feather.value()
@@ -479,65 +570,3 @@ class RestoraDocker(DockWidget):
             feather=None if feather < 0 else feather, padding=None if padding < 0 else padding,
             source=self.source.currentData() or "layer",
             upscale_into=self.upscale_into.currentData() or "layer"))
-
-
-def _range(param: ParamInfo) -> tuple[float, float, float]:
-    """The spin box's range and step; an optional parameter gets one step below its minimum
-    for the "not set" value, shown as its none_label."""
-    step = param.step or (1.0 if param.type == "int" else 0.1)
-    low = param.minimum if param.minimum is not None else (0.0 if param.optional else -NO_LIMIT)
-    high = param.maximum if param.maximum is not None else NO_LIMIT
-    if param.optional:
-        low -= step
-    return low, high, step
-
-
-def _decimals(param: ParamInfo) -> int:
-    """Enough decimals for the step and the bounds (0.05 needs two)."""
-    places = 2
-    for value in (param.step, param.minimum, param.maximum):
-        if value:
-            text = f"{abs(value):.6f}".rstrip("0")
-            places = max(places, len(text.split(".")[1]) if "." in text else 0)
-    return min(places, 6)
-
-
-def _decorate(spin: Any, param: ParamInfo) -> None:
-    if param.unit:
-        spin.setSuffix(f" {param.unit}")
-    if param.optional:
-        spin.setSpecialValueText(param.none_label or DEFAULT_TEXT)
-
-
-def _set_value(widget: QtWidgets.QWidget, param: ParamInfo, value: Any) -> None:
-    W = QtWidgets
-    if isinstance(widget, W.QComboBox):
-        widget.setCurrentIndex(max(widget.findData(value), 0))
-    elif isinstance(widget, W.QCheckBox):
-        widget.setChecked(bool(value))
-    elif isinstance(widget, ParamSlider):
-        widget.setValue(widget.minimumValue() if value is None else value)
-    elif isinstance(widget, W.QSpinBox):
-        widget.setValue(widget.minimum() if value is None else int(value))
-    elif isinstance(widget, W.QDoubleSpinBox):
-        widget.setValue(widget.minimum() if value is None else float(value))
-    elif isinstance(widget, W.QLineEdit):
-        widget.setText("" if value is None else str(value))
-
-
-def _get_value(widget: QtWidgets.QWidget, param: ParamInfo) -> Any:
-    W = QtWidgets
-    if isinstance(widget, W.QComboBox):
-        return widget.currentData()
-    if isinstance(widget, W.QCheckBox):
-        return widget.isChecked()
-    if isinstance(widget, ParamSlider):
-        return widget.value()
-    if isinstance(widget, (W.QSpinBox, W.QDoubleSpinBox)):
-        if param.optional and widget.value() == widget.minimum():
-            return None
-        return widget.value()
-    if isinstance(widget, W.QLineEdit):
-        text = widget.text().strip()
-        return text or (None if param.optional else "")
-    return None

@@ -72,6 +72,8 @@ class KritaEditor:
         self._uid = self.node.uniqueId()
         self._name = self.node.name()
         self._wire: WireSpace | None = None
+        #: the nodes this editor put into the document (a layer, or a group), in order
+        self.added: list[Any] = []
 
     # --- reading ---
 
@@ -180,6 +182,7 @@ class KritaEditor:
         else:  # the source layer was deleted meanwhile: on top
             doc.rootNode().addChildNode(layer, None)
         doc.waitForDone()
+        self.added.append(layer)
 
     def _write(self, layer: Any, pixels: PixelBuffer, at: Bounds) -> None:
         """Pixels into a layer not yet in the image, converting back from the wire's space."""
@@ -197,9 +200,15 @@ class KritaEditor:
             layer.setColorSpace(target.model, target.depth, target.profile)
 
     def scale_canvas(self, size: Extent) -> None:
+        """Krita's own Scale Image; the views of the document zoom out by the same factor,
+        so the artist keeps seeing the same part of the picture rather than a close-up."""
         doc = self.document
+        factor = size.width / max(doc.width(), 1)
+        zooms = [(canvas, canvas.zoomLevel()) for canvas in _canvases_of(doc)]
         doc.scaleImage(size.width, size.height, round(doc.xRes()), round(doc.yRes()), "Bicubic")
         doc.waitForDone()
+        for canvas, zoom in zooms:
+            _set_zoom(canvas, zoom / factor)
 
     def new_document(self, name: str, pixels: PixelBuffer) -> None:
         app = Krita.instance()
@@ -223,6 +232,27 @@ class KritaEditor:
         # Krita 5.1's Python API cannot group undo steps; see the module docstring
         yield
         self.document.waitForDone()
+
+
+def _canvases_of(document: Any) -> list[Any]:
+    """The canvases of every view showing `document`, in every window."""
+    canvases = []
+    for window in Krita.instance().windows():
+        for view in window.views():
+            if view.document() == document and view.canvas() is not None:
+                canvases.append(view.canvas())
+    return canvases
+
+
+def _set_zoom(canvas: Any, level: float) -> None:
+    """Canvas.zoomLevel() and setZoomLevel() use different units in Krita 5 (the reading
+    includes the image's resolution): set once, read back, and correct by the ratio."""
+    if level <= 0:
+        return
+    canvas.setZoomLevel(level)
+    seen = canvas.zoomLevel()
+    if seen > 0 and abs(seen - level) > 1e-6 * level:
+        canvas.setZoomLevel(level * level / seen)
 
 
 def _is_open(document: Any) -> bool:

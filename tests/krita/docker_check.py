@@ -69,6 +69,24 @@ def main() -> None:
         return out
 
     upscale_form = {name: describe(w) for name, w in fields().items()}
+    scroll = docker.scroll.widget()
+    layout_facts = {
+        # the form scrolls; the status line, Run, the progress and Cancel never do
+        "run_in_scroll": scroll.isAncestorOf(docker.run_button),
+        "progress_in_scroll": scroll.isAncestorOf(docker.progress),
+        "cancel_in_scroll": scroll.isAncestorOf(docker.cancel_button),
+        "options_in_scroll": scroll.isAncestorOf(docker.options_box),
+        "task_in_scroll": scroll.isAncestorOf(docker.task),
+        "address_fields": [w.placeholderText() for w in docker.findChildren(QtWidgets.QLineEdit)
+                           if "127.0.0.1" in w.placeholderText()],
+        "status": docker.state.text(), "status_detail": docker.state.toolTip(),
+        "run_text": docker.run_button.text(), "task_help": docker.task_help.text(),
+    }
+    dialog = docker.open_settings()
+    app.processEvents()
+    layout_facts["settings_url"] = dialog.url.text()
+    layout_facts["settings_status"] = dialog.status.text()
+    dialog.accept()
     advanced_folded = docker.advanced_box.isHidden()
     spins = {name: w for name, w in fields().items() if isinstance(w, QtWidgets.QSpinBox)}
     spins["Tile overlap"].setValue(24)
@@ -95,8 +113,9 @@ def main() -> None:
         "split_model_shown": split_model_shown,
         "cached_tasks": [t["task"] for t in json.loads(krita.Krita.instance().readSetting(
             "Restora", "task_cache", "") or '{"tasks": []}')["tasks"]],
-        "spins": sorted(spins), "stored_overlap": stored.options.get("upscale", {}).get(
-            "overlap"), "switched": switched.options}))
+        "layout": layout_facts, "spins": sorted(spins),
+        "stored_overlap": stored.options.get("upscale", {}).get("overlap"),
+        "switched": switched.options}))
 
 
 if __name__ == "__main__":

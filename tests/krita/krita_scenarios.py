@@ -406,15 +406,22 @@ def cancel():
     paint(base, 320, 320)
     controller = Controller(settings(options={"upscale": {"tile": 32, "overlap": 8}}))
     run = controller.whole_image(doc, base)
-    second = controller.restore_selection(doc, base)  # one action at a time
-    out = {"second": run_info(second)}
-    out["started"] = pump_until(lambda: run.done or run.progress > 0.02, 60)
+    second = controller.whole_image(doc, base)  # queued behind the first, on the backend
+    out = {"queued": [r is second for r in controller.queued]}
+    out["started"] = pump_until(lambda: run.done or (
+        run.progress > 0.02 and second.stage.startswith("waiting")), 60)
+    out["second_waiting"] = second.stage
     out["stage_before_cancel"] = run.stage
     t0 = time.monotonic()
-    run.cancel()
+    controller.cancel()  # the docker's Cancel: the job the progress bar shows
     run.wait(30)
     out.update(run_info(run))
     out["cancel_seconds"] = time.monotonic() - t0
+    out["second_started"] = pump_until(lambda: second.done or second.progress > 0.02, 60)
+    controller.cancel()
+    second.wait(30)
+    out["second"] = run_info(second)
+    out["history"] = [r.status for r in controller.history]
     out["doc_size"] = [doc.width(), doc.height()]
     out["layers"] = [n.name() for n in layers(doc)]
     doc.close()

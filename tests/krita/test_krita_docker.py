@@ -53,7 +53,8 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert r["menu"] == [*offered, "Restore selection", "Whole image", "Cancel Restora job"]
     assert r["tasks"] == offered
     assert r["cached_tasks"][:3] == ["upscale", "face-restore", "denoise"]  # for the next start
-    assert r["models"][1:] == ["tiny-x2 (x2)", "tiny-x4 (x4)"]
+    # friendly names that never contradict the scale; "Recommended" is the backend's default
+    assert r["models"] == ["Recommended: tiny-x2", "tiny-x2", "tiny-x4"]
     assert not r["split_model_shown"]
     # the form is the spec's: ranges, steps, units, none labels, choices, help
     form = r["upscale_form"]
@@ -70,7 +71,17 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert form["Transparency"]["items"] == ["through the model", "resized only"]
     assert "tiles" in tile["tooltip"]
     assert r["advanced_folded"]  # width, tile, overlap and alpha are advanced
-    assert any(t.startswith("Connected: Restora") for t in r["labels"])
+    facts = r["layout"]
+    assert facts["status"] == "Ready on cpu" or facts["status"].startswith("Ready on ")
+    assert facts["status_detail"].startswith("Restora ") and "models installed" in facts[
+        "status_detail"]
+    assert not facts["run_in_scroll"] and not facts["progress_in_scroll"]
+    assert not facts["cancel_in_scroll"]
+    assert facts["options_in_scroll"] and facts["task_in_scroll"]
+    assert facts["address_fields"] == []  # the docker has none: the settings dialog has them
+    assert facts["settings_url"].startswith("http://127.0.0.1:")
+    assert facts["run_text"] == "Run on the whole image"  # upscale takes the whole image
+    assert facts["task_help"] == fx.task_help(server.url, "upscale")  # the spec's own words
     assert r["stored_overlap"] == 24  # an edited option is saved in Krita's settings
     switched = r["switched"]
     assert set(switched["upscale"]) == {"scale", "width", "tile", "overlap", "alpha"}

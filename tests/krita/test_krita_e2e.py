@@ -259,7 +259,7 @@ def test_no_selection_is_explained(krita_run) -> None:
 def test_backend_down_says_how_to_start_it(krita_run) -> None:
     r = scenario(krita_run, "backend_down")
     assert r["status"] == "failed" and r["error_type"] == "BackendUnavailable"
-    assert "not running" in r["error"] and "restora serve" in r["error"]
+    assert "not running" in r["error"] and "Start backend" in r["error"]
     assert r["layers"] == ["Background"] and r["elapsed"] < 5
 
 
@@ -268,13 +268,16 @@ def test_cancel(krita_run) -> None:
     assert r["started"] and r["stage_before_cancel"].startswith("upscaling: step ")
     assert r["status"] == "cancelled" and r["cancel_seconds"] < 10
     assert r["doc_size"] == [320, 320] and r["layers"] == ["Background"]
-    assert r["second"]["status"] == "failed" and "still working" in r["second"]["error"]
+    # a second action queues behind the first, and starts once the first is cancelled
+    assert r["queued"] == [True] and r["second_started"]
+    assert r["second_waiting"].startswith("waiting"), r["second_waiting"]
+    assert r["second"]["status"] == "cancelled" and r["history"] == ["cancelled", "cancelled"]
 
 
 def test_backend_killed_mid_job(krita_run) -> None:
     r = scenario(krita_run, "killed")
     assert r["started"] and r["status"] == "failed" and r["error_type"] == "BackendLost"
-    assert "stopped while it worked" in r["error"] and "restora serve" in r["error"]
+    assert "stopped while it worked" in r["error"] and "Start backend" in r["error"]
     assert "not changed" in r["error"] and r["seconds_to_report"] < 15
     assert r["doc_size"] == [320, 320] and r["layers"] == ["Background"]
     assert r["connection"] == "disconnected"

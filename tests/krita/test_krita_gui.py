@@ -32,6 +32,8 @@ server, tiny_models = fx.server, fx.tiny_models
 HERE = Path(__file__).resolve().parent
 W, H = 128, 96
 SEL = [40, 30, 36, 24]
+#: a common laptop screen: the docker must fit it beside Krita's own dockers
+SCREEN = (1366, 768)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,9 @@ def gui(server: fx.LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict
     krita_plugin.enable_in_kritarc(kritarc, "restora_gui_check")
     out = home / "gui-check.json"
     config = home / "gui-check-config.json"
-    config.write_text(json.dumps({"url": server.url, "out": str(out),
+    shots = home / "screenshots"
+    shots.mkdir()
+    config.write_text(json.dumps({"url": server.url, "out": str(out), "shots": str(shots),
                                   "dead_url": f"http://127.0.0.1:{free_port()}"}))
     runtime = home / ".runtime"
     runtime.mkdir(mode=0o700)
@@ -70,6 +74,11 @@ def gui(server: fx.LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict
     results = json.loads(out.read_text())
     assert "exception" not in results, results["exception"]
     results["_seconds"] = seconds
+    results["_shots"] = str(shots)
+    keep = os.environ.get("RESTORA_SCREENSHOTS")  # where `make screenshots` wants them
+    if keep:
+        for png in shots.glob("*.png"):
+            shutil.copy(png, Path(keep) / png.name)
     print(f"\nKrita GUI check took {seconds:.1f} s")
     return results
 
@@ -80,8 +89,9 @@ def virtual_display(xvfb: str) -> Iterator[str]:
     other X users never race for one; xvfb-run -a can."""
     read_end, write_end = os.pipe()
     server = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0",
-                               "1600x1000x24", "-nolisten", "tcp"], pass_fds=(write_end,),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+                              pass_fds=(write_end,), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     os.close(write_end)
     try:
         ready, _, _ = select.select([read_end], [], [], 30)
@@ -104,7 +114,7 @@ def test_menu_actions_and_docker(gui: dict[str, Any], server: fx.LiveServer) -> 
     assert visible == [*offered, "Restore selection", "Whole image", "Cancel Restora job"]
     assert all(gui["actions"].values())  # registered with Krita: shortcuts can be assigned
     assert gui["connected"] and gui["docker"]
-    assert any(t.startswith("Connected: Restora") for t in gui["docker_labels_connected"])
+    assert any(t.startswith("Ready on ") for t in gui["docker_labels_connected"])
     assert gui["stored_url"].strip('"').startswith("http://127.0.0.1:")
 
 
@@ -137,6 +147,33 @@ def test_upscale_into_a_new_document_stays_open(gui: dict[str, Any]) -> None:
 
 def test_the_docker_explains_a_backend_that_is_down(gui: dict[str, Any]) -> None:
     r = gui["down"]
-    assert r["status"] == "failed" and "restora serve" in r["error"]
-    assert any("restora serve" in t for t in r["docker_labels"])
+    assert r["status"] == "failed" and "Start backend" in r["error"]
+    assert any("Start backend" in t for t in r["docker_labels"])
     assert r["layers"] == ["Background"]
+
+
+def test_the_docker_fits_a_laptop_screen(gui: dict[str, Any]) -> None:
+    """At 1366x768 beside Krita's default dockers: the status line, Run, the progress,
+    Cancel and the compare controls are on the screen and not cut; the form scrolls rather
+    than growing the window or squeezing its fields."""
+    for key in ("layout_connected", "layout_result"):
+        r = gui[key]
+        assert r["screen"][0] <= SCREEN[0] and r["screen"][1] <= SCREEN[1]
+        assert r["hidden"] == [] and r["off_screen"] == [] and r["clipped"] == [], r
+        assert r["scroll_fits_width"], r
+        _x, _y, width, height = r["window"]
+        assert height <= SCREEN[1] and width <= SCREEN[0], r  # the window did not grow
+    dialog = gui["settings_dialog"]
+    assert dialog["off_screen"] == [] and dialog["clipped"] == [] and dialog["hidden"] == []
+    shots = Path(gui["_shots"])
+    for name in ("krita-docker.png", "krita-settings.png"):
+        assert (shots / name).stat().st_size > 10_000, name  # a real picture, not a blank
+
+
+def test_compare_history_and_zoom(gui: dict[str, Any]) -> None:
+    c = gui["compare"]
+    assert c["before_hides"] and c["after_shows"]
+    assert c["opacity"] == round(0.4 * 255) and c["label"] == "40%"
+    assert gui["history"] == ["Upscale selection - tiny-x2"]
+    before, after = gui["upscale"]["zoom"]
+    assert abs(after - before / 2) < 0.02 * before  # x2 upscale: half the zoom, same view

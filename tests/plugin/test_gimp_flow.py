@@ -129,7 +129,7 @@ def test_backend_down_says_how_to_start_it() -> None:
     settings, task = settings_for(f"http://127.0.0.1:{free_port()}", "restora-upscale-image")
     with pytest.raises(BackendUnavailable) as caught:
         run_action(Action.TASK, editor, settings, task, Sink())
-    assert "restora serve" in caught.value.text
+    assert "Start backend" in caught.value.text
     assert editor.log == []
 
 

@@ -16,6 +16,7 @@ from plugin.common.errors import BackendLost
 from plugin.common.job_runner import JobRunner, Outcome
 from plugin.common.operations import apply_result, prepare_whole_image
 from plugin.common.settings import Settings
+from plugin.common.status import StatusKind, backend_status
 from tests.plugin_fixtures import BackendProcess, FakeEditor, Recorder, checker
 from tests.server_fixtures import make_tiny_model
 
@@ -50,7 +51,7 @@ def test_killed_mid_job_fails_with_how_to_restart(backend: BackendProcess) -> No
     assert runner.outcome == Outcome.FAILED
     (error,) = rec.failed
     assert isinstance(error, BackendLost)
-    assert "stopped while it worked" in error.message and "restora serve" in error.hint
+    assert "stopped while it worked" in error.message and "Start backend" in error.hint
     assert "not changed" in error.message
     assert time.monotonic() - t0 < 10
     assert editor.log == []  # nothing reached the document
@@ -93,7 +94,40 @@ def test_the_connection_finds_a_restarted_backend(backend: BackendProcess) -> No
     first = conn.catalog.health.instance if conn.catalog else None
     backend.kill()
     assert settle() == ConnectionState.DISCONNECTED
-    assert "restora serve" in conn.describe()
+    assert "not running" in conn.describe()
     backend.start()
     assert settle() == ConnectionState.CONNECTED
     assert conn.catalog is not None and conn.catalog.health.instance != first
+
+
+def test_the_light_check_follows_a_stop_and_a_restart_within_two_seconds(
+        backend: BackendProcess) -> None:
+    """What the docker's status line runs every second while connected: only the health
+    route. A stopped backend reads "not running" within two seconds, a restarted one (another
+    instance) is read again in full."""
+    conn = Connection(backend.url)
+    assert conn.refresh()
+    deadline = time.monotonic() + 60
+    while conn.refreshing and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend_status(conn).kind == StatusKind.READY
+    first = conn.catalog.health.instance if conn.catalog else None
+
+    def poll_until(wanted: ConnectionState, seconds: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            conn.check()
+            time.sleep(0.25)
+            if conn.state == wanted and not conn.refreshing:
+                return time.monotonic() - t0
+        raise AssertionError(f"still {conn.state} after {seconds} s")
+
+    backend.kill()
+    assert poll_until(ConnectionState.DISCONNECTED, 2.0) < 2.0
+    status = backend_status(conn, can_start=True)
+    assert status.kind == StatusKind.OFF and status.text == "The backend is not running"
+    assert status.can_start
+    backend.start()
+    poll_until(ConnectionState.CONNECTED, 60)
+    assert conn.catalog is not None and conn.catalog.health.instance != first
+    assert backend_status(conn).text.startswith("Ready on ")

@@ -239,4 +239,4 @@ def test_layer_names_say_task_model_and_scale() -> None:
 
 def test_backend_unavailable_says_how_to_start_it() -> None:
     err = BackendUnavailable.at("http://127.0.0.1:1")
-    assert "not running at http://127.0.0.1:1" in err.text and "restora serve" in err.text
+    assert "not running at http://127.0.0.1:1" in err.text and "Start backend" in err.text

@@ -270,7 +270,7 @@ def test_backend_down_says_how_to_start_it(catalog: Catalog) -> None:
     assert runner.outcome == Outcome.FAILED
     (error,) = rec.failed
     assert isinstance(error, BackendUnavailable)
-    assert "not running" in error.message and "restora serve" in error.hint
+    assert "not running" in error.message and "Start backend" in error.hint
     assert editor.log == []
 
 
@@ -281,7 +281,7 @@ def test_connection_state_for_the_docker(server: fx.LiveServer) -> None:
     assert down.refresh()
     while down.refreshing:
         time.sleep(0.02)
-    assert down.state == ConnectionState.DISCONNECTED and "restora serve" in down.describe()
+    assert down.state == ConnectionState.DISCONNECTED and "not running" in down.describe()
     down.configure(server.url, "")
     assert down.refresh()
     deadline = time.monotonic() + 30

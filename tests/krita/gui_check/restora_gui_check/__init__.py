@@ -85,7 +85,13 @@ class GuiCheck(Extension):
         out["actions"] = {i: app.action(i) is not None for i in ids}
         docker = find_docker(qwin)
         out["docker"] = docker is not None
+        # a laptop's window fills the screen (no window manager here to maximise it)
+        qwin.setGeometry(QtWidgets.QApplication.instance().primaryScreen().availableGeometry())
+        docker.show()
+        docker.raise_()  # docked with Krita's own dockers: its tab in front
+        pump(lambda: False, 1.0)
         out["docker_labels_connected"] = labels(docker)
+        out["layout_connected"] = layout_report(docker, qwin)
 
         # 3. Restore selection from the menu, then undo
         doc = app.createDocument(W, H, "gui-check", "RGBA", "U8", "", 72.0)
@@ -101,14 +107,44 @@ class GuiCheck(Extension):
         out["restore"] = trigger(app, controller, "restora_restore_selection", doc)
         out["restore"]["docker_progress"] = progress(docker)
         out["restore"]["docker_labels"] = labels(docker)
+        pump(lambda: False, 0.5)
+        out["layout_result"] = layout_report(docker, qwin)
+        shots = config.get("shots")
+        if shots:
+            qwin.grab().save(os.path.join(shots, "krita-docker.png"))
+            dialog = docker.open_settings()
+            pump(lambda: False, 0.5)
+            out["settings_dialog"] = layout_report(dialog, dialog, [
+                "url", "token", "start_button", "connect_button", "close_button", "status"])
+            dialog.grab().save(os.path.join(shots, "krita-settings.png"))
+            dialog.accept()
+        # compare and keep: Before hides the result, the strength is its layer's opacity
+        result = next(n for n in doc.rootNode().childNodes()
+                      if n.name().startswith("Upscale selection"))
+        docker.before_button.click()
+        pump(lambda: False, 0.3)
+        before_hidden = not result.visible()
+        docker.before_button.click()
+        pump(lambda: False, 0.3)
+        docker.strength.setValue(40)
+        pump(lambda: False, 0.3)
+        out["compare"] = {"before_hides": before_hidden, "after_shows": result.visible(),
+                          "opacity": result.opacity(), "label": docker.strength_label.text()}
+        docker.strength.setValue(100)
+        out["history"] = [a.text() for a in docker.history_menu.actions()]
         app.action("edit_undo").trigger()
         settle(doc)
         out["restore_undo"] = {"layers": names(doc),
                                "source_unchanged": bytes(base.pixelData(0, 0, W, H)) == before}
 
-        # 4. Upscale image from the menu, then undo twice
+        # 4. Upscale image from the menu, then undo twice; the view zooms out with it
         doc.setSelection(Selection())  # deselect: upscale uses the whole layer anyway
+        canvas = window.activeView().canvas()
+        canvas.setZoomLevel(2.0)
+        settle(doc)
+        zoom_before = canvas.zoomLevel()
         out["upscale"] = trigger(app, controller, "restora_upscale_image", doc)
+        out["upscale"]["zoom"] = [zoom_before, window.activeView().canvas().zoomLevel()]
         for step in (1, 2):
             app.action("edit_undo").trigger()
             settle(doc)
@@ -178,6 +214,39 @@ def find_docker(qwin):
         if dock.windowTitle() == "Restora":
             return dock
     return None
+
+
+FIXED = ["state", "settings_button", "run_button", "progress", "cancel_button",
+         "before_button", "strength", "history_button"]
+
+
+def layout_report(widget, window, names=None):
+    """Which named controls are hidden, off the screen, or cut by their window; the window's
+    and the screen's sizes; whether the scrolling part fits its width."""
+    app = QtWidgets.QApplication.instance()
+    screen = app.primaryScreen().availableGeometry()
+    frame = window.frameGeometry()
+    report = {"screen": [screen.width(), screen.height()],
+              "window": [frame.x(), frame.y(), frame.width(), frame.height()],
+              "hidden": [], "off_screen": [], "clipped": []}
+    for name in names or FIXED:
+        w = getattr(widget, name)
+        if not w.isVisible():
+            report["hidden"].append(name)
+            continue
+        top_left = w.mapToGlobal(QtCore.QPoint(0, 0))
+        rect = QtCore.QRect(top_left, w.size())
+        if not screen.contains(rect):
+            report["off_screen"].append(name)
+        inside = QtCore.QRect(w.mapTo(widget, QtCore.QPoint(0, 0)), w.size())
+        if not widget.rect().contains(inside) or w.height() < w.minimumSizeHint().height():
+            report["clipped"].append(name)
+    scroll = getattr(widget, "scroll", None)
+    if isinstance(scroll, QtWidgets.QScrollArea):
+        report["scroll_fits_width"] = (scroll.widget().minimumSizeHint().width()
+                                       <= scroll.viewport().width())
+        report["docker_size"] = [widget.width(), widget.height()]
+    return report
 
 
 def labels(docker):
