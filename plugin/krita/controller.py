@@ -19,6 +19,7 @@ from krita import Krita
 
 from ..common.catalog import Catalog, forget_unknown_options, ordered
 from ..common.connection import Connection, ConnectionState
+from ..common.downloads import DownloadRunner
 from ..common.errors import BackendLost, BackendUnavailable, NothingFound, PluginError
 from ..common.job_runner import JobResult, JobRunner
 from ..common.launcher import BackendLauncher
@@ -178,6 +179,39 @@ class ActionRun:
 Prepare = Callable[[KritaEditor, Catalog], PreparedJob]
 
 
+class ModelDownload:
+    """A catalog model being downloaded by the backend for the docker's Download button."""
+
+    def __init__(self, controller: Controller, name: str, label: str) -> None:
+        self.controller = controller
+        self.name, self.label = name, label
+        self.done_bytes, self.total_bytes = 0, None
+        self.status = "running"  # then "finished", "failed" or "cancelled"
+        self.error: PluginError | None = None
+        self.runner: DownloadRunner | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    def on_download_progress(self, done: int, total: int | None) -> None:
+        self.done_bytes, self.total_bytes = done, total
+        self.controller.notify()
+
+    def on_download_finished(self, info: Any) -> None:
+        self.status = "finished"
+        self.controller.download_ended(self)
+        self.controller.connection.refresh()  # the model list and the task's availability
+
+    def on_download_failed(self, error: PluginError) -> None:
+        self.status, self.error = "failed", error
+        self.controller.download_ended(self)
+
+    def on_download_cancelled(self) -> None:
+        self.status = "cancelled"
+        self.controller.download_ended(self)
+
+
 class TaskStore:
     """Where the last task list seen is kept (the menu offers it before the backend answers)."""
 
@@ -212,6 +246,8 @@ class Controller(QObject):
         self.history: list[ActionRun] = []
         #: what the user should know about their settings, e.g. saved options dropped
         self.notes: list[str] = []
+        #: the model download under way or last ended (the docker's Download button)
+        self.download: ModelDownload | None = None
         self._checked: Catalog | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_SECONDS * 1000)
@@ -310,6 +346,31 @@ class Controller(QObject):
     def _backend_started(self, error: PluginError | None) -> None:
         if error is None:
             self.connection.refresh()
+        self.notify()
+
+    # - downloading a model the backend's catalog offers -
+
+    def download_model(self, name: str, label: str = "",
+                       accept_licence: bool = False) -> ModelDownload | None:
+        """The backend downloads a catalog model; None while another download runs."""
+        if self.download is not None and not self.download.done:
+            return None
+        download = ModelDownload(self, name, label or name)
+        download.runner = DownloadRunner(self.connection.client, name, accept_licence,
+                                         download, dispatch=self.dispatcher.post).start()
+        self.download = download
+        self.notify()
+        return download
+
+    def cancel_download(self) -> None:
+        if self.download is not None and self.download.runner is not None:
+            self.download.runner.cancel()
+
+    def download_ended(self, download: ModelDownload) -> None:
+        words = {"finished": f"Downloaded {download.label}.",
+                 "cancelled": f"Stopped downloading {download.label}.",
+                 "failed": download.error.text if download.error is not None else ""}
+        _show_floating(f"Restora: {words.get(download.status, '')}")
         self.notify()
 
     # - the actions -

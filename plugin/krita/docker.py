@@ -19,7 +19,18 @@ from typing import Any
 
 from krita import DockWidget, Krita
 
-from ..common.catalog import Catalog, applies, model_label, param_label, task_title
+from ..common.catalog import (
+    Catalog,
+    applies,
+    apply_preset,
+    consent_question,
+    describe_download,
+    licence_needs_consent,
+    model_label,
+    param_label,
+    size_text,
+    task_title,
+)
 from ..common.progress import progress_line
 from ..common.status import StatusKind
 from ..shared.protocol import ParamInfo
@@ -116,12 +127,16 @@ class RestoraDocker(DockWidget):
         self.missing.setWordWrap(True)
         self.download_button = W.QPushButton("Download...")
         self.download_button.setVisible(False)
+        self.download_progress = W.QProgressBar()
+        self.download_progress.setRange(0, 1000)
+        self.download_progress.setVisible(False)
         form.addRow("Task", self.task)
         form.addRow(self.task_help)
         form.addRow("Preset", self.preset)
         form.addRow("Model", self.model)
         form.addRow(self.missing)
         form.addRow(self.download_button)
+        form.addRow(self.download_progress)
         body.addLayout(form)
 
         self.options_box = W.QGroupBox("Options")
@@ -221,6 +236,7 @@ class RestoraDocker(DockWidget):
         self.task.currentIndexChanged.connect(self._task_changed)
         self.model.currentIndexChanged.connect(self._model_changed)
         self.preset.activated.connect(self._preset_chosen)
+        self.download_button.clicked.connect(lambda _c=False: self._download_clicked())
         for spin in (self.feather, self.padding):
             spin.valueChanged.connect(self._save)
         for combo in (self.source, self.upscale_into):
@@ -293,8 +309,7 @@ class RestoraDocker(DockWidget):
     def _fill_presets(self) -> None:
         catalog = self.controller.connection.catalog
         task = self._current_task()
-        presets = list(getattr(catalog.task_info(task), "presets", []) or []) \
-            if catalog is not None and catalog.task_info(task) is not None else []
+        presets = catalog.presets(task) if catalog is not None else []
         items = [("Choose a preset...", "")] + [(p.label or p.name, p.name) for p in presets]
         if [(self.preset.itemText(i), self.preset.itemData(i))
                 for i in range(self.preset.count())] != items:
@@ -331,10 +346,63 @@ class RestoraDocker(DockWidget):
         lacks = info is not None and info.needs_model and not catalog.models_for(task)
         takes = (catalog is None or catalog.takes_model(task)) and not lacks
         self._row_visible(self.model, takes)
-        self.missing.setText(f"No model for {task_title(info)} is installed yet." if lacks
-                             else "")
-        self.missing.setVisible(lacks)
-        self.download_button.setVisible(False)  # shown when the backend offers a download
+        self._show_download(catalog, task, lacks)
+
+    def _show_download(self, catalog: Catalog | None, task: str, lacks: bool) -> None:
+        """A task without a model says so, and offers the catalog's recommended model with
+        its size and licence; a download under way shows its progress and can be stopped."""
+        entry = catalog.recommended_download(task) if catalog is not None else None
+        download = self.controller.download
+        running = download is not None and not download.done
+        info = catalog.task_info(task) if catalog is not None else None
+        lines = []
+        if lacks:
+            lines.append(f"No model for {task_title(info, task)} is installed yet.")
+        if running:
+            total = size_text(download.total_bytes) if download.total_bytes else "?"
+            lines.append(f"Downloading {download.label}: {size_text(download.done_bytes)} of "
+                         f"{total}...")
+        elif download is not None and download.status == "failed" and download.error:
+            lines.append(download.error.text)
+        elif lacks and entry is not None:
+            lines.append(f"Restora can download {describe_download(entry)}.")
+        elif lacks:
+            lines.append("Put a model file for it in Restora's models folder.")
+        self.missing.setText("\n".join(lines))
+        self.missing.setVisible(bool(lines))
+        self.download_button.setVisible(running or (lacks and entry is not None))
+        self.download_button.setText("Stop download" if running else "Download...")
+        self.download_button.setToolTip("" if entry is None else describe_download(entry))
+        self.download_progress.setVisible(running)
+        if running:
+            if download.total_bytes:
+                self.download_progress.setRange(0, 1000)
+                self.download_progress.setValue(
+                    int(1000 * download.done_bytes / download.total_bytes))
+            else:
+                self.download_progress.setRange(0, 0)
+
+    def _download_clicked(self) -> bool:
+        """Start (or stop) the download the form offers; a licence that limits use is shown
+        and must be accepted first. True when a download started."""
+        download = self.controller.download
+        if download is not None and not download.done:
+            self.controller.cancel_download()
+            return False
+        catalog = self.controller.connection.catalog
+        entry = catalog.recommended_download(self._current_task()) if catalog else None
+        if entry is None:
+            return False
+        accept = False
+        if licence_needs_consent(entry):
+            Box = QtWidgets.QMessageBox
+            answer = Box.question(self, "Restora", consent_question(entry),
+                                  Box.StandardButton.Yes | Box.StandardButton.No,
+                                  Box.StandardButton.No)
+            if answer != Box.StandardButton.Yes:
+                return False
+            accept = True
+        return self.controller.download_model(entry.name, entry.label, accept) is not None
 
     def _row_visible(self, field: QtWidgets.QWidget, shown: bool) -> None:
         field.setVisible(shown)
@@ -525,13 +593,8 @@ class RestoraDocker(DockWidget):
         catalog = self.controller.connection.catalog
         if not name or catalog is None:
             return
-        from ..common import catalog as catalog_module
-
-        apply = getattr(catalog_module, "apply_preset", None)
-        if apply is None:
-            return
         task = self._current_task()
-        model, options = apply(catalog, task, name,
+        model, options = apply_preset(catalog, task, name,
                                dict(self.controller.settings.options.get(task, {})))
         s = self.controller.settings
         models = {**s.models, task: model} if model is not None else dict(s.models)

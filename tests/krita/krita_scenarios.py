@@ -656,6 +656,33 @@ def docker_task_switch():
     return out
 
 
+def download_then_upscale():
+    from restora.krita.controller import Controller
+
+    controller = Controller(settings(backend_url=CONFIG["download_url"], models={}))
+    controller.start()
+    out = {"connected": pump_until(lambda: controller.connection.connected, 60)}
+    catalog = controller.connection.catalog
+    info = catalog.task_info("upscale")
+    out["needs_model"] = bool(info and info.needs_model)
+    entry = catalog.recommended_download("upscale")
+    out["offered"] = entry.name if entry else None
+    download = controller.download_model(entry.name, entry.label)
+    seen = []
+    pump_until(lambda: (seen.append(download.done_bytes) or download.done), 60)
+    out["download"] = download.status
+    out["progress_seen"] = max(seen) > 0
+    pump_until(lambda: controller.connection.catalog is not catalog
+               and controller.connection.connected, 30)
+    out["models_after"] = [m.name for m in controller.connection.catalog.models_for("upscale")]
+    doc, base = new_doc("download", width=32, height=24)
+    paint(base, 32, 24)
+    run = controller.run_task("upscale", doc, base).wait(120)
+    out["upscale"] = run_info(run)
+    doc.close()
+    return out
+
+
 SCENARIOS = [
     ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
     ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
@@ -665,5 +692,5 @@ SCENARIOS = [
     ("killed", killed), ("faces_photo", faces_photo), ("faces_none", faces_none),
     ("docker_poisoned_kritarc", docker_poisoned_kritarc),
     ("docker_task_switch", docker_task_switch), ("split", split), ("denoise", denoise),
-    ("docker_denoise", docker_denoise),
+    ("docker_denoise", docker_denoise), ("download_then_upscale", download_then_upscale),
 ]

@@ -87,3 +87,47 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert set(switched["upscale"]) == {"scale", "width", "tile", "overlap", "alpha"}
     assert switched["upscale"]["overlap"] == 24
     assert switched["test-split"] == {"gain": 1.0, "hold": 0.0}  # its own form only
+
+
+@pytest.fixture
+def download_backend(tmp_path_factory: pytest.TempPathFactory):
+    """A backend with no upscale model, fresh for each binding (each downloads one)."""
+    from tests.model_mirror import download_server
+    from tests.service.test_server_downloads import catalog_models
+
+    with download_server(tmp_path_factory, catalog_models) as server:
+        yield server
+
+
+@pytest.mark.parametrize("python", pythons())
+def test_a_missing_model_is_a_download_button(python: str, download_backend,
+                                              tmp_path: Path) -> None:
+    if not python or not Path(python).exists():
+        pytest.fail(f"no Python with Qt for Krita at {python!r} (tests/run.sh sets one up)",
+                    pytrace=False)
+    tree = krita_plugin.build_tree(tmp_path / "plugin")
+    env = {**clean_environment(), "QT_QPA_PLATFORM": "offscreen",
+           "XDG_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([python, str(CHECK.with_name("docker_download_check.py")), str(tree),
+                           download_backend.live.url], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    # before: plain words, the recommended model with its size and licence, no dead Run
+    assert r["missing"].startswith("No model for Upscale is installed yet.")
+    assert "Tiny Photo" in r["missing"] and "MIT" in r["missing"] and " kB" in r["missing"]
+    assert r["button_shown"] and r["button"] == "Download..."
+    assert not r["run_enabled_before"] and not r["model_shown_before"]
+    # the download, with its progress bar, then the model is in the list and Run works
+    assert r["started"] and r["progress_shown_while_running"]
+    assert r["download_status"] == "finished"
+    assert any(m.startswith("Tiny Photo") and "(x2)" in m for m in r["models_after"])
+    assert r["run_enabled_after"] and r["missing_after"] == ""
+    # presets from the spec; Fast picks the model with the "fast" trait
+    assert r["presets"][0] == "Choose a preset..." and "Fast" in r["presets"]
+    fast = r["after_fast"]
+    assert fast["model"] == "tiny-photo-x2" and fast["preset_list_back"]
+    # a non-commercial licence is asked about; declining starts nothing
+    assert len(r["questions"]) == 2 and "non-commercial" in r["questions"][0]
+    assert r["declined_started"] is False and r["accepted_started"] is True
+    assert r["accepted_status"] == "finished"

@@ -19,6 +19,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,18 @@ def denoise_server(tiny_models: fx.ModelsSetup,
 
 
 @pytest.fixture(scope="module")
+def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A backend with no upscale model whose catalog is served by a local mirror."""
+    from tests.model_mirror import download_server
+    from tests.service.test_server_downloads import catalog_models
+
+    with download_server(tmp_path_factory, catalog_models) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
 def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
-              denoise_server: fx.LiveServer, astronaut: np.ndarray,
+              denoise_server: fx.LiveServer, astronaut: np.ndarray, download_backend: Any,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
@@ -101,7 +112,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "dead_url": f"http://127.0.0.1:{free_port()}", "kill_url": killable.url,
               "kill_pid": killable.proc.pid if killable.proc else None,
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
-              "denoise_url": denoise_server.url,
+              "denoise_url": denoise_server.url, "download_url": download_backend.live.url,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
     (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
@@ -382,3 +393,15 @@ def test_denoise_in_the_docker_and_menu_with_its_spec(krita_run) -> None:
     assert r["tile"] == {"special": "automatic (from free memory)", "advanced": True}
     assert r["menu"][:3] == ["Upscale", "Restore faces", "Denoise"]  # in the backend's order
     assert r["menu"][-3:] == ["Restore selection", "Whole image", "Cancel Restora job"]
+
+
+def test_a_missing_model_is_downloaded_then_used(krita_run) -> None:
+    """In Krita: the backend has no upscale model; the plug-in offers the catalog's
+    recommended one, has the backend download it from the (local) mirror with progress, and
+    the upscale then runs with it."""
+    r = scenario(krita_run, "download_then_upscale")
+    assert r["needs_model"] and r["offered"] == "tiny-photo"
+    assert r["download"] == "finished" and r["progress_seen"]
+    assert r["models_after"] == ["tiny-photo-x2"]
+    assert r["upscale"]["status"] == "finished", r["upscale"]["error"]
+    assert r["upscale"]["layer_name"] == "Upscale x2 - tiny-photo-x2"
