@@ -74,6 +74,7 @@ def gui(server: fx.LiveServer, tmp_path_factory: pytest.TempPathFactory) -> dict
     results = json.loads(out.read_text())
     assert "exception" not in results, results["exception"]
     results["_seconds"] = seconds
+
     results["_shots"] = str(shots)
     keep = os.environ.get("RESTORA_SCREENSHOTS")  # where `make screenshots` wants them
     if keep:

@@ -256,8 +256,8 @@ def labels(docker):
 
 
 def progress(docker):
-    bars = docker.findChildren(QProgressBar) if docker is not None else []
-    return [bars[0].value(), bars[0].maximum()] if bars else None
+    bar = getattr(docker, "progress", None)  # the job's bar (a download has its own)
+    return [bar.value(), bar.maximum()] if isinstance(bar, QProgressBar) else None
 
 
 Krita.instance().addExtension(GuiCheck(Krita.instance()))
