@@ -328,3 +328,9 @@ def task_help(url: str, task: str) -> str:
     """A task's help text as the server describes it."""
     tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
     return next(t["help"] for t in tasks if t["task"] == task)
+
+
+def task_title(url: str, task: str) -> str:
+    """A task's title as the server gives it (layer names start with it)."""
+    tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
+    return next(t["title"] for t in tasks if t["task"] == task)

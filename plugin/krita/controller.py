@@ -31,6 +31,7 @@ from ..common.operations import (
     prepare_whole_image,
 )
 from ..common.progress import ProgressClock, format_duration
+from ..common.result_words import result_notes
 from ..common.settings import Settings
 from ..common.status import Status, backend_status
 from ..shared.protocol import TaskInfo
@@ -86,6 +87,8 @@ class ActionRun:
         self.model: str | None = None
         self.params: dict[str, Any] = {}
         self.on_selection = False
+        #: what the backend reported besides pixels (seed, how far the result moved)
+        self.details: dict[str, Any] = {}
         self.error: PluginError | None = None
         self.editor: KritaEditor | None = None
         self.prepared: PreparedJob | None = None
@@ -153,7 +156,9 @@ class ActionRun:
             self.fail(PluginError(f"Restora could not add the result: {exc!r}.",
                                   "This is a bug in the plug-in; please report it."))
             return
-        self._end("finished", " ".join([f"Added '{self.layer_name}'.", *result.notes]))
+        self.details = dict(result.details)
+        self._end("finished", " ".join([f"Added '{self.layer_name}'.", *result.notes,
+                                        *result_notes(result.details)]))
 
     def on_failed(self, error: PluginError) -> None:
         self.fail(error)

@@ -491,8 +491,10 @@ class RestoraDocker(DockWidget):
             f"Then: {', '.join(r.title for r in queued)}" if queued else "")
         self.queue.setVisible(bool(queued))
         if run is not None:
-            if run.progress < 0:
-                self.progress.setRange(0, 0)  # busy indicator: reconnecting
+            if run.progress <= 0:
+                # busy indicator: connecting, sending, loading the model, waiting in the
+                # queue or reconnecting, when a bar at 0% would look stuck
+                self.progress.setRange(0, 0)
             else:
                 self.progress.setRange(0, 1000)
                 self.progress.setValue(int(run.progress * 1000))

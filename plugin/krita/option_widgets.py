@@ -106,6 +106,14 @@ def make_widget(param: ParamInfo, catalog: Catalog | None,
             combo.addItem(text, choice)
         combo.currentIndexChanged.connect(on_change)
         widget = combo
+    elif param.widget == "prompt" and param.type == "str":
+        text = W.QPlainTextEdit()
+        text.setTabChangesFocus(True)
+        text.setFixedHeight(text.fontMetrics().lineSpacing() * 3 + 12)  # three lines
+        if param.none_label:
+            text.setPlaceholderText(param.none_label)
+        text.textChanged.connect(on_change)
+        widget = text
     elif param.type == "bool":
         box = W.QCheckBox()
         box.toggled.connect(on_change)
@@ -182,6 +190,10 @@ def set_value(widget: QtWidgets.QWidget, param: ParamInfo, value: Any) -> None:
         widget.setValue(widget.minimum() if value is None else float(value))
     elif isinstance(widget, W.QLineEdit):
         widget.setText("" if value is None else str(value))
+    elif isinstance(widget, W.QPlainTextEdit):
+        text = "" if value is None else str(value)
+        if widget.toPlainText() != text:  # the same text: the cursor stays where it is
+            widget.setPlainText(text)
 
 
 def get_value(widget: QtWidgets.QWidget, param: ParamInfo) -> Any:
@@ -198,5 +210,8 @@ def get_value(widget: QtWidgets.QWidget, param: ParamInfo) -> Any:
         return widget.value()
     if isinstance(widget, W.QLineEdit):
         text = widget.text().strip()
+        return text or (None if param.optional else "")
+    if isinstance(widget, W.QPlainTextEdit):
+        text = widget.toPlainText().strip()
         return text or (None if param.optional else "")
     return None

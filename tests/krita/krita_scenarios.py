@@ -683,6 +683,54 @@ def download_then_upscale():
     return out
 
 
+def refine_selection():
+    """Refine (img2img at low denoise) from its task action on a selection."""
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("refine", width=64, height=64)
+    rgba = paint(base, 64, 64)
+    sel = Selection()
+    sel.select(16, 12, 32, 36, 255)
+    doc.setSelection(sel)
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
+                                     options={"refine": {"steps": 4, "strength": 0.5}}))
+    controller.start()
+    pump_until(lambda: controller.connection.connected, 60)
+    run = controller.run_task("refine", doc, base)
+    stages = []
+    pump_until(lambda: (stages.append(run.stage) or run.done), 180)
+    out = run_info(run)
+    out["stage"] = run.stage
+    out["step_seen"] = any("step " in s and " of " in s for s in stages)
+    out["selection"] = [16, 12, 32, 36]
+    out["source_file"] = dump("refine_source.rgba", rgba)
+    out["layers"] = [n.name() for n in layers(doc)]
+    out["doc_size"] = [doc.width(), doc.height()]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["layer_file"] = dump("refine_layer.rgba",
+                                 swap_rb(bytes(new[0].pixelData(0, 0, 64, 64))))
+    doc.close()
+    return out
+
+
+def tiled_refine_whole():
+    """Tiled refine (upscale, then img2img tile by tile) on the whole image."""
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("tiled-refine", width=48, height=48)
+    paint(base, 48, 48)
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
+                                     options={"tiled-refine": {"steps": 2}}))
+    controller.start()
+    pump_until(lambda: controller.connection.connected, 60)
+    run = controller.run_task("tiled-refine", doc, base).wait(240)
+    out = run_info(run)
+    out["doc_size"] = [doc.width(), doc.height()]
+    doc.close()
+    return out
+
+
 SCENARIOS = [
     ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
     ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
@@ -693,4 +741,5 @@ SCENARIOS = [
     ("docker_poisoned_kritarc", docker_poisoned_kritarc),
     ("docker_task_switch", docker_task_switch), ("split", split), ("denoise", denoise),
     ("docker_denoise", docker_denoise), ("download_then_upscale", download_then_upscale),
+    ("refine_selection", refine_selection), ("tiled_refine_whole", tiled_refine_whole),
 ]

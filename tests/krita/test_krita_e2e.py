@@ -87,6 +87,20 @@ def denoise_server(tiny_models: fx.ModelsSetup,
 
 
 @pytest.fixture(scope="module")
+def diffusion_server(tiny_models: fx.ModelsSetup,
+                     tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A backend with a tiny single-file SD 1.5 checkpoint (and a tiny upscaler for
+    tiled-refine), so the diffusion tasks run."""
+    from tests import diffusion_zoo
+
+    root = tmp_path_factory.mktemp("diffusion-models")
+    diffusion_zoo.sd15_checkpoint(root)
+    make_tiny_model(root / "upscale_models" / "tiny-x2.pth", 2)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A backend with no upscale model whose catalog is served by a local mirror."""
     from tests.model_mirror import download_server
@@ -99,6 +113,7 @@ def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
               denoise_server: fx.LiveServer, astronaut: np.ndarray, download_backend: Any,
+              diffusion_server: fx.LiveServer,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
@@ -113,6 +128,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "kill_pid": killable.proc.pid if killable.proc else None,
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
               "denoise_url": denoise_server.url, "download_url": download_backend.live.url,
+              "diffusion_url": diffusion_server.url,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
     (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
@@ -405,3 +421,33 @@ def test_a_missing_model_is_downloaded_then_used(krita_run) -> None:
     assert r["models_after"] == ["tiny-photo-x2"]
     assert r["upscale"]["status"] == "finished", r["upscale"]["error"]
     assert r["upscale"]["layer_name"] == "Upscale x2 - tiny-photo-x2"
+
+
+def test_refine_on_a_selection_in_krita(
+        krita_run, diffusion_server: fx.LiveServer) -> None:
+    """Diffusion refine from its task action on a selection: one layer over the selection,
+    redrawn inside, transparent outside; the seed and how far it moved in the message."""
+    r = scenario(krita_run, "refine_selection")
+    assert r["status"] == "finished", r["error"]
+    title = fx.task_title(diffusion_server.url, "refine")
+    assert r["layer_name"] == f"{title} selection - tiny-sd15"
+    assert r["layers"] == ["Background", r["layer_name"]] and r["doc_size"] == [64, 64]
+    assert "Seed " in r["stage"] and "Moved from the input: PSNR" in r["stage"]
+    layer = raw(krita_run, r["layer_file"], 64, 64, 4)
+    x, y, w, h = r["selection"]
+    outside = np.ones((64, 64), bool)
+    outside[y:y + h, x:x + w] = False
+    assert (layer[..., 3][outside] == 0).all()  # transparent outside the selection
+    inside = layer[y + 4:y + h - 4, x + 4:x + w - 4]
+    assert (inside[..., 3] == 255).all()
+    source = raw(krita_run, r["source_file"], 64, 64, 4)
+    assert not np.array_equal(inside[..., :3], source[y + 4:y + h - 4, x + 4:x + w - 4, :3])
+    assert r["step_seen"]  # progress said "step n of m"
+
+
+def test_tiled_refine_upscales_the_image_in_krita(krita_run,
+                                                 diffusion_server: fx.LiveServer) -> None:
+    r = scenario(krita_run, "tiled_refine_whole")
+    assert r["status"] == "finished", r["error"]
+    title = fx.task_title(diffusion_server.url, "tiled-refine")
+    assert r["doc_size"] == [96, 96] and r["layer_name"] == f"{title} x2 - tiny-sd15"

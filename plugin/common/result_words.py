@@ -1,0 +1,29 @@
+"""What a finished job says besides its layer: the seed that reproduces it and, for a task
+that redraws (diffusion), how far the result moved from the input, so an artist sees at once
+whether a refine stayed faithful. Both editors show these words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the PSNR the backend reports for an unchanged image
+IDENTICAL_DB = 99.0
+
+
+def result_notes(details: dict[str, Any]) -> list[str]:
+    """Short sentences from a result's details; empty when it reports neither."""
+    notes = []
+    seed = details.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        notes.append(f"Seed {seed}.")
+    fidelity = details.get("fidelity")
+    if isinstance(fidelity, dict) and "psnr_db" in fidelity:
+        psnr = float(fidelity["psnr_db"])
+        changed = float(fidelity.get("changed_share", 0.0)) * 100
+        if psnr >= IDENTICAL_DB:
+            notes.append("Identical to the input.")
+        else:
+            notes.append(f"Moved from the input: PSNR {psnr:.1f} dB, SSIM "
+                         f"{float(fidelity.get('ssim', 0.0)):.3f}, {changed:.1f}% of pixels "
+                         "changed.")
+    return notes

@@ -1,0 +1,18 @@
+"""The words a finished job adds to "Added '...'": the seed and how far it moved."""
+
+from __future__ import annotations
+
+from plugin.common.result_words import result_notes
+
+
+def test_seed_and_fidelity_in_words() -> None:
+    notes = result_notes({"seed": 1234, "fidelity": {"psnr_db": 31.234, "ssim": 0.9512,
+                                                     "changed_share": 0.1234}})
+    assert notes == ["Seed 1234.", "Moved from the input: PSNR 31.2 dB, SSIM 0.951, 12.3% of "
+                     "pixels changed."]
+
+
+def test_identical_and_nothing_to_say() -> None:
+    assert result_notes({"fidelity": {"psnr_db": 99.0, "ssim": 1.0, "changed_share": 0.0}}) \
+        == ["Identical to the input."]
+    assert result_notes({"faces": 2}) == [] and result_notes({"seed": True}) == []
