@@ -334,3 +334,30 @@ def task_title(url: str, task: str) -> str:
     """A task's title as the server gives it (layer names start with it)."""
     tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
     return next(t["title"] for t in tasks if t["task"] == task)
+
+
+GROUP_ORDER = ("upscale", "restore", "enhance", "edit")
+
+
+def offered_groups(url: str) -> list[tuple[str, list[str]]]:
+    """The offered tasks' titles by group, groups in the editors' order, tasks in the
+    server's order within each."""
+    tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
+    groups: dict[str, list[str]] = {}
+    for t in tasks:
+        if t["available"] or t["needs_model"]:
+            groups.setdefault(t["group"], []).append(t["title"])
+    order = sorted(groups, key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 9, g))
+    return [(g, groups[g]) for g in order]
+
+
+def grouped_titles(url: str) -> list[str]:
+    """The offered tasks' titles in the editors' grouped order."""
+    return [title for _, titles in offered_groups(url) for title in titles]
+
+
+def grouped_ids(url: str) -> list[str]:
+    """The offered tasks' ids in the editors' grouped order."""
+    tasks = httpx.get(f"{url}/v1/tasks", timeout=10).json()
+    by_title = {t["title"]: t["task"] for t in tasks}
+    return [by_title[title] for title in grouped_titles(url)]

@@ -279,3 +279,31 @@ def fetch_catalog(client: Client) -> Catalog:
     thread)."""
     health = client.connect()
     return Catalog(health, client.tasks(), client.models(), client.catalog_models())
+
+
+#: how the editors group tasks, in this order, and what each group means for the picture
+GROUPS = (
+    ("upscale", "Make bigger", "Enlarges the image."),
+    ("restore", "Restore", "Keeps the original and repairs it."),
+    ("enhance", "Enhance", "Redraws details with a diffusion model: it can change them."),
+    ("edit", "Edit by instruction", "Changes the image as a sentence says."),
+)
+
+
+def group_words(group: str) -> tuple[str, str]:
+    """A group's name and what it means, for a header or a tooltip."""
+    for key, name, meaning in GROUPS:
+        if key == group:
+            return name, meaning
+    return group.capitalize(), ""
+
+
+def grouped(tasks: list[TaskInfo]) -> list[tuple[str, list[TaskInfo]]]:
+    """Tasks by group (restore keeps the original, enhance redraws), groups in GROUPS' order
+    and unknown ones after; within a group, the order given."""
+    keys = [key for key, _, _ in GROUPS]
+    groups: dict[str, list[TaskInfo]] = {}
+    for task in tasks:
+        groups.setdefault(task.group, []).append(task)
+    order = sorted(groups, key=lambda g: (keys.index(g) if g in keys else len(keys), g))
+    return [(g, groups[g]) for g in order]

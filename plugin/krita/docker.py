@@ -25,6 +25,8 @@ from ..common.catalog import (
     apply_preset,
     consent_question,
     describe_download,
+    group_words,
+    grouped,
     licence_needs_consent,
     model_label,
     param_label,
@@ -289,21 +291,42 @@ class RestoraDocker(DockWidget):
                                           else Qt.ArrowType.RightArrow)
 
     def _fill_tasks(self) -> None:
+        """The tasks by group (make bigger, restore, enhance...), a separator between
+        groups; each task's help, and what its group means, as its tooltip."""
         tasks = self.controller.known_tasks()
-        items = [(t.title or t.task, t.task) for t in tasks]
+        items: list[tuple[str, str | None]] = []
+        tips: list[str] = []
+        for group, members in grouped(tasks):
+            if items:
+                items.append(("", None))  # a separator
+                tips.append("")
+            name, meaning = group_words(group)
+            for info in members:
+                items.append((info.title or info.task, info.task))
+                tips.append(f"{name}: {meaning} {info.help}".strip())
         current = self.controller.settings.task
         if current and current not in [task for _, task in items]:
             items.append((current, current))  # the saved choice, until the backend answers
-        if [(self.task.itemText(i), self.task.itemData(i))
-                for i in range(self.task.count())] != items:
+            tips.append("")
+        shown = [(self.task.itemText(i), self.task.itemData(i)) for i in range(self.task.count())]
+        if shown != items:
             self.task.clear()
-            for title, task in items:
+            for i, (title, task) in enumerate(items):
+                if task is None:
+                    self.task.insertSeparator(self.task.count())
+                    continue
                 self.task.addItem(title, task)
-            for i, info in enumerate(tasks):
-                self.task.setItemData(i, info.help, Qt.ItemDataRole.ToolTipRole)
+                self.task.setItemData(self.task.count() - 1, tips[i],
+                                      Qt.ItemDataRole.ToolTipRole)
         self.task.setCurrentIndex(max(self.task.findData(current), 0))
         info = self.controller.task_info(self._current_task())
-        self.task_help.setText(info.help if info is not None else "")
+        if info is not None:
+            # whether it keeps the original or redraws is what artists ask first
+            _name, meaning = group_words(info.group)
+            extra = f" <i>{meaning}</i>" if info.group in ("restore", "enhance") else ""
+            self.task_help.setText(f"{info.help}{extra}")
+        else:
+            self.task_help.setText("")
         self.task_help.setVisible(bool(self.task_help.text()))
 
     def _fill_presets(self) -> None:

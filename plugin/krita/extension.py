@@ -14,7 +14,7 @@ from typing import Any
 
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
-from ..common.catalog import task_action_id, task_title
+from ..common.catalog import grouped, task_action_id, task_title
 from ..shared.protocol import TaskInfo
 from . import actions
 from .docker import RestoraDocker
@@ -30,8 +30,9 @@ Create = Callable[[str, str], QAction]
 
 
 class TaskMenu:
-    """Tools > Restora: one entry per task offered, then the chosen task on the selection or
-    the whole image, then Cancel. `create(id, text)` makes an action in the window."""
+    """Tools > Restora: one entry per task offered, by group (make bigger, restore, enhance),
+    then the chosen task on the selection or the whole image, then Cancel. `create(id, text)`
+    makes an action in the window."""
 
     def __init__(self, menu: Any, create: Create) -> None:
         self.menu = menu
@@ -59,12 +60,15 @@ class TaskMenu:
                                      == task_title(t) for t in tasks):
             return
         self.menu.clear()
-        for info in tasks:
-            action = self._action(task_action_id(info.task), task_title(info),
-                                  lambda task=info.task: actions.run_task(task))
-            action.setToolTip(info.help)
-            action.setVisible(True)
-            self.menu.addAction(action)
+        for i, (_group, members) in enumerate(grouped(tasks)):
+            if i:
+                self.menu.addSeparator()  # make bigger | restore | enhance (redraws) | edit
+            for info in members:
+                action = self._action(task_action_id(info.task), task_title(info),
+                                      lambda task=info.task: actions.run_task(task))
+                action.setToolTip(info.help)
+                action.setVisible(True)
+                self.menu.addAction(action)
         for action_id, action in self._actions.items():
             if action_id.startswith("restora_task_") and action not in self.menu.actions():
                 action.setVisible(False)  # not offered now: kept for its shortcut

@@ -108,7 +108,10 @@ def main() -> None:
             if a.isVisible() and not a.isSeparator()],
         "connected": controller.connection.connected, "labels": labels,
         "models": [docker.model.itemText(i) for i in range(docker.model.count())],
-        "tasks": [docker.task.itemText(i) for i in range(docker.task.count())],
+        "tasks": [docker.task.itemText(i) for i in range(docker.task.count())
+                  if docker.task.itemData(i)],
+        "separators": sum(1 for i in range(docker.task.count())
+                          if not docker.task.itemData(i)),
         "upscale_form": upscale_form, "advanced_folded": advanced_folded,
         "split_model_shown": split_model_shown,
         "cached_tasks": [t["task"] for t in json.loads(krita.Krita.instance().readSetting(

@@ -50,8 +50,12 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert "restora_task_denoise" in r["actions"]
     offered = fx.offered_titles(server.url)
     assert offered[:3] == ["Upscale", "Restore faces", "Denoise"] and "Split (test)" in offered
-    assert r["menu"] == [*offered, "Restore selection", "Whole image", "Cancel Restora job"]
-    assert r["tasks"] == offered
+    assert r["menu"] == [*fx.grouped_titles(server.url), "Restore selection", "Whole image",
+                         "Cancel Restora job"]  # by group: make bigger, restore, enhance
+    # the docker groups them: make bigger, restore (keeps the original), enhance (redraws)
+    groups = fx.offered_groups(server.url)
+    assert r["tasks"] == [title for _, titles in groups for title in titles]
+    assert r["separators"] == len(groups) - 1
     assert r["cached_tasks"][:3] == ["upscale", "face-restore", "denoise"]  # for the next start
     # friendly names that never contradict the scale; "Recommended" is the backend's default
     assert r["models"] == ["Recommended: tiny-x2", "tiny-x2", "tiny-x4"]

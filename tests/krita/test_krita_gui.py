@@ -112,7 +112,8 @@ def test_menu_actions_and_docker(gui: dict[str, Any], server: fx.LiveServer) -> 
     # Restore faces has no model on this backend: offered, to say what to get
     offered = fx.offered_titles(server.url)
     assert offered[:3] == ["Upscale", "Restore faces", "Denoise"] and "Split (test)" in offered
-    assert visible == [*offered, "Restore selection", "Whole image", "Cancel Restora job"]
+    assert visible == [*fx.grouped_titles(server.url), "Restore selection", "Whole image",
+                       "Cancel Restora job"]
     assert all(gui["actions"].values())  # registered with Krita: shortcuts can be assigned
     assert gui["connected"] and gui["docker"]
     assert any(t.startswith("Ready on ") for t in gui["docker_labels_connected"])
