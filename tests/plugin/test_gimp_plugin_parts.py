@@ -1,6 +1,7 @@
-"""The GIMP plug-in's standard-library parts, without GIMP: its procedures and arguments, how
-arguments become settings, the option form, the shared settings file, and the installer's
-build (a self-contained folder that imports with a bare Python and no numpy or torch).
+"""The GIMP plug-in's standard-library parts, without GIMP: its procedures, their menu order and
+arguments, how arguments become settings, the option form, the shared settings file, and the
+installer's build (a self-contained folder
+that imports with a bare Python and no numpy or torch).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import pytest
 from plugin.common.settings import DEFAULT_URL, Settings
 from plugin.gimp import option_form, store
 from plugin.gimp.procedures import (
+    MENU_PATH,
     TASK_ARGUMENTS,
     Action,
     BadArgument,
+    backend_address,
     build_settings,
     procedure_name,
     procedures,
     spec_for,
+    stored_connection,
     task_of,
 )
 from shared.protocol import ParamInfo, TaskInfo
@@ -35,7 +39,10 @@ import gimp_plugin as installer  # noqa: E402
 TASKS = [
     TaskInfo("denoise", True, title="Denoise", order=30),
     TaskInfo("upscale", True, title="Upscale", order=10, resizes=True),
-    TaskInfo("face-restore", False, title="Restore faces", order=20),
+    # only lacks a model: offered, and its dialog says what is missing
+    TaskInfo("face-restore", False, title="Restore faces", order=20, needs_model=True),
+    # lacks a package (or a newer backend): not offered
+    TaskInfo("refine", False, title="Refine (diffusion)", order=50),
     TaskInfo("test-split", True, title="Split (test)", order=901),
 ]
 PROCEDURES = procedures(TASKS)
@@ -48,29 +55,47 @@ RESTORE = spec_for("restora-restore-selection", TASKS)
 
 def test_procedures_come_from_the_task_list_in_order() -> None:
     assert [(spec.name, spec.title) for spec in PROCEDURES] == [
-        ("restora-restore-selection", "Restore selection"),
         ("restora-upscale-image", "Upscale"),  # the name scripts know
+        ("restora-face-restore", "Restore faces"),
         ("restora-denoise", "Denoise"),
         ("restora-test-split", "Split (test)"),
-    ]  # face-restore is not available: not registered
+        ("restora-restore-selection", "Restore selection"),
+        ("restora-settings", "Settings"),
+    ]  # refine cannot run (no model would help): not registered
     assert UPSCALE.action == Action.TASK and UPSCALE.task == "upscale"
     assert RESTORE.action == Action.RESTORE and RESTORE.task == ""
     assert procedure_name("face-restore") == "restora-face-restore"
     assert task_of("restora-upscale-image") == "upscale"
     assert task_of("restora-restore-selection") is None and task_of("gimp-x") is None
+    assert task_of("restora-settings") is None
     # a task gone from the cache since GIMP started still has its procedure's spec
-    gone = spec_for("restora-face-restore", [])
-    assert gone.task == "face-restore" and gone.title == "Face restore"
-    assert procedures([]) == [RESTORE]  # nothing cached yet: Restore selection alone
+    gone = spec_for("restora-colorize", [])
+    assert gone.task == "colorize" and gone.title == "Colorize"
+    # nothing cached yet: Restore selection and Settings
+    assert [s.name for s in procedures([])] == ["restora-restore-selection", "restora-settings"]
     with pytest.raises(KeyError):
         spec_for("restora-restore-selection-x!", TASKS)
+
+
+def test_menu_paths_keep_the_backends_order() -> None:
+    """GIMP sorts a menu by path, label and name; the path's section keeps this order."""
+    paths = [spec.menu_path for spec in PROCEDURES]
+    assert paths == [f"{MENU_PATH}/[{i:03d}]" for i in range(len(PROCEDURES))]
+    keys = [f"{spec.menu_path}/{spec.menu_label}{spec.name}" for spec in PROCEDURES]
+    assert sorted(keys) == keys  # GIMP's sort key (app/menus/plug-in-menus.c), already sorted
+    labels = [spec.menu_label for spec in PROCEDURES]
+    assert sorted(labels) != labels  # the labels alone would put Upscale near the end
+    assert all(not label[0].isdigit() for label in labels)  # no order in the labels
+    assert spec_for("restora-denoise", TASKS).menu_path == PROCEDURES[2].menu_path
 
 
 def test_arguments_are_well_formed() -> None:
     for spec in PROCEDURES:
         arg_names = [a.name for a in spec.arguments]
         assert len(arg_names) == len(set(arg_names)), spec.name
-        assert {"model", "options", "backend-url", "token"} <= set(arg_names), spec.name
+        assert {"backend-url", "token"} <= set(arg_names), spec.name
+        if spec.action != Action.SETTINGS:
+            assert {"model", "options"} <= set(arg_names), spec.name
         if spec.action == Action.TASK:  # the same for every task: GIMP checks them
             assert spec.arguments == TASK_ARGUMENTS
         for arg in spec.arguments:
@@ -118,10 +143,24 @@ def test_address_comes_from_argument_then_environment_then_stored() -> None:
     assert settings.backend_url == DEFAULT_URL and settings.token == ""
 
 
+def test_settings_arguments_replace_only_what_is_given() -> None:
+    stored = Settings(backend_url="http://10.0.0.2:8765", token="kept")
+    assert stored_connection(stored, {"backend-url": "", "token": ""}) == Settings(
+        backend_url="http://10.0.0.2:8765", token="kept")
+    changed = stored_connection(stored, {"backend-url": "box.lan:9000", "token": "new"})
+    assert (changed.backend_url, changed.token) == ("http://box.lan:9000", "new")
+    with pytest.raises(BadArgument, match="not a backend address"):
+        stored_connection(stored, {"backend-url": "my backend"})
+    assert backend_address("127.0.0.1:9999") == "http://127.0.0.1:9999"
+    assert backend_address("http://[::1]:8765") == "http://[::1]:8765"
+    assert backend_address("not an address!") is None and backend_address("ftp://x") is None
+
+
 @pytest.mark.parametrize(("spec", "values", "words"), [
     (UPSCALE, {"options": "{overlap: 8"}, "not valid JSON"),
     (UPSCALE, {"options": "[1, 2]"}, "JSON object"),
     (UPSCALE, {"backend-url": "ftp://x"}, "not a backend address"),
+    (UPSCALE, {"backend-url": "http://a b:1"}, "not a backend address"),
     (RESTORE, {"task": "Paint a cat!"}, "not a Restora task id"),
 ])
 def test_bad_arguments_are_named(spec, values, words) -> None:
@@ -235,7 +274,7 @@ def test_build_is_self_contained(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["2", "[]"]
+    assert done.stdout.split() == ["3", "[]"]  # upscale, Restore selection, Settings
 
 
 def test_install_replaces_and_uninstall_removes(tmp_path: Path) -> None:
