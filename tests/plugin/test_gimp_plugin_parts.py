@@ -1,6 +1,6 @@
 """The GIMP plug-in's standard-library parts, without GIMP: its procedures, their menu order and
-arguments, how arguments become settings, the option form, the shared settings file, and the
-installer's build (a self-contained folder
+arguments, how arguments become settings, the option form, the shared settings file, the words
+about the backend and the progress line, and the installer's build (a self-contained folder
 that imports with a bare Python and no numpy or torch).
 """
 
@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from plugin.common.catalog import Catalog
+from plugin.common.connection import ConnectionState
+from plugin.common.errors import BackendUnavailable, PluginError, ProtocolMismatch, Unauthorized
+from plugin.common.launcher import BackendNotInstalled, BackendStartFailed
 from plugin.common.settings import DEFAULT_URL, Settings
-from plugin.gimp import option_form, store
+from plugin.gimp import option_form, status, store
 from plugin.gimp.procedures import (
     MENU_PATH,
     TASK_ARGUMENTS,
@@ -30,7 +34,8 @@ from plugin.gimp.procedures import (
     stored_connection,
     task_of,
 )
-from shared.protocol import ParamInfo, TaskInfo
+from plugin.gimp.progress_text import ProgressText
+from shared.protocol import Health, ModelInfo, ParamInfo, TaskInfo
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "installer"))
@@ -230,6 +235,92 @@ def test_store_round_trip_keeps_only_shared_fields(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds a token
     path.write_text("{not json")
     assert store.load(str(path)) == Settings()
+
+
+# --- words about the backend, and the progress line ---
+
+LOCAL, REMOTE = "http://127.0.0.1:8765", "http://10.0.0.9:8765"
+DEVELOPER_WORDS = ("restora serve", "terminal", "backend.json", "--token", "installer/", "`")
+
+
+def artist_words(text: str) -> str:
+    for words in DEVELOPER_WORDS:
+        assert words not in text, text
+    return text
+
+
+def catalog(ready: bool = True) -> Catalog:
+    health = Health("ok", 2, "1.0", False, ready=ready, device="cuda", device_name="RTX 3060")
+    model = ModelInfo("x4", ["upscale"], "upscale_models", True)
+    return Catalog(health, TASKS, [model, ModelInfo("x2", ["upscale"], "u", True)])
+
+
+def test_status_line_in_plain_words() -> None:
+    line = status.connection_status(ConnectionState.CONNECTED, catalog(), None, LOCAL, False)
+    assert line.text == "Connected to Restora on RTX 3060 (2 models)." and line.connected
+    line = status.connection_status(ConnectionState.CONNECTED, catalog(False), None, LOCAL,
+                                    False)
+    assert "still getting ready" in line.text
+    assert status.connection_status(ConnectionState.CONNECTING, None, None, LOCAL,
+                                    False).text == "Looking for Restora's backend..."
+    down = BackendUnavailable.at(LOCAL)
+    line = status.connection_status(ConnectionState.DISCONNECTED, None, down, LOCAL, True)
+    # with Start backend beside it, the line says only what is the matter
+    assert line.text == "Restora's backend is not running." and line.can_start
+    line = status.connection_status(ConnectionState.DISCONNECTED, None, down, LOCAL, False)
+    assert not line.can_start and "Filters > Restora > Settings" in artist_words(line.text)
+    line = status.connection_status(ConnectionState.DISCONNECTED, None, down, REMOTE, True)
+    assert "10.0.0.9:8765" in line.text and "start it there" in artist_words(line.text)
+    assert not line.can_start  # not this computer's to start
+    assert status.connection_status(ConnectionState.DISCONNECTED, None, None, LOCAL, False,
+                                    starting=True).text.startswith("Starting Restora's")
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    (BackendUnavailable.at(LOCAL), "not running"),
+    (Unauthorized(f"The backend at {LOCAL} needs a token.", "Enter it (--token)."),
+     "needs an access token"),
+    (Unauthorized(f"The backend at {LOCAL} refused the token.", ""), "refused the access token"),
+    (ProtocolMismatch("Restora's backend 2.0 speaks protocol 3.",
+                      "Install the plug-in (installer/krita_plugin.py install)."),
+     "not a Restora backend this plug-in can work with"),
+    (BackendNotInstalled("... (the installer's backend.json was not found).", "..."),
+     "not installed on this computer"),
+    (BackendStartFailed("Restora's backend stopped at start (exit code 3).",
+                        "Read the log, or start `restora serve` in a terminal."),
+     "could not start"),
+])
+def test_errors_for_artists(error: PluginError, words: str) -> None:
+    said = status.for_artists(error, LOCAL)
+    assert type(said) is type(error) and words in said.message
+    artist_words(said.message)
+    if not isinstance(error, BackendStartFailed):  # its hint keeps what the backend said
+        artist_words(said.hint)
+    other = PluginError("The model ran out of memory.", "Try a smaller tile.")
+    assert status.for_artists(other, LOCAL) is other  # the backend's own words stay
+
+
+def test_missing_model_words() -> None:
+    assert status.missing_model(TASKS[2]) == (
+        "Restore faces needs a model, and none is installed yet.")
+
+
+def test_progress_line_says_the_stage_and_the_time() -> None:
+    clock = [100.0]
+    text = ProgressText("Restora: Upscale", now=lambda: clock[0])
+    assert text.update(-1.0, "connecting to the backend") == (
+        "Restora: Upscale \u00b7 connecting to the backend \u00b7 0:00 elapsed")
+    assert text.tick() is None  # nothing new to show
+    clock[0] += 2
+    assert text.update(0.1, "upscaling: step 1 of 10") == (
+        "Restora: Upscale \u00b7 upscaling: step 1 of 10 \u00b7 0:02 elapsed")
+    clock[0] += 4
+    line = text.update(0.3, "upscaling: step 3 of 10")
+    assert line is not None and "step 3 of 10" in line
+    assert line.endswith("0:06 elapsed, about 0:14 left")  # 0.2 in 4 s: 0.7 in 14 s
+    clock[0] += 1
+    assert text.tick() == line.replace("0:06 elapsed, about 0:14 left",
+                                       "0:07 elapsed, about 0:13 left")
 
 
 # --- the installer ---
