@@ -62,6 +62,7 @@ class BackendStatus:
             self.check.connect("clicked", lambda _b: on_check())
             self.widget.pack_start(self.check, False, False, 0)
         self._timer = 0
+        self._stopped = False
         self.widget.connect("destroy", lambda _w: self.stop())
 
     def begin(self) -> None:
@@ -92,6 +93,9 @@ class BackendStatus:
             self._changed()
 
     def stop(self) -> None:
+        """No more tries, and no more updates: an answer that arrives after the dialog has
+        closed has no widgets left to show it in."""
+        self._stopped = True
         if self._timer:
             GLib.source_remove(self._timer)
             self._timer = 0
@@ -108,6 +112,8 @@ class BackendStatus:
         return True  # until stop()
 
     def _changed(self) -> None:
+        if self._stopped:
+            return
         connection = self.connection
         can_start = (not self.launcher.busy and autostart_available(connection.client.url))
         detail = connection.client.url

@@ -29,7 +29,9 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 from ..common import task_cache  # noqa: E402
+from ..common.catalog import fetch_catalog  # noqa: E402
 from ..common.client import Client  # noqa: E402
+from ..common.connection import ConnectionState  # noqa: E402
 from ..common.errors import JobCancelled, NothingFound, PluginError  # noqa: E402
 from ..common.settings import Settings  # noqa: E402
 from ..shared.protocol import TaskInfo  # noqa: E402
@@ -143,7 +145,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
         traceback.print_exc(file=sys.stderr)
         return _failure(procedure, PluginError(
             f"The Restora plug-in failed unexpectedly: {exc!r}.",
-            "This is a bug in the plug-in; please report it with GIMP's terminal output."),
+            "This is a bug in the plug-in; please report it, saying what you did."),
             by_person, _run_url(config))
     if editor is None:  # the dialog was cancelled
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
@@ -263,9 +265,6 @@ def run_settings(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig,
 
 def backend_line(settings: Settings) -> str:
     """One line about the backend at these settings, as the dialogs word it."""
-    from ..common.catalog import fetch_catalog
-    from ..common.connection import ConnectionState
-
     url = settings.backend_url
     try:
         catalog = fetch_catalog(Client(url, settings.token, timeout=START_CONTACT_TIMEOUT))
