@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -39,12 +40,20 @@ from .procedures import Action
 
 #: how often the waiting thread looks up when no callback arrives
 _POLL_SECONDS = 0.1
+#: how often a sink that shows the time hears that time has passed
+_TICK_SECONDS = 1.0
 
 
 class ProgressSink(Protocol):
     def progress(self, fraction: float, stage: str) -> None:
         """fraction in 0..1, or negative while it is unknown."""
         ...
+
+
+def _ticker(sink: ProgressSink) -> Callable[[], None]:
+    """The sink's `tick()` (time passed without news), if it has one."""
+    tick = getattr(sink, "tick", None)
+    return tick if callable(tick) else (lambda: None)
 
 
 class _Listener:
@@ -124,12 +133,16 @@ def run_job(client: Client, job: JobInput, sink: ProgressSink, guard: bool = Tru
     calls: queue.Queue[Callable[[], None]] = queue.Queue()
     runner = JobRunner(client, job, _Listener(sink), dispatch=calls.put)
     watchdog = CancelGuard.start(client.url, client.token, runner.job_id) if guard else None
+    tick, ticked = _ticker(sink), time.monotonic()
     try:
         runner.start()
         if on_start is not None:
             on_start(runner)
         # the runner queues its last callback before it counts as done: drain until both
         while not (runner.done and calls.empty()):
+            if time.monotonic() - ticked >= _TICK_SECONDS:
+                tick()  # a long tile or model load sends nothing: the clock still moves
+                ticked = time.monotonic()
             try:
                 calls.get(timeout=_POLL_SECONDS)()
             except queue.Empty:

@@ -2,8 +2,8 @@
 
 Typed values in and out, and the `options` argument (a JSON object) as the meeting point: the
 form starts from it and writes back only what differs from the backend's default, so a
-default the backend changes later still applies. Standard library only; dialog.py draws it
-with GTK widgets from what this module works out (ranges, steps, digits, choices).
+default the backend changes later still applies. Standard library only; option_widgets.py
+draws it with GTK widgets from what this module works out (ranges, steps, digits, choices).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The settings Restora's GIMP procedures share, in one small JSON file in GIMP's folder.
 
 GIMP remembers each procedure's last argument values by itself; this file only carries what
-every procedure should agree on (the backend's address and token), so an address typed in one
-dialog is the next dialog's default. A missing or broken file gives the defaults.
+every procedure should agree on (the backend's address and token). Filters > Restora >
+Settings writes it, every procedure reads it; it is kept out of GIMP's remembered values,
+which GIMP writes in plain text for every procedure. A missing or broken file gives the
+defaults.
 """
 
 from __future__ import annotations

@@ -327,7 +327,8 @@ def procedures():
     """What GIMP registered at its start, from the backend's task list."""
     pdb = Gimp.get_pdb()
     names = ["restora-restore-selection", "restora-upscale-image", "restora-face-restore",
-             "restora-denoise", "restora-test-split", "restora-upscale", "restora-colorize"]
+             "restora-denoise", "restora-test-split", "restora-upscale", "restora-colorize",
+             "restora-settings"]
     found = {name: pdb.lookup_procedure(name) for name in names}
     return {"labels": {n: p.get_menu_label() for n, p in found.items() if p is not None},
             "missing": [n for n, p in found.items() if p is None]}

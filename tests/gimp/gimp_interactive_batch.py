@@ -1,6 +1,7 @@
 """Batch Python run inside real GIMP 3 on an X display by tests/gimp/test_gimp_dialog.py: Restora's
 procedures run INTERACTIVE, as from the menu. The plug-in shows its own dialog and message box;
-the test answers them from the host with key presses. Records how each call ended.
+the test answers them from the host with key presses. Records how each call ended. The backend's
+address comes from RESTORA_URL, as Settings' would for a person.
 """
 
 import json
@@ -12,7 +13,6 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
-URL = os.environ["RESTORA_E2E_URL"]
 MODEL = os.environ["RESTORA_E2E_MODEL"]
 results = {}
 
@@ -36,7 +36,7 @@ def interactive(image, layer):
     config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
-    config.set_property("backend-url", URL)
+    config.set_property("backend-url", "http://127.0.0.1:1")  # a script's: not for a person
     config.set_property("model", MODEL)
     result = proc.run(config)
     return {"status": result.index(0).value_nick,
@@ -48,16 +48,21 @@ image, layer = make_image(48, 40)
 image.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 8, 20, 16)
 results["ok"] = interactive(image, layer)
 image.delete()
-path = os.path.join(Gimp.directory(), "restora-settings.json")
-results["settings_file"] = None
-if os.path.exists(path):
-    with open(path) as f:
-        results["settings_file"] = json.load(f)
 
 # 2. nothing selected: after OK, the plug-in's own message box, then CANCEL (already told)
 image, layer = make_image(16, 16)
 results["error"] = interactive(image, layer)
 image.delete()
+
+# 3. Settings, with no image: its dialog, OK as it is; it stores what it showed
+proc = Gimp.get_pdb().lookup_procedure("restora-settings")
+config = proc.create_config()
+config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+result = proc.run(config)
+with open(os.path.join(Gimp.directory(), "restora-settings.json")) as f:
+    stored = json.loads(json.load(f)["backend_url"])
+results["settings"] = {"status": result.index(0).value_nick, "url": result.index(1),
+                       "stored": stored}
 
 with open(os.environ["RESTORA_E2E_OUT"], "w") as f:
     json.dump(results, f, indent=1, sort_keys=True)

@@ -8,12 +8,14 @@ GIMP the tests fail, saying why: they are how we know the plug-in works.
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,16 +72,18 @@ class GimpHome:
         return self.on_host / ".config" / "GIMP" / "3.0" / "plug-ins"
 
     def batch(self, script: Path, env: dict[str, str], out_name: str, timeout: float = 240,
-              display: str | None = None) -> dict[str, Any]:
-        """Run `script` in gimp-console-3.0's batch mode; returns the JSON it wrote."""
+              display: str | None = None, gui: bool = False) -> dict[str, Any]:
+        """Run `script` in GIMP's batch mode; returns the JSON it wrote. `gui`: the whole GIMP
+        (its windows and menus on `display`) instead of gimp-console-3.0."""
         out = self.on_host / out_name
         out.unlink(missing_ok=True)
         inner_env = {**env, "RESTORA_E2E_OUT": f"{self.inside}/{out_name}"}
         if display:
             inner_env["DISPLAY"] = display
+        program = ["gimp-3.0", "--no-splash"] if gui else ["gimp-console-3.0", "-i"]
         command = ["bash", str(EDITORS / "gimp_run.sh"), str(self.root), "env",
                    *(f"{k}={v}" for k, v in inner_env.items()),
-                   "gimp-console-3.0", "-i", "-n", "--batch-interpreter", "python-fu-eval",
+                   *program, "-n", "--batch-interpreter", "python-fu-eval",
                    "-b", "-", "--quit"]
         with open(script, "rb") as stdin:
             done = subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout,
@@ -92,6 +96,33 @@ class GimpHome:
         results = json.loads(out.read_text())
         results["_log"] = log
         return results
+
+
+@contextmanager
+def virtual_display(size: tuple[int, int]) -> Iterator[str]:
+    """An Xvfb display of `size` (the chroot reaches its abstract socket: a chroot shares the
+    host's network namespace); its name, e.g. ":90"."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None or ctypes.util.find_library("Xtst") is None:
+        pytest.fail("Xvfb or libXtst is missing (apt-get install xvfb libxtst6; tests/run.sh "
+                    "installs them): GIMP's windows need a display, and tests press keys "
+                    "through XTEST", pytrace=False)
+    number = next(n for n in range(90, 200)
+                  if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock")
+                  .exists())
+    server = subprocess.Popen([xvfb, f":{number}", "-screen", "0", f"{size[0]}x{size[1]}x24",
+                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("Xvfb did not start")
+            time.sleep(0.05)
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import pytest
 from plugin.common import task_cache
 from plugin.common.errors import BackendUnavailable, NothingSelected, PluginError
 from plugin.common.settings import Settings
+from plugin.gimp import flow
 from plugin.gimp.flow import run_action
 from plugin.gimp.procedures import Action, build_settings, spec_for
 from shared.geometry import Bounds
@@ -70,6 +71,31 @@ def test_restore_selection_on_the_calling_thread(server: fx.LiveServer) -> None:
     assert alpha[selected(48, 64, (20, 12, 24, 16)) == 0].max() == 0
     assert alpha[24, 32] == 255
     assert [e[0] for e in editor.log] == ["add_layer", "undo_group"]
+
+
+class TickingSink(Sink):
+    """A sink that shows the time, as GIMP's progress line does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        self.threads.add(threading.current_thread().name)
+
+
+def test_waiting_moves_the_clock_on_the_calling_thread(server: fx.LiveServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flow, "_TICK_SECONDS", 0.05)  # the job's seconds are few here
+    editor = FakeEditor(checker(width=64, height=48))
+    settings, task = settings_for(server.url, "restora-test-slow-upscale", model="tiny-x2",
+                                  options='{"tile": 16, "overlap": 8}')
+    sink = TickingSink()
+    run_action(Action.TASK, editor, settings, task, sink)
+    assert sink.ticks >= 1  # between the backend's reports the elapsed time still moves
+    assert sink.threads == {threading.current_thread().name}
+    assert any(0 < fraction < 1 for fraction, _ in sink.calls), sink.calls
 
 
 def test_upscale_scales_the_document_in_one_undo_group(server: fx.LiveServer) -> None:
