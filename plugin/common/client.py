@@ -107,14 +107,14 @@ class Client:
             raise ProtocolMismatch(
                 f"Restora's backend {health.version} speaks protocol {health.protocol_version}, "
                 f"this plug-in speaks protocol {PROTOCOL_VERSION}.",
-                "Install the plug-in that comes with the backend (installer/krita_plugin.py "
-                "install)." if newer else "Update the backend to the plug-in's version.")
+                "Update the plug-in: Restora's installer installs the one that matches the "
+                "backend." if newer else "Update the backend to the plug-in's version.")
         if health.auth_required and health.instance is None:
             if self.token:
                 raise Unauthorized(f"The backend at {self.url} refused the token.",
-                                   "Enter the token the backend was started with (--token).")
+                                   "Enter the backend's token in Restora's settings.")
             raise Unauthorized(f"The backend at {self.url} needs a token.",
-                               "Enter the token it was started with (--token) in the settings.")
+                               "Enter the backend's token in Restora's settings.")
         return health
 
     def tasks(self) -> list[TaskInfo]:
@@ -149,8 +149,8 @@ class Client:
                 raise ServerError(
                     f"The backend at {self.url} cannot download models; it is older than "
                     "this plug-in.",
-                    f"Update the backend, or run `restora models download {name}` and "
-                    "restart it.", code="not_found", status=404) from None
+                    "Update the backend with Restora's installer.", code="not_found",
+                    status=404) from None
             raise
 
     def download_status(self, download_id: str) -> DownloadInfo:

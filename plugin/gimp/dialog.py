@@ -13,6 +13,7 @@ procedure. What the dialog shows lands in the `task`, `model`, `options`, `feath
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import gi
@@ -22,8 +23,21 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
 
-from ..common.catalog import MASK_IGNORED, Catalog, applies, ordered, task_title  # noqa: E402
+from ..common.catalog import (  # noqa: E402
+    MASK_IGNORED,
+    Catalog,
+    applies,
+    apply_preset,
+    consent_question,
+    describe_download,
+    licence_needs_consent,
+    model_label,
+    ordered,
+    size_text,
+    task_title,
+)
 from ..common.connection import Connection  # noqa: E402
+from ..common.downloads import DownloadRunner  # noqa: E402
 from ..common.errors import PluginError  # noqa: E402
 from ..common.settings import SIZE_PARAMS, Settings  # noqa: E402
 from ..shared.protocol import ParamInfo, TaskInfo  # noqa: E402
@@ -42,7 +56,7 @@ from .procedures import (  # noqa: E402
     offered,
 )
 from .status import missing_model  # noqa: E402
-from .ui import dim, start_ui, ui_available  # noqa: E402
+from .ui import dim, on_ui_thread, start_ui, ui_available  # noqa: E402
 
 #: arguments drawn by this module instead of GimpUi's generated widgets
 OWN_WIDGETS = ("task", "model", "options", "feather", "padding")
@@ -58,7 +72,7 @@ def _grid() -> Gtk.Grid:
 
 def missing_model_row(info: TaskInfo) -> tuple[Gtk.Box, Gtk.Box]:
     """What a task that still needs a model says, in plain words, and a box for actions on it
-    (a Download... button belongs there once the backend can fetch models)."""
+    (the Download... button)."""
     row = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=2)
     line = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
     icon = Gtk.Image.new_from_icon_name("dialog-warning", Gtk.IconSize.BUTTON)
@@ -69,7 +83,8 @@ def missing_model_row(info: TaskInfo) -> tuple[Gtk.Box, Gtk.Box]:
     line.pack_start(text, True, True, 0)
     line.pack_start(actions, False, False, 0)
     row.pack_start(line, False, False, 0)
-    row.pack_start(dim("Once one is added to Restora, this command runs."), False, False, 0)
+    row.pack_start(dim("Download the recommended one here, or add one to Restora's models "
+                       "folder; then this command runs."), False, False, 0)
     # the backend's advice names its folders and commands: there for whoever installs models
     row.set_tooltip_text(info.hint or None)
     return row, actions
@@ -88,6 +103,8 @@ class RestoraDialog:
         self._form_key: tuple[str, tuple[str, ...]] | None = None
         self._filling = False
         self.labels = Gtk.SizeGroup(mode=Gtk.SizeGroupMode.HORIZONTAL)
+        #: answers the licence question instead of a message box (for tests)
+        self.answer: Callable[[str], bool] | None = None
 
         self.backend = BackendStatus(connection.backend_url, connection.token,
                                      on_change=lambda _c: self._show_catalog(),
@@ -103,6 +120,13 @@ class RestoraDialog:
         self.models.set_tooltip_text(MODEL_TIP)
         self.models.connect("changed", lambda _combo: self._model_changed())
         self.model_row = self._attach(self.head_grid, 1, "_Model", self.models)
+        self.presets = Gtk.ComboBoxText(hexpand=True)
+        self.presets.set_tooltip_text("Set several options at once for a kind of picture")
+        self.presets.connect("changed", lambda _combo: self._preset_chosen())
+        self.preset_row = self._attach(self.head_grid, 2, "_Preset", self.presets)
+        self.download: DownloadRunner | None = None
+        self.download_bar: Gtk.ProgressBar | None = None
+        self.download_text: Gtk.Label | None = None
 
         self.options_grid = _grid()
         self.advanced = Gtk.Expander(label="Advanced")
@@ -263,6 +287,7 @@ class RestoraDialog:
             self.tasks.set_active_id(self._task())
         task = self._task()
         self._fill_models(catalog, task)
+        self._fill_presets(catalog, task)
         self._filling = False
         info = self._info()
         self._show_missing(catalog, info)
@@ -280,33 +305,140 @@ class RestoraDialog:
         return info is not None and info.available
 
     def _fill_models(self, catalog: Catalog | None, task: str) -> None:
-        names = [m.name for m in catalog.models_for(task)] if catalog is not None else []
+        """Models by what they are (a friendly name, what they are good at, the scale); the
+        first entry is the backend's choice."""
+        models = catalog.models_for(task) if catalog is not None else []
+        names = [m.name for m in models]
         chosen = self.config.get_property("model") or ""
-        default = catalog.default_model(task) if catalog is not None else None
+        default = catalog.model_info(catalog.default_model(task)) if catalog is not None else None
         self.models.remove_all()
-        self.models.append("", f"Default ({default})" if default else "Default")
-        for name in names:
-            self.models.append(name, name)
+        self.models.append("", f"Recommended: {model_label(default)}" if default
+                           else "Recommended")
+        for model in models:
+            self.models.append(model.name, model_label(model))
         if chosen and chosen not in names:  # a script's or an older run's: shown as it is
             self.models.append(chosen, chosen)
         self.models.set_active_id(chosen)
 
+    def _fill_presets(self, catalog: Catalog | None, task: str) -> None:
+        presets = catalog.presets(task) if catalog is not None else []
+        self.presets.remove_all()
+        self.presets.append("", "Choose a preset...")
+        for preset in presets:
+            self.presets.append(preset.name, preset.label or preset.name)
+        self.presets.set_active_id("")
+        self._set_shown(self.preset_row, bool(presets))
+
+    def _preset_chosen(self) -> None:
+        """A preset sets several options (and maybe the model) at once; the list goes back to
+        "Choose a preset...", and the form shows what it set."""
+        name = self.presets.get_active_id() or ""
+        catalog = self.catalog
+        if self._filling or not name or catalog is None:
+            return
+        with contextlib.suppress(BadArgument):
+            self._store_options()
+        task = self._task()
+        options = parse_options(self.config.get_property("options") or "")
+        model, options = apply_preset(catalog, task, name, options)
+        self.config.set_property("options", merge_options("", catalog.params(task), options))
+        if model is not None:
+            self.config.set_property("model", model)
+        self._form_key = None  # rebuilt from the new values
+        self._show_catalog()
+
     def _show_missing(self, catalog: Catalog | None, info: TaskInfo | None) -> None:
         for child in self.missing.get_children():
             child.destroy()
+        self.download_bar = self.download_text = None
         can_run = self._runs(catalog, info)
         if info is not None and info.needs_model and not info.available:
-            row, _actions = missing_model_row(info)
+            row, actions = missing_model_row(info)
+            self._offer_download(catalog, info, row, actions)
             self.missing.pack_start(row, False, False, 0)
         elif catalog is not None and not can_run:
             title = task_title(info, self._task())
             words = (info.reason if info is not None and info.reason
                      else f"This Restora backend does not run {title}.")
             self.missing.pack_start(dim(words), False, False, 0)
-        self.missing.show_all()
+        # shown first: show_all() on a box marked not to be shown skips its new children
         self._set_shown(self.missing, bool(self.missing.get_children()))
+        self.missing.show_all()
         # with the backend's word that the task cannot run, OK would only fail
         self.dialog.set_response_sensitive(Gtk.ResponseType.OK, catalog is None or can_run)
+
+    # --- downloading the model a task lacks ---
+
+    def _offer_download(self, catalog: Catalog | None, info: TaskInfo, row: Gtk.Box,
+                        actions: Gtk.Box) -> None:
+        entry = catalog.recommended_download(info.task) if catalog is not None else None
+        if entry is None and (self.download is None or self.download.done):
+            return
+        running = self.download is not None and not self.download.done
+        self.download_text = dim("" if running or entry is None
+                                 else f"Restora can download {describe_download(entry)}.")
+        self.download_bar = Gtk.ProgressBar(show_text=True)
+        self.download_bar.set_no_show_all(not running)
+        button = Gtk.Button.new_with_mnemonic("Stop download" if running else "_Download...")
+        button.set_tooltip_text(describe_download(entry) if entry is not None else "")
+        button.connect("clicked", lambda _b: self._download_clicked())
+        actions.pack_start(button, False, False, 0)
+        row.pack_start(self.download_text, False, False, 0)
+        row.pack_start(self.download_bar, False, False, 0)
+
+    def _download_clicked(self) -> bool:
+        """Start (or stop) the download of the task's recommended model; a licence that limits
+        use is shown and accepted first. True when a download started."""
+        if self.download is not None and not self.download.done:
+            self.download.cancel()
+            return False
+        catalog = self.catalog
+        entry = catalog.recommended_download(self._task()) if catalog is not None else None
+        if entry is None:
+            return False
+        accept = False
+        if licence_needs_consent(entry):
+            if not self.ask(consent_question(entry)):
+                return False
+            accept = True
+        self.download = DownloadRunner(self.connection.client, entry.name, accept, self,
+                                       dispatch=on_ui_thread).start()
+        self._show_catalog()
+        return True
+
+    def ask(self, question: str) -> bool:
+        """A yes/no question over the dialog (tests answer it through `answer`)."""
+        if self.answer is not None:
+            return self.answer(question)
+        box = Gtk.MessageDialog(transient_for=self.dialog, modal=True,
+                                message_type=Gtk.MessageType.QUESTION,
+                                buttons=Gtk.ButtonsType.YES_NO, text=question)
+        box.set_title("Restora")
+        reply = box.run()
+        box.destroy()
+        return reply == Gtk.ResponseType.YES
+
+    def on_download_progress(self, done: int, total: int | None) -> None:
+        if self.download_bar is None:
+            return
+        self.download_bar.set_visible(True)
+        if total:
+            self.download_bar.set_fraction(min(1.0, done / total))
+            self.download_bar.set_text(f"{size_text(done)} of {size_text(total)}")
+        else:
+            self.download_bar.pulse()
+            self.download_bar.set_text(size_text(done))
+
+    def on_download_finished(self, _info: Any) -> None:
+        self.backend.refresh()  # the model list, and OK, follow the new catalog
+
+    def on_download_failed(self, error: PluginError) -> None:
+        self._show_catalog()
+        if self.download_text is not None:
+            self.download_text.set_text(error.text)
+
+    def on_download_cancelled(self) -> None:
+        self._show_catalog()
 
     def _show_new_image(self, info: TaskInfo | None) -> None:
         if self.spec.argument("new-image") is None:

@@ -26,6 +26,7 @@ URL = os.environ["RESTORA_E2E_URL"]
 DOWN_URL = os.environ["RESTORA_E2E_DOWN_URL"]
 MODEL = os.environ["RESTORA_E2E_MODEL"]
 LAUNCHER_HOME = os.environ["RESTORA_E2E_LAUNCHER_HOME"]
+DOWNLOAD_URL = os.environ["RESTORA_E2E_DOWNLOAD_URL"]
 results = {}
 
 sys.path.insert(0, os.path.join(Gimp.directory(), "plug-ins", "restora"))
@@ -245,7 +246,8 @@ def restore_dialog():
         seen["feather_text"] = dialog.feather[0].get_text()
         seen["entries"] = [e.get_text() for e in entries(dialog.dialog)]
         screenshot(dialog.dialog, "restore-dialog.png")
-        dialog.models.set_active(seen["models"].index(MODEL))
+        seen["model_ids"] = [row[1] for row in dialog.models.get_model()]
+        dialog.models.set_active_id(MODEL)
         field(dialog, "overlap").set_value(16)
         dialog.feather[1].set_active(False)
         dialog.feather[0].set_value(6.5)
@@ -357,6 +359,53 @@ def needs_model_dialog():
         return False
 
     drive(dialog.dialog, [connected(dialog), look], seen)
+    seen["ok"] = dialog.run()
+    return seen
+
+
+@case("download")
+def download_dialog():
+    """Upscale on a backend without an upscale model: the dialog offers the catalog's
+    recommended model; Download has the backend fetch it with a progress bar; then the model
+    list has it and OK works; a preset sets options and picks a model by its traits."""
+    dialog, config = task_dialog("restora-upscale-image", Settings(backend_url=DOWNLOAD_URL))
+    seen = {"fractions": []}
+    ok = dialog.dialog.get_widget_for_response(Gtk.ResponseType.OK)
+
+    def shown():  # again until the row about the missing model is on the screen
+        return not any(isinstance(w, Gtk.Button) and w.get_mapped()
+                       for w in widgets(dialog.missing))
+
+    def look():
+        seen["missing"] = [t for t in shown_texts(dialog.missing) if t]
+        seen["buttons"] = [w.get_label() for w in widgets(dialog.missing)
+                           if isinstance(w, Gtk.Button) and w.get_mapped()]
+        seen["ok_before"] = ok.get_sensitive()
+        seen["started"] = dialog._download_clicked()
+        return False
+
+    def downloading():
+        if dialog.download_bar is not None and dialog.download_bar.get_visible():
+            seen["fractions"].append(dialog.download_bar.get_fraction())
+        catalog = dialog.catalog
+        return not (dialog.download is not None and dialog.download.done and catalog
+                    is not None and catalog.models_for("upscale"))
+
+    def after():
+        seen["status"] = dialog.download.outcome.value
+        seen["models"] = [row[0] for row in dialog.models.get_model()]
+        seen["ok_after"] = ok.get_sensitive()
+        seen["missing_after"] = dialog.missing.get_visible()
+        seen["presets"] = [row[0] for row in dialog.presets.get_model()]
+        dialog.presets.set_active_id("fast")
+        seen["preset_back"] = dialog.presets.get_active_id() == ""
+        seen["model_after_preset"] = config.get_property("model")
+        seen["options_after_preset"] = config.get_property("options")
+        seen["alpha_after_preset"] = dialog.field("alpha").value()
+        dialog.dialog.response(Gtk.ResponseType.CANCEL)
+        return False
+
+    drive(dialog.dialog, [connected(dialog), shown, look, downloading, after], seen)
     seen["ok"] = dialog.run()
     return seen
 

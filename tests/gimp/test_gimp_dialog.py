@@ -34,8 +34,10 @@ from tests.gimp.harness import (
     virtual_display,
 )
 from tests.gimp.xkeys import answer
+from tests.model_mirror import download_server
 from tests.model_zoo import save_tiny
 from tests.server_fixtures import ModelsSetup, free_port, live_server, test_settings
+from tests.service.test_server_downloads import catalog_models
 
 MODEL = "tiny-compact"
 SCREEN = (1366, 768)
@@ -66,6 +68,7 @@ def session(display: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     save_tiny("codeformer", root, file_name="random-codeformer")
     setup = ModelsSetup(root, tmp_path_factory.mktemp("gimp-dialog-home"))
     with live_server(test_settings(setup)) as backend, \
+            download_server(tmp_path_factory, catalog_models) as downloads, \
             gimp_home_with_plugin(gimp_root()) as home:
         # a backend "installed" on this computer that stops at once: Start backend shows
         launcher = home.on_host / "launcher"
@@ -79,7 +82,8 @@ def session(display: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         env = {"RESTORA_URL": backend.url, "RESTORA_E2E_URL": backend.url,
                "RESTORA_E2E_MODEL": MODEL,
                "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}",
-               "RESTORA_E2E_LAUNCHER_HOME": f"{home.inside}/launcher"}
+               "RESTORA_E2E_LAUNCHER_HOME": f"{home.inside}/launcher",
+               "RESTORA_E2E_DOWNLOAD_URL": downloads.live.url}
         yield Session(home, env, display)
 
 
@@ -136,7 +140,10 @@ def test_restore_dialog_lists_models_and_stores_choices(results: dict[str, Any])
     seen = case(results, "restore")
     assert seen["status"].startswith("Connected to Restora on ")
     # the upscale task takes restoration models too (its purposes), so tiny-dncnn is listed
-    assert seen["models"] == [f"Default ({MODEL})", MODEL, "tiny-dncnn"]
+    # the backend's choice first, then every model by its friendly name (and scale)
+    assert seen["model_ids"] == ["", MODEL, "tiny-dncnn"]
+    assert seen["models"][0].startswith(f"Recommended: {MODEL}")
+    assert seen["models"][1].startswith(MODEL)
     # the backend's tasks in its order; one that only lacks a model is offered too
     assert seen["tasks"][:4] == ["Upscale", "Restore faces", "Denoise",
                                  "Find scratches and dust"]
@@ -183,7 +190,7 @@ def test_upscale_dialog_form_has_the_specs_ranges_steps_and_units(
 def test_denoise_dialog_uses_gimps_slider(results: dict[str, Any]) -> None:
     seen = case(results, "denoise")
     assert seen["title"] == "Restora: Denoise"
-    assert seen["models"] == ["Default (tiny-dncnn)", "tiny-dncnn"]
+    assert seen["models"] == ["Recommended: tiny-dncnn", "tiny-dncnn"]
     strength = seen["strength"]
     assert strength["widget"] == "SpinScale"  # widget "slider" in the spec: GIMP's own
     assert (strength["lower"], strength["upper"], strength["step"]) == (0.0, 1.0, 0.05)
@@ -224,7 +231,7 @@ def test_backend_down_in_plain_words(results: dict[str, Any]) -> None:
     assert "restora serve" not in seen["status"] and "terminal" not in seen["status"]
     assert "Filters > Restora > Settings" in seen["status"]
     assert not seen["start_shown"]  # no backend installed on this computer
-    assert seen["models"] == ["Default"]
+    assert seen["models"] == ["Recommended"]
     # the form from the cached task list while no backend answers
     assert seen["form_before_backend"] == ["scale", "width", "tile", "overlap", "alpha"]
 
@@ -315,3 +322,19 @@ def test_interactive_error_shows_a_message_box(interactive: dict[str, Any]) -> N
 def test_settings_opens_from_the_menu_with_no_image(interactive: dict[str, Any]) -> None:
     assert interactive["settings"]["status"] == "success"
     assert interactive["settings"]["url"] == interactive["settings"]["stored"]
+
+
+def test_a_missing_model_is_downloaded_from_the_dialog(results: dict[str, Any]) -> None:
+    """Against a backend whose catalog is served by a local mirror: plain words with the
+    model's size and licence, a Download button, progress, then the model is offered and OK
+    works; a preset sets its options and picks the model with its traits."""
+    seen = case(results, "download")
+    assert any("Upscale" in t and "no" in t.lower() for t in seen["missing"]), seen
+    assert any("Tiny Photo" in t and "MIT" in t and "kB" in t for t in seen["missing"])
+    assert seen["buttons"] == ["_Download..."] and not seen["ok_before"]
+    assert seen["started"] and seen["status"] == "finished"
+    assert any(m.startswith("Tiny Photo") for m in seen["models"]), seen["models"]
+    assert seen["ok_after"] and not seen["missing_after"]
+    assert seen["presets"][0] == "Choose a preset..." and "Fast" in seen["presets"]
+    assert seen["preset_back"] and seen["model_after_preset"] == "tiny-photo-x2"
+    assert seen["alpha_after_preset"] == "resize"
