@@ -209,15 +209,51 @@ def qwen_split_files(
     }
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
-    transformer_sd = {k: v.contiguous() for k, v in parts["transformer"].state_dict().items()}
-    if gguf:
-        write_gguf(transformer_sd, paths["transformer"])
-    else:
-        save_file(transformer_sd, str(paths["transformer"]))
+    save_transformer(root, name, gguf=gguf, model=parts["transformer"])
     text = _text_encoder_original(parts["text_encoder"].state_dict())
     save_file(_fp8_scaled(text) if fp8_text_encoder else text, str(paths["text_encoder"]))
     save_file(_vae_original(parts["vae"].state_dict()), str(paths["vae"]))
     return paths
+
+
+def save_transformer(
+    root: Path, name: str, *, gguf: bool = False, model: torch.nn.Module | None = None
+) -> Path:
+    """The tiny Qwen transformer alone in diffusion_models/ (beside an existing text encoder
+    and VAE): .safetensors, or .gguf with its weights in Q8_0."""
+    from safetensors.torch import save_file
+
+    path = root / "diffusion_models" / f"{name}.{'gguf' if gguf else 'safetensors'}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in (model or qwen_transformer()).state_dict().items()}
+    if gguf:
+        write_gguf(sd, path)
+    else:
+        save_file(sd, str(path))
+    return path
+
+
+def qwen_lora_file(root: Path, name: str = "tiny-qwen-lora", rank: int = 4) -> Path:
+    """A peft LoRA on the tiny Qwen transformer's attention, saved as diffusers saves Qwen
+    LoRAs (the layout of the Lightning LoRAs)."""
+    from diffusers import QwenImageEditPlusPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    model = qwen_transformer()
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))  # fmt: skip
+    torch.manual_seed(41)
+    for key, p in model.named_parameters():
+        if "lora_B" in key:
+            torch.nn.init.normal_(p, std=0.5)  # peft starts B at zero: it must change something
+    folder = root / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    QwenImageEditPlusPipeline.save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(model),
+        weight_name=f"{name}.safetensors",
+    )  # fmt: skip
+    return folder / f"{name}.safetensors"
 
 
 def write_gguf(sd: dict[str, torch.Tensor], path: Path) -> None:

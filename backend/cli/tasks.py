@@ -83,6 +83,17 @@ def add_task_arguments(p: argparse.ArgumentParser, spec: TaskSpec) -> None:
             help=image.help or image.label,
         )
     group = p.add_argument_group(f"{spec.title} options")
+    if spec.presets:
+        listed = "; ".join(f"{x.name}: {x.help or x.label}" for x in spec.presets)
+        group.add_argument(
+            "--preset",
+            dest="task_preset",
+            choices=[x.name for x in spec.presets],
+            default=None,
+            help=f"a named set of options; options given beside it win ({listed})".replace(
+                "%", "%%"
+            ),
+        )
     for f in spec.fields():
         _add_param(group, f)
     p.add_argument("-d", "--device", default="auto", help="auto, cpu, cuda or mps")
@@ -175,9 +186,13 @@ def _whole(f: ParamField) -> Any:
 
 
 def params_from_args(spec: TaskSpec, args: argparse.Namespace) -> dict[str, Any]:
-    """The options given, as the JSON object a job sends (what was not given is left out)."""
+    """The options given, as the JSON object a job sends (what was not given is left out);
+    a --preset's values first, any option given beside it over them."""
     given = {f.name: getattr(args, PARAM_PREFIX + f.name, None) for f in spec.fields()}
-    return {name: value for name, value in given.items() if value is not None}
+    chosen = spec.preset(getattr(args, "task_preset", None) or "")
+    values = dict(chosen.params) if chosen is not None else {}
+    values.update({name: value for name, value in given.items() if value is not None})
+    return values
 
 
 def task_argv(spec: TaskSpec, values: dict[str, Any]) -> list[str]:

@@ -247,6 +247,7 @@ def attach_companions(out: EditInspection, transformer: Path) -> None:
         root = root.parent
     models = root.parent
     wanted = {"text_encoder": ("text_encoders", _text_encoder), "vae": ("vae", _vae)}
+    missing = []
     for role, (sub, inspect) in wanted.items():
         best = None
         for f in sorted((models / sub).glob("**/*.safetensors")) if (models / sub).is_dir() else []:
@@ -260,13 +261,15 @@ def attach_companions(out: EditInspection, transformer: Path) -> None:
                 if best is None or rank < best[0]:
                     best = (rank, f, found)
         if best is None:
-            out.usable = False
             what = "Qwen2.5-VL 7B text encoder" if role == "text_encoder" else "Qwen-Image VAE"
-            out.reason = f"needs the {what} in {sub}/ beside it (ComfyUI's split layout)"
+            missing.append(f"the {what} in {sub}/")
             continue
         out.companions[role] = str(best[1])
         out.params[role] = sum(best[2].params.values())
         out.held_bytes[role] = best[2].weight_bytes()
+    if missing:
+        out.usable = False
+        out.reason = f"needs {' and '.join(missing)} beside it (ComfyUI's split layout)"
 
 
 def _text_encoder(path: Path) -> EditInspection | None:
