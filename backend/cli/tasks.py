@@ -329,13 +329,18 @@ def over(base: Any, layer: Any) -> Any:
     """`layer` (with alpha) laid over `base`, as an editor shows it: a file of the whole image.
 
     Where the layer is transparent the result is `base` exactly; `base` keeps its own channels
-    and alpha, and is resized first when the layer is larger (a scaled selection)."""
+    and alpha (a gray one becomes colour under a colour layer), and is resized first when the
+    layer is larger (a scaled selection)."""
     import numpy as np
 
     from backend.imaging import max_value, resize
 
     if layer.shape[:2] != base.shape[:2]:
         base = resize(base, layer.shape[1], layer.shape[0])
+    if base.shape[2] in (1, 2) and layer.shape[2] == 4:
+        # a colour layer over a gray image (a colorized selection): the file becomes colour
+        gray, rest = base[..., :1], base[..., 1:]
+        base = np.concatenate([gray, gray, gray, rest], axis=2)
     top = float(max_value(base.dtype))
     colours = base.shape[2] - (base.shape[2] in (2, 4))
     alpha = layer[..., -1:].astype(np.float32) / top
