@@ -83,6 +83,17 @@ def add_task_arguments(p: argparse.ArgumentParser, spec: TaskSpec) -> None:
             help=image.help or image.label,
         )
     group = p.add_argument_group(f"{spec.title} options")
+    if spec.presets:
+        listed = "; ".join(f"{x.name}: {x.help or x.label}" for x in spec.presets)
+        group.add_argument(
+            "--preset",
+            dest="task_preset",
+            choices=[x.name for x in spec.presets],
+            default=None,
+            help=f"a named set of options; options given beside it win ({listed})".replace(
+                "%", "%%"
+            ),
+        )
     for f in spec.fields():
         _add_param(group, f)
     p.add_argument("-d", "--device", default="auto", help="auto, cpu, cuda or mps")
@@ -175,9 +186,13 @@ def _whole(f: ParamField) -> Any:
 
 
 def params_from_args(spec: TaskSpec, args: argparse.Namespace) -> dict[str, Any]:
-    """The options given, as the JSON object a job sends (what was not given is left out)."""
+    """The options given, as the JSON object a job sends (what was not given is left out);
+    a --preset's values first, any option given beside it over them."""
     given = {f.name: getattr(args, PARAM_PREFIX + f.name, None) for f in spec.fields()}
-    return {name: value for name, value in given.items() if value is not None}
+    chosen = spec.preset(getattr(args, "task_preset", None) or "")
+    values = dict(chosen.params) if chosen is not None else {}
+    values.update({name: value for name, value in given.items() if value is not None})
+    return values
 
 
 def task_argv(spec: TaskSpec, values: dict[str, Any]) -> list[str]:
@@ -314,13 +329,18 @@ def over(base: Any, layer: Any) -> Any:
     """`layer` (with alpha) laid over `base`, as an editor shows it: a file of the whole image.
 
     Where the layer is transparent the result is `base` exactly; `base` keeps its own channels
-    and alpha, and is resized first when the layer is larger (a scaled selection)."""
+    and alpha (a gray one becomes colour under a colour layer), and is resized first when the
+    layer is larger (a scaled selection)."""
     import numpy as np
 
     from backend.imaging import max_value, resize
 
     if layer.shape[:2] != base.shape[:2]:
         base = resize(base, layer.shape[1], layer.shape[0])
+    if base.shape[2] in (1, 2) and layer.shape[2] == 4:
+        # a colour layer over a gray image (a colorized selection): the file becomes colour
+        gray, rest = base[..., :1], base[..., 1:]
+        base = np.concatenate([gray, gray, gray, rest], axis=2)
     top = float(max_value(base.dtype))
     colours = base.shape[2] - (base.shape[2] in (2, 4))
     alpha = layer[..., -1:].astype(np.float32) / top

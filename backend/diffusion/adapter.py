@@ -67,3 +67,6 @@ class DiffusersAdapter:
 
 
 register_adapter(DiffusersAdapter)
+
+# the instruction-editing family registers its own adapter (also without torch)
+import backend.diffusion.edit_adapter  # noqa: E402, F401

@@ -67,6 +67,10 @@ def describe(path: Path, folder: str) -> ModelEntry:
     if path.suffix.lower() == ".param":
         base.reason = "ncnn model: import it with `restora models import-ncnn`"
         return base
+    if folder in paths.DIFFUSION_FOLDERS or folder == "text_encoders":
+        edit = describe_edit(path, folder, base)
+        if edit is not None:
+            return edit
     if folder in paths.DIFFUSION_FOLDERS:
         return describe_diffusion(path, folder, base)
     if folder not in paths.SPANDREL_FOLDERS:
@@ -121,6 +125,33 @@ def describe_diffusion(path: Path, folder: str, base: ModelEntry) -> ModelEntry:
     return base
 
 
+def describe_edit(path: Path, folder: str, base: ModelEntry) -> ModelEntry | None:
+    """An instruction-editing model (Qwen-Image-Edit, FLUX.1 Kontext, InstructPix2Pix) or a
+    part of one (a Qwen2.5-VL text encoder, a Qwen-Image VAE); None for anything else."""
+    from backend.diffusion.edit_families import inspect_edit
+
+    found = inspect_edit(path, folder)
+    if found is None:
+        return None
+    base.architecture = found.family or base.architecture
+    base.purpose = found.purpose
+    base.usable, base.reason = found.usable, found.reason
+    base.memory_bytes = found.memory_bytes()
+    base.tags = [found.layout]
+    if path.is_dir():
+        base.size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return base
+
+
+def refresh_edit(entry: ModelEntry) -> ModelEntry:
+    """A split-layout edit model depends on files beside it (its text encoder and VAE) that
+    its own cache key does not cover: look for them again at every listing."""
+    if entry.purpose != "Edit" or "split_files" not in entry.tags:
+        return entry
+    fresh = describe_edit(Path(entry.path), entry.folder, ModelEntry(**entry.to_dict()))
+    return fresh or entry
+
+
 def _declared_output_scale(path: Path) -> int | None:
     """Models imported from ncnn may be an x4 network whose output the graph resized (x2, x3)."""
     if path.suffix.lower() != ".safetensors":
@@ -159,7 +190,10 @@ class Registry:
                 for f in sorted(sub.rglob("*")):
                     ext = f.suffix.lower()
                     inside = any(p in f.parents for p in packs)
-                    if f.is_file() and not inside and (ext in MODEL_EXTENSIONS or ext == ".param"):
+                    # GGUF: quantized diffusion transformers (diffusion_models/*.gguf)
+                    gguf = ext == ".gguf" and kind in paths.DIFFUSION_FOLDERS
+                    known = ext in MODEL_EXTENSIONS or ext == ".param" or gguf
+                    if f.is_file() and not inside and known:
                         found.append((f, kind))
         return found
 
@@ -181,7 +215,7 @@ class Registry:
             )
             key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{kind}"
             cached = index.get(key)
-            entry = ModelEntry(**cached) if cached else describe(f, kind)
+            entry = refresh_edit(ModelEntry(**cached)) if cached else describe(f, kind)
             new_index[key] = entry.to_dict()
             entries.append(entry)
         self._write_index(new_index)

@@ -14,6 +14,7 @@ from backend.tasks import (
     colorize,
     defects,
     denoise,
+    edit,
     face_restore,
     inpaint,
     refine,
@@ -211,3 +212,30 @@ class TestTiledRefine(TaskConformance):
         root = tmp_path_factory.mktemp("conformance-tiled-refine")
         sd15_checkpoint(root)
         return root
+
+
+class TestEdit(TaskConformance):
+    """On Qwen-Image-Edit-2509 in ComfyUI's split files (the quickest to build), at a 64 px
+    working size; the vision-language encoder sees 56x56 pictures instead of 384x384."""
+
+    spec = edit.SPEC
+    module = "backend.tasks.edit"
+    run_params: ClassVar[dict[str, Any]] = {"steps": 2, "seed": 3, "working_size": 64}
+
+    @pytest.fixture(autouse=True)
+    def small_condition_images(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from backend.diffusion import edit_run
+
+        monkeypatch.setattr(edit_run, "CONDITION_AREA", 56 * 56)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.edit_zoo import qwen_split_files
+
+        root = tmp_path_factory.mktemp("conformance-edit")
+        qwen_split_files(root)
+        return root
+
+    def expected_channels(self, channels: int) -> int:
+        return channels + 2 * (channels in (1, 2))  # an edit is in colour; alpha is kept
