@@ -356,6 +356,8 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: EditParams) -> TaskResult:
     details: dict[str, Any] = {
         "seed": seed, "family": model.family, "steps": steps, "guidance": guidance,
         "region": [x0, y0, rw, rh], "working_size": [ww, wh],
+        # the editors name the new layer after what was asked, not after the task
+        "label": short_label(params.instruction),
     }  # fmt: skip
     if references and info.max_images == 1:
         details["note"] = f"{model.family} takes one picture: the reference images were not used."
@@ -387,6 +389,18 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: EditParams) -> TaskResult:
         result = np.concatenate([result, alpha], axis=2)
     ctx.progress(1.0, "done")
     return TaskResult([Output("result", result, "Edited")], details)
+
+
+#: a layer name the editors' layer lists show without cutting it
+LABEL_LIMIT = 48
+
+
+def short_label(instruction: str, limit: int = LABEL_LIMIT) -> str:
+    """The instruction as a layer name: one line, cut at a word with an ellipsis."""
+    text = " ".join(instruction.split()).rstrip(".")
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
 def summarize(details: dict[str, Any]) -> list[str]:

@@ -142,7 +142,11 @@ def _whole_image(editor: Editor, settings: Settings, info: TaskInfo, model: str 
 
 
 def layer_name(prepared: PreparedJob, result: JobResult) -> str:
-    """Named after the task and the model: "Upscale x4 - realesrgan-x4plus"."""
+    """Named after the task and the model: "Upscale x4 - realesrgan-x4plus"; a task that
+    names its result (an edit, after its instruction) gives the title instead."""
+    label = result.details.get("label")
+    if isinstance(label, str) and label.strip():
+        return f"{label.strip()} - {result.model}" if result.model else label.strip()
     title = prepared.title or result.task
     scale = result.placement.scale_x if result.outputs else 1.0
     if prepared.in_place:

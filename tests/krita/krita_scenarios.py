@@ -731,6 +731,38 @@ def tiled_refine_whole():
     return out
 
 
+def edit_colorize():
+    """Edit by instruction, Colorize preset, on a selection and then on the whole layer."""
+    from restora.common.catalog import apply_preset
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("edit", width=48, height=40)
+    rgba = paint(base, 48, 40)
+    controller = Controller(settings(backend_url=CONFIG["edit_url"], models={}, options={}))
+    controller.start()
+    pump_until(lambda: controller.connection.connected, 60)
+    catalog = controller.connection.catalog
+    _model, options = apply_preset(catalog, "edit", "colorize", {})
+    options.update(steps=2, working_size=64)
+    controller.settings.options["edit"] = options
+    out = {"preset_instruction": options.get("instruction", ""),
+           "source_file": dump("edit_source.rgba", rgba)}
+    for key, box in (("selection", (12, 10, 24, 20)), ("layer", None)):
+        sel = Selection()
+        if box is not None:
+            sel.select(*box, 255)
+        doc.setSelection(sel if box is not None else Selection())
+        run = controller.run_task("edit", doc, base).wait(240)
+        out[key] = run_info(run)
+        new = [n for n in layers(doc) if n.name() == run.layer_name]
+        if new:
+            out[key]["layer_file"] = dump(f"edit_{key}.rgba",
+                                          swap_rb(bytes(new[0].pixelData(0, 0, 48, 40))))
+            new[0].setVisible(False)
+    doc.close()
+    return out
+
+
 SCENARIOS = [
     ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
     ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
@@ -742,4 +774,5 @@ SCENARIOS = [
     ("docker_task_switch", docker_task_switch), ("split", split), ("denoise", denoise),
     ("docker_denoise", docker_denoise), ("download_then_upscale", download_then_upscale),
     ("refine_selection", refine_selection), ("tiled_refine_whole", tiled_refine_whole),
+    ("edit_colorize", edit_colorize),
 ]

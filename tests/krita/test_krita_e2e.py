@@ -101,6 +101,17 @@ def diffusion_server(tiny_models: fx.ModelsSetup,
 
 
 @pytest.fixture(scope="module")
+def edit_server(tiny_models: fx.ModelsSetup, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A backend with a tiny InstructPix2Pix diffusers folder, so Edit by instruction runs."""
+    from tests import edit_zoo
+
+    root = tmp_path_factory.mktemp("edit-models")
+    edit_zoo.ip2p_folder(root)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A backend with no upscale model whose catalog is served by a local mirror."""
     from tests.model_mirror import download_server
@@ -113,7 +124,7 @@ def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
               denoise_server: fx.LiveServer, astronaut: np.ndarray, download_backend: Any,
-              diffusion_server: fx.LiveServer,
+              diffusion_server: fx.LiveServer, edit_server: fx.LiveServer,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
@@ -128,7 +139,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "kill_pid": killable.proc.pid if killable.proc else None,
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
               "denoise_url": denoise_server.url, "download_url": download_backend.live.url,
-              "diffusion_url": diffusion_server.url,
+              "diffusion_url": diffusion_server.url, "edit_url": edit_server.url,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
     (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
@@ -454,3 +465,27 @@ def test_tiled_refine_upscales_the_image_in_krita(krita_run,
     assert r["status"] == "finished", r["error"]
     title = fx.task_title(diffusion_server.url, "tiled-refine")
     assert r["doc_size"] == [96, 96] and r["layer_name"] == f"{title} x2 - tiny-sd15"
+
+
+def test_colorize_by_instruction_on_a_selection_and_a_layer(krita_run) -> None:
+    """Edit by instruction with the Colorize preset chosen as the docker's preset list does:
+    on a selection, a layer named after the instruction over the selection only; on the
+    whole layer, a layer of the layer's size; in both, the luminance is the photo's."""
+    r = scenario(krita_run, "edit_colorize")
+    assert r["preset_instruction"].startswith("Colorize this black-and-white photo")
+    for key, box in (("selection", [12, 10, 24, 20]), ("layer", [0, 0, 48, 40])):
+        run = r[key]
+        assert run["status"] == "finished", run["error"]
+        assert run["layer_name"].startswith("Colorize this black-and-white photo")
+        layer = raw(krita_run, run["layer_file"], 48, 40, 4)
+        source = raw(krita_run, r["source_file"], 48, 40, 4)
+        x, y, w, h = box
+        inside = layer[y + 3:y + h - 3, x + 3:x + w - 3].astype(np.float64)
+        assert (inside[..., 3] == 255).all()
+        src = source[y + 3:y + h - 3, x + 3:x + w - 3].astype(np.float64)
+        luma = [0.299, 0.587, 0.114]
+        assert np.abs(inside[..., :3] @ luma - src[..., :3] @ luma).max() <= 1.5
+        if key == "selection":
+            outside = np.ones((40, 48), bool)
+            outside[y:y + h, x:x + w] = False
+            assert (layer[..., 3][outside] == 0).all()

@@ -235,6 +235,10 @@ def test_layer_names_say_task_model_and_scale() -> None:
     assert layer_name(prepared(False), result(1.5)) == "Upscale x1.5 - tiny-x4"
     assert layer_name(prepared(True), result(1)) == "Upscale selection - tiny-x4"
     assert layer_name(prepared(False), result(1, model="")) == "Upscale"
+    named = result(1, model="tiny-ip2p")
+    named.details["label"] = "Colorize this black-and-white photo naturally"
+    assert layer_name(prepared(True), named) == ("Colorize this black-and-white photo naturally"
+                                                 " - tiny-ip2p")  # an edit: what was asked
 
 
 def test_backend_unavailable_says_how_to_start_it() -> None:
