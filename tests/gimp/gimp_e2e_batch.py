@@ -26,6 +26,8 @@ OUT = os.environ["RESTORA_E2E_OUT"]
 FACE_URL = os.environ["RESTORA_E2E_FACE_URL"]
 FACE_MODEL = os.environ["RESTORA_E2E_FACE_MODEL"]
 PHOTO = os.environ["RESTORA_E2E_PHOTO"]  # 512x512 RGBA 8-bit, raw
+DIFFUSION_URL = os.environ["RESTORA_E2E_DIFFUSION_URL"]  # a tiny SD 1.5 checkpoint
+EDIT_URL = os.environ["RESTORA_E2E_EDIT_URL"]  # a tiny InstructPix2Pix
 RGBA8, RGBA16, GRAYA8 = "R'G'B'A u8", "R'G'B'A u16", "Y'A u8"
 results = {"gimp_version": Gimp.version()}
 
@@ -358,6 +360,38 @@ def denoise():
     out["layers"] = layers_of(image)
     out["image_size"] = [image.get_width(), image.get_height()]
     out["source_unchanged"] = read(source, RGBA8) == painted
+    out["source"] = painted.hex()
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        out["layer_pixels"] = read(new, RGBA8).hex()
+    image.delete()
+    return out
+
+
+@case("refine")
+def refine_selection():
+    """Diffusion refine on a selection: a layer over the selection only."""
+    image, source, painted = make_image(64, 64)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 12, 32, 36)
+    out = {"call": call("restora-refine", image, source, options='{"steps": 4, "strength": 0.5}',
+                        backend_url=DIFFUSION_URL)}
+    out["layers"] = layers_of(image)
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        out["alpha"] = alpha_stats(new, RGBA8, (16, 12, 32, 36))
+    image.delete()
+    return out
+
+
+@case("edit")
+def colorize_by_instruction():
+    """Edit by instruction with the Colorize preset's words, on the whole layer."""
+    image, source, painted = make_image(48, 40)
+    options = json.dumps({"instruction": "Colorize this black-and-white photo naturally.",
+                          "keep_luminance": "on", "steps": 2, "working_size": 64})
+    out = {"call": call("restora-edit", image, source, options=options, backend_url=EDIT_URL)}
+    out["layers"] = layers_of(image)
     out["source"] = painted.hex()
     new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
     if new is not None:

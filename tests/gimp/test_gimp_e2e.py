@@ -51,6 +51,30 @@ def backend(tmp_path_factory: pytest.TempPathFactory, face_models: Path) -> Iter
 
 
 @pytest.fixture(scope="module")
+def diffusion_backend(tiny_models: fx.ModelsSetup,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A tiny single-file SD 1.5 checkpoint: refine runs."""
+    from tests import diffusion_zoo
+
+    root = tmp_path_factory.mktemp("gimp-diffusion-models")
+    diffusion_zoo.sd15_checkpoint(root)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def edit_backend(tiny_models: fx.ModelsSetup,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A tiny InstructPix2Pix diffusers folder: Edit by instruction runs."""
+    from tests import edit_zoo
+
+    root = tmp_path_factory.mktemp("gimp-edit-models")
+    edit_zoo.ip2p_folder(root)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
     with gimp_home_with_plugin(gimp_root()) as home:
         yield home
@@ -58,14 +82,17 @@ def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
 
 @pytest.fixture(scope="module")
 def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
-        astronaut: np.ndarray) -> dict[str, str]:
+        astronaut: np.ndarray, diffusion_backend: LiveServer,
+        edit_backend: LiveServer) -> dict[str, str]:
     (gimp_home.on_host / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     # RESTORA_URL: GIMP's first start asks this backend for its tasks (no cache yet)
     return {"RESTORA_URL": backend.url, "RESTORA_E2E_URL": backend.url,
             "RESTORA_E2E_MODEL": MODEL,
             "RESTORA_E2E_DOWN_URL": f"http://127.0.0.1:{free_port()}",
             "RESTORA_E2E_FACE_URL": face_server.url, "RESTORA_E2E_FACE_MODEL": fx.FACE_MODEL,
-            "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba"}
+            "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba",
+            "RESTORA_E2E_DIFFUSION_URL": diffusion_backend.url,
+            "RESTORA_E2E_EDIT_URL": edit_backend.url}
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +339,30 @@ def test_denoise_procedure_adds_a_layer(results: dict[str, Any], backend: LiveSe
         client.close()
     layer = np.frombuffer(bytes.fromhex(found["layer_pixels"]), np.uint8).reshape(20, 24, 4)
     np.testing.assert_array_equal(layer, expected)
+
+
+def test_refine_on_a_selection(results: dict[str, Any],
+                               diffusion_backend: LiveServer) -> None:
+    """Diffusion refine from its procedure, on a selection: one new layer over the
+    selection, opaque inside it and transparent outside; the source untouched."""
+    found = case(results, "refine")
+    call = succeeded(found)
+    title = fx.task_title(diffusion_backend.url, "refine")
+    assert call["layer"] == f"{title} selection - tiny-sd15"
+    assert [la["name"] for la in found["layers"]] == [call["layer"], "Source"]
+    assert found["source_unchanged"]
+    alpha = found["alpha"]
+    assert alpha["center"] == 255 and alpha["outside_max"] == 0, alpha
+
+
+def test_colorize_by_instruction_names_the_layer_after_it(results: dict[str, Any]) -> None:
+    """Edit by instruction from its procedure: the layer is named after the instruction and
+    keeps the photo's luminance within a level and a half."""
+    found = case(results, "edit")
+    call = succeeded(found)
+    assert call["layer"] == "Colorize this black-and-white photo naturally - tiny-instruct-pix2pix"
+    source = np.frombuffer(bytes.fromhex(found["source"]), np.uint8).reshape(40, 48, 4)
+    layer = np.frombuffer(bytes.fromhex(found["layer_pixels"]), np.uint8).reshape(40, 48, 4)
+    luma = np.array([0.299, 0.587, 0.114])
+    diff = layer[..., :3].astype(np.float64) @ luma - source[..., :3].astype(np.float64) @ luma
+    assert np.abs(diff).max() <= 1.5
