@@ -127,6 +127,7 @@ def task_info(spec: TaskSpec) -> TaskInfo:
         images=[ImageInputInfo(i.name, i.label, i.required, i.help) for i in spec.images],
         outputs=[OutputInfo(o.name, o.title, o.kind) for o in spec.outputs],
         resizes=spec.resizes,
+        final_last=spec.final_last,
         group=spec.group,
         order=spec.order,
         catalog_task=spec.model.catalog_task if spec.model else "",

@@ -412,6 +412,9 @@ class TaskInfo(Message):
     resizes: bool = False  # the result may be larger than the input
     #: "upscale", "restore" (keeps the original), "enhance" (redraws) or "edit"
     group: str = "restore"
+    #: the outputs are stages in order and the last one is the finished image (the editors
+    #: stack it on top, so what shows is the result)
+    final_last: bool = False
     order: int = 100  # menu order, lower first
     #: the catalog's task name, for offering a download when no model is installed
     catalog_task: str = ""

@@ -33,6 +33,8 @@ class PreparedJob:
     title: str = ""
     #: the task uses a selection (its mask mode is not "ignored")
     uses_selection: bool = True
+    #: the outputs are stages and the last is the finished image: it goes on top
+    final_last: bool = False
 
 
 def prepare_task(editor: Editor, settings: Settings, task: str, catalog: Catalog,
@@ -125,7 +127,7 @@ def _selection(editor: Editor, settings: Settings, info: TaskInfo, model: str | 
     options = settings.options_for(info.task, True, _declared(catalog, info.task, model))
     job = JobInput(task=info.task, image=pixels, bounds=region, canvas=canvas, model=model,
                    params=options, mask=mask, feather=settings.feather, params_checked=True)
-    return PreparedJob(job, in_place=True, title=title)
+    return PreparedJob(job, in_place=True, title=title, final_last=info.final_last)
 
 
 def _whole_image(editor: Editor, settings: Settings, info: TaskInfo, model: str | None,
@@ -138,7 +140,8 @@ def _whole_image(editor: Editor, settings: Settings, info: TaskInfo, model: str 
                    params=options, params_checked=True)
     into_document = info.resizes and settings.upscale_into == "document"
     return PreparedJob(job, in_place=False, into_document=into_document,
-                       title=task_title(info), uses_selection=info.mask != MASK_IGNORED)
+                       title=task_title(info), uses_selection=info.mask != MASK_IGNORED,
+                       final_last=info.final_last)
 
 
 def layer_name(prepared: PreparedJob, result: JobResult) -> str:
@@ -176,6 +179,8 @@ def apply_result(editor: Editor, prepared: PreparedJob, result: JobResult) -> st
     name = layer_name(prepared, result)
     layers = [NewLayer(output.title or output.name or name, _pixels(prepared, output),
                        output.placement.bounds) for output in result.outputs]
+    if prepared.final_last:
+        layers.reverse()  # the layer stack top to bottom: the finished image shows
     if prepared.into_document and len(layers) == 1:
         editor.new_document(name, layers[0].pixels)
         return name

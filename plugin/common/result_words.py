@@ -26,4 +26,9 @@ def result_notes(details: dict[str, Any]) -> list[str]:
             notes.append(f"Moved from the input: PSNR {psnr:.1f} dB, SSIM "
                          f"{float(fidelity.get('ssim', 0.0)):.3f}, {changed:.1f}% of pixels "
                          "changed.")
+    skipped = details.get("notes")
+    if isinstance(skipped, dict) and skipped:
+        # a chain's stages that did not run; the folder it looked in is for the README
+        why = [f"{stage} ({str(note).split(' (')[0]})" for stage, note in skipped.items()]
+        notes.append(f"Skipped: {', '.join(why)}.")
     return notes

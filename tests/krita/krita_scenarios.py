@@ -763,6 +763,39 @@ def edit_colorize():
     return out
 
 
+def old_photo_chain():
+    """Restore old photo (the chain) on a scratched gray scan, every stage its own layer."""
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("old-photo", width=64, height=64)
+    rgba = paint(base, 64, 64)
+    gray = bytearray(rgba)
+    for i in range(0, len(gray), 4):  # black and white, with two bright scratches
+        y, x = divmod(i // 4, 64)
+        v = (gray[i] * 3 + gray[i + 1] * 6 + gray[i + 2]) // 10
+        if x == 20 or y == 40:
+            v = 250
+        gray[i:i + 3] = bytes((v, v, v))
+    base.setPixelData(swap_rb(bytes(gray)), 0, 0, 64, 64)
+    doc.refreshProjection()
+    before = bytes(base.pixelData(0, 0, 64, 64))
+    controller = Controller(settings(backend_url=CONFIG["old_photo_url"], models={},
+                                     options={"restore-old-photo": {"upscale": False}}))
+    controller.start()
+    pump_until(lambda: controller.connection.connected, 60)
+    run = controller.run_task("restore-old-photo", doc, base).wait(300)
+    out = run_info(run)
+    out["stage"] = run.stage
+    groups = [n for n in doc.rootNode().childNodes() if n.type() == "grouplayer"]
+    out["group"] = groups[0].name() if groups else None
+    out["children_top_first"] = ([c.name() for c in reversed(groups[0].childNodes())]
+                                 if groups else [])
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, 64, 64)) == before
+    out["doc_size"] = [doc.width(), doc.height()]
+    doc.close()
+    return out
+
+
 SCENARIOS = [
     ("package", package), ("restore_u8", restore_u8), ("upscale_u8", upscale_u8),
     ("upscale_new_document", upscale_new_document), ("restore_u16", restore_u16),
@@ -774,5 +807,5 @@ SCENARIOS = [
     ("docker_task_switch", docker_task_switch), ("split", split), ("denoise", denoise),
     ("docker_denoise", docker_denoise), ("download_then_upscale", download_then_upscale),
     ("refine_selection", refine_selection), ("tiled_refine_whole", tiled_refine_whole),
-    ("edit_colorize", edit_colorize),
+    ("edit_colorize", edit_colorize), ("old_photo_chain", old_photo_chain),
 ]

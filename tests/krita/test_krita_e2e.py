@@ -112,6 +112,20 @@ def edit_server(tiny_models: fx.ModelsSetup, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
+def old_photo_server(tiny_models: fx.ModelsSetup, old_photo_models: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Random-weight LaMa, DnCNN and DDColor: the old-photo chain runs every stage but faces
+    (no face model: skipped with a note)."""
+    root = tmp_path_factory.mktemp("chain-models")
+    for folder, name in (("colorization", "random-ddcolor"), ("inpaint", "random-lama")):
+        (root / folder).mkdir()
+        shutil.copy(old_photo_models / folder / f"{name}.safetensors", root / folder)
+    save_tiny("dncnn", root)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A backend with no upscale model whose catalog is served by a local mirror."""
     from tests.model_mirror import download_server
@@ -125,6 +139,7 @@ def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
               denoise_server: fx.LiveServer, astronaut: np.ndarray, download_backend: Any,
               diffusion_server: fx.LiveServer, edit_server: fx.LiveServer,
+              old_photo_server: fx.LiveServer,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
@@ -140,6 +155,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
               "denoise_url": denoise_server.url, "download_url": download_backend.live.url,
               "diffusion_url": diffusion_server.url, "edit_url": edit_server.url,
+              "old_photo_url": old_photo_server.url,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
     (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     (out / "config.json").write_text(json.dumps(config))
@@ -489,3 +505,16 @@ def test_colorize_by_instruction_on_a_selection_and_a_layer(krita_run) -> None:
             outside = np.ones((40, 48), bool)
             outside[y:y + h, x:x + w] = False
             assert (layer[..., 3][outside] == 0).all()
+
+
+def test_the_old_photo_chain_is_one_group_with_a_layer_per_stage(krita_run) -> None:
+    """Restore old photo on a scratched black-and-white scan: one layer group named after
+    the task, one layer per stage that ran, in the chain's order (the first stage at the
+    bottom, the finished photo on top), the source untouched, a note for the skipped stage."""
+    r = scenario(krita_run, "old_photo_chain")
+    assert r["status"] == "finished", r["error"]
+    assert r["group"] is not None and r["group"].startswith("Restore old photo")
+    assert r["children_top_first"] == ["Colorized", "Denoised", "Scratches filled",
+                                       "Scratches and dust"]
+    assert r["source_unchanged"] and r["doc_size"] == [64, 64]
+    assert "face" in r["stage"].lower()  # the faces stage was skipped, and it says so

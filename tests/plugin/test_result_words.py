@@ -16,3 +16,9 @@ def test_identical_and_nothing_to_say() -> None:
     assert result_notes({"fidelity": {"psnr_db": 99.0, "ssim": 1.0, "changed_share": 0.0}}) \
         == ["Identical to the input."]
     assert result_notes({"faces": 2}) == [] and result_notes({"seed": True}) == []
+
+
+def test_skipped_stages_in_words() -> None:
+    notes = result_notes({"notes": {"faces": "no model installed (it looks in "
+                                             "facerestore_models/)", "upscale": "turned off"}})
+    assert notes == ["Skipped: faces (no model installed), upscale (turned off)."]
