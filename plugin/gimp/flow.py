@@ -34,6 +34,7 @@ from ..common.operations import (
     prepare_restore,
     prepare_task,
 )
+from ..common.result_words import result_notes
 from ..common.settings import Settings
 from .cancel_guard import CancelGuard
 from .procedures import Action
@@ -97,7 +98,10 @@ def run_action(action: Action, editor: Editor, settings: Settings, task: str,
     _check(catalog, settings, task)
     prepared = prepare(action, editor, settings, task, catalog)
     result = run_job(client, prepared.input, sink, guard=guard)
-    return apply_result(editor, prepared, result)
+    name = apply_result(editor, prepared, result)
+    # the seed, how far a redraw moved, a chain's skipped stages: for the person to read
+    editor.notes = result_notes(result.details)
+    return name
 
 
 def autostart_available(url: str) -> bool:

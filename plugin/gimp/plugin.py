@@ -150,6 +150,9 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
     if editor is None:  # the dialog was cancelled
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     Gimp.displays_flush()
+    notes = getattr(editor, "notes", [])
+    if by_person and notes:  # a script reads them from the layer, a person from here
+        Gimp.message(f"Restora: added '{editor.new_layer.get_name()}'. " + " ".join(notes))
     result = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
     _set_return(result, 1, Gimp.Layer, editor.new_layer)
     _set_return(result, 2, Gimp.Image, editor.new_image or image)

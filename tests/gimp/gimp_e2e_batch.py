@@ -28,6 +28,7 @@ FACE_MODEL = os.environ["RESTORA_E2E_FACE_MODEL"]
 PHOTO = os.environ["RESTORA_E2E_PHOTO"]  # 512x512 RGBA 8-bit, raw
 DIFFUSION_URL = os.environ["RESTORA_E2E_DIFFUSION_URL"]  # a tiny SD 1.5 checkpoint
 EDIT_URL = os.environ["RESTORA_E2E_EDIT_URL"]  # a tiny InstructPix2Pix
+OLD_PHOTO_URL = os.environ["RESTORA_E2E_OLD_PHOTO_URL"]  # LaMa, DnCNN, DDColor
 RGBA8, RGBA16, GRAYA8 = "R'G'B'A u8", "R'G'B'A u16", "Y'A u8"
 results = {"gimp_version": Gimp.version()}
 
@@ -396,6 +397,28 @@ def colorize_by_instruction():
     new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
     if new is not None:
         out["layer_pixels"] = read(new, RGBA8).hex()
+    image.delete()
+    return out
+
+
+@case("old_photo")
+def old_photo_chain():
+    """Restore old photo on a scratched gray scan: one group, a layer per stage."""
+    image, source, painted = make_image(64, 64)
+    gray = bytearray(painted)
+    for i in range(0, len(gray), 4):
+        y, x = divmod(i // 4, 64)
+        v = 250 if x == 20 or y == 40 else (gray[i] * 3 + gray[i + 1] * 6 + gray[i + 2]) // 10
+        gray[i:i + 3] = bytes((v, v, v))
+    buf = source.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, 64, 64), RGBA8, bytes(gray))
+    buf.flush()
+    out = {"call": call("restora-restore-old-photo", image, source,
+                        options='{"upscale": false}', backend_url=OLD_PHOTO_URL)}
+    out["source_unchanged"] = read(source, RGBA8) == bytes(gray)
+    top = image.get_layers()[0]
+    out["group"] = top.get_name() if top.is_group() else None
+    out["children"] = [c.get_name() for c in top.get_children()] if top.is_group() else []
     image.delete()
     return out
 

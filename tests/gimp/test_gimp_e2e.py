@@ -75,6 +75,19 @@ def edit_backend(tiny_models: fx.ModelsSetup,
 
 
 @pytest.fixture(scope="module")
+def old_photo_backend(tiny_models: fx.ModelsSetup, old_photo_models: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Random-weight LaMa, DnCNN and DDColor: the chain runs all but faces and upscale."""
+    root = tmp_path_factory.mktemp("gimp-chain-models")
+    for folder, name in (("colorization", "random-ddcolor"), ("inpaint", "random-lama")):
+        (root / folder).mkdir()
+        shutil.copy(old_photo_models / folder / f"{name}.safetensors", root / folder)
+    save_tiny("dncnn", root)
+    with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
 def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
     with gimp_home_with_plugin(gimp_root()) as home:
         yield home
@@ -83,7 +96,7 @@ def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
 @pytest.fixture(scope="module")
 def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
         astronaut: np.ndarray, diffusion_backend: LiveServer,
-        edit_backend: LiveServer) -> dict[str, str]:
+        edit_backend: LiveServer, old_photo_backend: LiveServer) -> dict[str, str]:
     (gimp_home.on_host / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     # RESTORA_URL: GIMP's first start asks this backend for its tasks (no cache yet)
     return {"RESTORA_URL": backend.url, "RESTORA_E2E_URL": backend.url,
@@ -92,7 +105,8 @@ def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
             "RESTORA_E2E_FACE_URL": face_server.url, "RESTORA_E2E_FACE_MODEL": fx.FACE_MODEL,
             "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba",
             "RESTORA_E2E_DIFFUSION_URL": diffusion_backend.url,
-            "RESTORA_E2E_EDIT_URL": edit_backend.url}
+            "RESTORA_E2E_EDIT_URL": edit_backend.url,
+            "RESTORA_E2E_OLD_PHOTO_URL": old_photo_backend.url}
 
 
 @pytest.fixture(scope="module")
@@ -366,3 +380,14 @@ def test_colorize_by_instruction_names_the_layer_after_it(results: dict[str, Any
     luma = np.array([0.299, 0.587, 0.114])
     diff = layer[..., :3].astype(np.float64) @ luma - source[..., :3].astype(np.float64) @ luma
     assert np.abs(diff).max() <= 1.5
+
+
+def test_the_old_photo_chain_is_one_group_with_a_layer_per_stage(results: dict[str, Any]) -> None:
+    """The chain from its procedure: one group named after the task, the stages that ran as
+    its layers with the finished photo on top, the source untouched."""
+    found = case(results, "old_photo")
+    call = succeeded(found)
+    assert found["group"] == call["layer"] and call["layer"].startswith("Restore old photo")
+    assert found["children"] == ["Colorized", "Denoised", "Scratches filled",
+                                 "Scratches and dust"]
+    assert found["source_unchanged"]
