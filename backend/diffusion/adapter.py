@@ -67,3 +67,7 @@ class DiffusersAdapter:
 
 
 register_adapter(DiffusersAdapter)
+
+# HYPIR (an SD 2.1 base with a LoRA merged in) loads through its own adapter, registered here so
+# every manager that knows the diffusion files knows it too
+from backend.diffusion import hypir_adapter  # noqa: E402, F401
