@@ -15,6 +15,7 @@ from backend.tasks import (
     defects,
     denoise,
     face_restore,
+    hypir,
     inpaint,
     refine,
     restore_old_photo,
@@ -211,3 +212,16 @@ class TestTiledRefine(TaskConformance):
         root = tmp_path_factory.mktemp("conformance-tiled-refine")
         sd15_checkpoint(root)
         return root
+
+
+class TestHypir(TaskConformance):
+    spec = hypir.SPEC
+    module = "backend.tasks.hypir"
+    run_params: ClassVar[dict[str, Any]] = {"tile": 64, "stride": 32}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.diffusion_zoo import hypir_models
+
+        return hypir_models(tmp_path_factory.mktemp("conformance-hypir"))
