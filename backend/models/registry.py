@@ -73,7 +73,13 @@ def describe(path: Path, folder: str) -> ModelEntry:
     if folder == paths.HYPIR_FOLDER:
         return describe_hypir(path, folder, base)
     if folder in paths.DIFFUSION_FOLDERS:
-        return describe_diffusion(path, folder, base)
+        entry = describe_diffusion(path, folder, base)
+        if not entry.usable and "hypir" in path.name.lower():
+            entry.reason = (
+                f"HYPIR's weights go in the {paths.HYPIR_FOLDER} folder, beside an SD 2.1 "
+                "base in checkpoints/"
+            )
+        return entry
     if folder not in paths.SPANDREL_FOLDERS:
         base.reason = f"{folder} files are used by tasks that come later"
         return base

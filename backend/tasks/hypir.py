@@ -197,9 +197,21 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: HypirParams) -> TaskResult
     details["precision"] = model.precision_label
     ctx.progress(0.02, "encoding the prompt")
     ctx.check_cancel()
-    restored, details["tiles"] = hypir_restore.restore(
-        model, upscaled, params.prompt, params.tile, params.stride, ctx.span(0.03, 0.96)
-    )
+    try:
+        restored, details["tiles"] = hypir_restore.restore(
+            model, upscaled, params.prompt, params.tile, params.stride, ctx.span(0.03, 0.96)
+        )
+    except RuntimeError as exc:
+        from backend.inference import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        # the executor then unloads the other models and runs the job once more, when the
+        # manager may choose to offload this one
+        raise OutOfMemoryError(
+            f"HYPIR ran out of memory on a {params.tile} px patch.",
+            "Close other programs using the GPU, or use a smaller tile size.",
+        ) from None
 
     # 4. colours, strength
     ctx.progress(0.97, "colour fix")

@@ -156,6 +156,14 @@ def test_files_that_are_not_a_hypir_lora_say_why(tmp_path: Path) -> None:
             Registry([tmp_path], index_file=tmp_path / "i.json").find(name)
 
 
+def test_hypir_weights_in_another_diffusion_folder_say_where_they_go(tmp_path: Path) -> None:
+    misplaced = diffusion_zoo.hypir_lora_file(tmp_path)
+    (tmp_path / "loras").mkdir()
+    misplaced.rename(tmp_path / "loras" / misplaced.name)
+    (entry,) = Registry([tmp_path], index_file=tmp_path / "i.json").entries()
+    assert not entry.usable and "HYPIR folder" in entry.reason
+
+
 def test_a_lora_for_another_unet_is_refused_when_it_loads(zoo: Zoo, tmp_path: Path) -> None:
     lora = torch.load(zoo.root / "HYPIR" / "HYPIR_sd2.pth")
     shutil.copytree(zoo.root / "checkpoints", tmp_path / "checkpoints")
@@ -327,6 +335,23 @@ def test_a_request_too_large_is_refused_with_what_it_needs(
     small = hypir.SPEC.parse_params({"scale": 1.0})
     monkeypatch.setattr(backend.devices, "free_memory", lambda device: 64 << 30)
     hypir.SPEC.prepare(small, TaskInputs(photo), entry, Limits(10**9))  # this one fits
+
+
+def test_running_out_of_memory_on_a_patch_is_the_executor_s_to_retry(
+    zoo: Zoo, photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.diffusion import hypir_restore
+
+    calls: list[int] = []
+
+    def short_of_memory(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(hypir_restore, "restore", short_of_memory)
+    with pytest.raises(OutOfMemoryError, match="even with every other model unloaded"):
+        run(zoo, photo[:32, :32])
+    assert len(calls) == 2  # once, then once more with the other models unloaded
 
 
 def test_a_stride_beyond_the_tile_is_refused() -> None:
