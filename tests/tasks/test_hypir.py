@@ -368,3 +368,20 @@ def test_the_command_line_has_a_hypir_command() -> None:
                                       "128", "--prompt", "a portrait"])  # fmt: skip
     assert args.task_command == "hypir"
     assert (args.param_scale, args.param_tile, args.param_stride) == (2.0, 256, 128)
+
+
+def test_restora_hypir_writes_the_result_and_says_how_far_it_moved(
+    zoo: Zoo, photo: np.ndarray, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from tests.cli_runner import restora
+
+    source, out = tmp_path / "photo.png", tmp_path / "restored.png"
+    Image.fromarray(np.ascontiguousarray(photo[:40, :48])).save(source)
+    result = restora("hypir", source, "-o", out, "--models-dir", zoo.root, "-s", "2",
+                     "-t", "64", "--stride", "32", "-p", "fp32")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "tiles of 64 px (stride 32) on tiny-sd21-base" in result.stderr
+    assert "PSNR" in result.stderr and "SSIM" in result.stderr
+    assert np.asarray(Image.open(out)).shape == (80, 96, 3)
