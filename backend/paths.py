@@ -24,11 +24,14 @@ MODEL_FOLDERS: dict[str, str] = {
     "inpaint": "inpainting models (LaMa, MAT)",
     "colorization": "colorization models (DDColor)",
     "facedetection": "face detectors (YuNet, ...)",
+    "HYPIR": "HYPIR restoration LoRAs (HYPIR_sd2.pth), run on an SD 2.1 base",
 }
 #: Folders whose files spandrel can load; the rest are listed by name and size only.
 SPANDREL_FOLDERS = ("upscale_models", "facerestore_models", "inpaint", "colorization")
 #: Folders of diffusion files, described from their headers (backend.diffusion.families).
-DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras")
+DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras", "HYPIR")
+#: HYPIR's LoRA files, where ComfyUI's HYPIR nodes keep them (models/HYPIR/HYPIR_sd2.pth)
+HYPIR_FOLDER = "HYPIR"
 #: A1111 / Forge names for the same folders, so their model trees are found too.
 FOLDER_ALIASES: dict[str, str] = {
     "ESRGAN": "upscale_models",
@@ -39,6 +42,7 @@ FOLDER_ALIASES: dict[str, str] = {
     "Stable-diffusion": "checkpoints",
     "Lora": "loras",
     "VAE": "vae",
+    "hypir": "HYPIR",
 }
 
 

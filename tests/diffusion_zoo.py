@@ -5,7 +5,10 @@
   loads through diffusers' own single-file conversion against its shipped configuration;
 - `sd15_folder` / `sdxl_folder`: diffusers folders (SDXL: two text encoders, text-time
   conditioning);
-- `vae_file`: an original-layout VAE for vae/; `lora_file`: a LoRA for the tiny UNet.
+- `vae_file`: an original-layout VAE for vae/; `lora_file`: a LoRA for the tiny UNet;
+- `sd21_folder`: an SD 2.1-style diffusers folder (linear projections in the transformers, as
+  SD 2.x has), the base `hypir_lora_file` runs on: a HYPIR LoRA saved as HYPIR saves its
+  HYPIR_sd2.pth (peft's keys with the adapter's name, on HYPIR's target layers, torch.save).
 """
 
 from __future__ import annotations
@@ -251,3 +254,74 @@ def lora_file(folder: Path, name: str = "tiny-lora", rank: int = 4) -> Path:
 
 def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data))
+
+
+# --- HYPIR: an SD 2.1-style base and a LoRA on its layers ---------------------------------
+
+#: the layers HYPIR's LoRA adapts (HYPIR's published configuration)
+HYPIR_TARGETS = (
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
+    "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj",
+)  # fmt: skip
+
+
+def unet_sd21() -> torch.nn.Module:
+    """SD 2.1's UNet layout at a tiny size: cross-attention blocks with linear projections, a
+    width change (conv_shortcut), a downsampler and an upsampler (`conv`): every kind of layer
+    HYPIR's LoRA adapts."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(8)
+    return UNet2DConditionModel(
+        sample_size=NATIVE // 8, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
+    )  # fmt: skip
+
+
+def sd21_folder(folder: Path, name: str = "tiny-sd21-base", where: str = "checkpoints") -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    tok = _tokenizer()
+    tok.pad_token = "!"  # OpenCLIP's padding, as SD 2.x's tokenizer has it
+    pipe = StableDiffusionPipeline(
+        unet=unet_sd21(), vae=_vae(9), text_encoder=_clip(seed=10), tokenizer=tok,
+        scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    path = folder / where / name
+    pipe.save_pretrained(path)
+    return path
+
+
+def hypir_lora_file(
+    folder: Path,
+    name: str = "HYPIR_sd2",
+    rank: int = 4,
+    targets: tuple[str, ...] = HYPIR_TARGETS,
+    std: float = 0.05,
+) -> Path:
+    """folder/HYPIR/<name>.pth: the LoRA tensors of a peft adapter on the tiny SD 2.1 UNet,
+    keyed as HYPIR's file is (`down_blocks.0.resnets.0.conv1.lora_A.default.weight`)."""
+    from peft import LoraConfig
+
+    unet = unet_sd21()
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=list(targets)))  # fmt: skip
+    torch.manual_seed(11)
+    for key, p in unet.named_parameters():
+        if "lora_B" in key:  # peft starts B at zero: the LoRA must change something
+            torch.nn.init.normal_(p, std=std)
+    tensors = {k: v.contiguous() for k, v in unet.state_dict().items() if "lora" in k}
+    path = folder / "HYPIR" / f"{name}.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tensors, path)
+    return path
+
+
+def hypir_models(folder: Path) -> Path:
+    """A models folder as a HYPIR user has it: the LoRA in HYPIR/, the base in checkpoints/."""
+    sd21_folder(folder)
+    hypir_lora_file(folder)
+    return folder

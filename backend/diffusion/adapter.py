@@ -70,3 +70,7 @@ register_adapter(DiffusersAdapter)
 
 # the instruction-editing family registers its own adapter (also without torch)
 import backend.diffusion.edit_adapter  # noqa: E402, F401
+
+# HYPIR (an SD 2.1 base with a LoRA merged in) loads through its own adapter, registered here so
+# every manager that knows the diffusion files knows it too
+from backend.diffusion import hypir_adapter  # noqa: E402, F401

@@ -40,6 +40,7 @@ TASKS = (
     "refine",
     "instruct-edit",
     "face-detect",
+    "hypir",
 )
 #: Face detectors get their own folder (added to paths.MODEL_FOLDERS by the faces work).
 FACE_DETECTION_FOLDER = "facedetection"

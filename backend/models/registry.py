@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
 #: without a named model, a task runs the first installed model of these architectures (in
 #: this order), then any other that fits, by name
 PREFERRED_ARCHITECTURES = ("GFPGAN", "CodeFormer", "RestoreFormer")
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 
 
 @dataclass
@@ -47,6 +48,8 @@ class ModelEntry:
     tags: list[str] = field(default_factory=list)
     #: diffusion files: bytes to run it in fp16 on a GPU (weights plus one step's work)
     memory_bytes: int = 0
+    #: a HYPIR LoRA: the SD 2.1 base it runs on (set when the folders are listed, not cached)
+    base: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,12 +70,20 @@ def describe(path: Path, folder: str) -> ModelEntry:
     if path.suffix.lower() == ".param":
         base.reason = "ncnn model: import it with `restora models import-ncnn`"
         return base
+    if folder == paths.HYPIR_FOLDER:
+        return describe_hypir(path, folder, base)
     if folder in paths.DIFFUSION_FOLDERS or folder == "text_encoders":
         edit = describe_edit(path, folder, base)
         if edit is not None:
             return edit
     if folder in paths.DIFFUSION_FOLDERS:
-        return describe_diffusion(path, folder, base)
+        entry = describe_diffusion(path, folder, base)
+        if not entry.usable and "hypir" in path.name.lower():
+            entry.reason = (
+                f"HYPIR's weights go in the {paths.HYPIR_FOLDER} folder, beside an SD 2.1 "
+                "base in checkpoints/"
+            )
+        return entry
     if folder not in paths.SPANDREL_FOLDERS:
         base.reason = f"{folder} files are used by tasks that come later"
         return base
@@ -152,6 +163,42 @@ def refresh_edit(entry: ModelEntry) -> ModelEntry:
     return fresh or entry
 
 
+def describe_hypir(path: Path, folder: str, base: ModelEntry) -> ModelEntry:
+    """A HYPIR LoRA, or an SD 2.1 base kept beside it (ComfyUI's HYPIR nodes put
+    stable-diffusion-2-1-base/ in models/HYPIR/); the LoRA's base is chosen by `pair_hypir`."""
+    from backend.diffusion import hypir_files
+
+    if path.is_dir() or _is_checkpoint(path):
+        return describe_diffusion(path, "checkpoints", base)
+    found = hypir_files.inspect(path)
+    base.purpose = hypir_files.PURPOSE
+    base.architecture = hypir_files.ARCHITECTURE
+    base.usable, base.reason = found.usable, found.reason
+    base.memory_bytes = found.params * 2
+    base.tags = ["peft_lora", f"rank {found.rank}"] if found.usable else []
+    return base
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A .safetensors Stable Diffusion checkpoint (its header names the UNet's tensors)."""
+    if path.suffix.lower() != ".safetensors":
+        return False
+    from backend.diffusion.families import UNET, read_header
+
+    try:
+        return any(k.startswith(UNET) for k in read_header(path))
+    except (OSError, ValueError, struct.error):
+        return False
+
+
+def pair_hypir(entries: list[ModelEntry]) -> None:
+    """Each HYPIR LoRA with the SD 2.1 base it runs on, or unusable saying which is missing."""
+    if any(e.folder == paths.HYPIR_FOLDER for e in entries):
+        from backend.diffusion.hypir_files import pair
+
+        pair(entries)
+
+
 def _declared_output_scale(path: Path) -> int | None:
     """Models imported from ncnn may be an x4 network whose output the graph resized (x2, x3)."""
     if path.suffix.lower() != ".safetensors":
@@ -220,6 +267,7 @@ class Registry:
             entries.append(entry)
         self._write_index(new_index)
         self._entries = _unique_names(entries)
+        pair_hypir(self._entries)  # after caching: a base may come or go without the LoRA changing
         return self._entries
 
     def find(self, name: str, folder: str | None = None) -> ModelEntry:

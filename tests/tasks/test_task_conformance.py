@@ -16,6 +16,7 @@ from backend.tasks import (
     denoise,
     edit,
     face_restore,
+    hypir,
     inpaint,
     refine,
     restore_old_photo,
@@ -239,3 +240,16 @@ class TestEdit(TaskConformance):
 
     def expected_channels(self, channels: int) -> int:
         return channels + 2 * (channels in (1, 2))  # an edit is in colour; alpha is kept
+
+
+class TestHypir(TaskConformance):
+    spec = hypir.SPEC
+    module = "backend.tasks.hypir"
+    run_params: ClassVar[dict[str, Any]] = {"tile": 64, "stride": 32}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def models_dir(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from tests.diffusion_zoo import hypir_models
+
+        return hypir_models(tmp_path_factory.mktemp("conformance-hypir"))
