@@ -401,6 +401,23 @@ def colorize_by_instruction():
     return out
 
 
+@case("edit_selection")
+def colorize_a_selection_by_instruction():
+    """Edit by instruction on a selection: a layer over the selection only."""
+    image, source, painted = make_image(48, 40)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 12, 10, 24, 20)
+    options = json.dumps({"instruction": "Colorize this black-and-white photo naturally.",
+                          "keep_luminance": "on", "steps": 2, "working_size": 64})
+    out = {"call": call("restora-edit", image, source, options=options, backend_url=EDIT_URL)}
+    out["layers"] = layers_of(image)
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        out["alpha"] = alpha_stats(new, RGBA8, (12, 10, 24, 20))
+    image.delete()
+    return out
+
+
 @case("old_photo")
 def old_photo_chain():
     """Restore old photo on a scratched gray scan: one group, a layer per stage."""

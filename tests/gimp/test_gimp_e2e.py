@@ -391,3 +391,12 @@ def test_the_old_photo_chain_is_one_group_with_a_layer_per_stage(results: dict[s
     assert found["children"] == ["Colorized", "Denoised", "Scratches filled",
                                  "Scratches and dust"]
     assert found["source_unchanged"]
+
+
+def test_colorize_by_instruction_on_a_selection(results: dict[str, Any]) -> None:
+    found = case(results, "edit_selection")
+    call = succeeded(found)
+    assert call["layer"] == "Colorize this black-and-white photo naturally - tiny-instruct-pix2pix"
+    assert found["source_unchanged"]
+    alpha = found["alpha"]
+    assert alpha["center"] == 255 and alpha["outside_max"] == 0, alpha
