@@ -17,13 +17,13 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from ..shared.protocol import DownloadInfo, DownloadState
 from .client import Client
 from .errors import BackendLost, BackendUnavailable, PluginError, ServerError
 from .job_runner import Dispatch, call_now
+from .worker import run_to_end
 
 #: seconds between two status requests
 POLL_INTERVAL = 0.3
@@ -106,28 +106,15 @@ class DownloadRunner:
     # --- the worker ---
 
     def _run(self) -> None:
-        try:
-            info = self._follow()
-        except _Cancelled:
-            self._end(DownloadOutcome.CANCELLED, self.listener.on_download_cancelled)
-        except PluginError as exc:
-            failure = exc  # `exc` is unbound after the block; the callback may run later
-            self.error = failure
-            self._end(DownloadOutcome.FAILED, lambda: self.listener.on_download_failed(failure))
-        except Exception as exc:  # a bug must end the download with a message, not hang the UI
-            error = PluginError(f"The Restora plug-in failed unexpectedly: {exc!r}.",
-                                "This is a bug in the plug-in; please report it.")
-            self.error = error
-            self._end(DownloadOutcome.FAILED, lambda: self.listener.on_download_failed(error))
-        else:
-            self._end(DownloadOutcome.FINISHED, lambda: self.listener.on_download_finished(info))
+        listener = self.listener
+        run_to_end(self._follow, self.dispatch, self._done, _Cancelled,
+                   listener.on_download_finished, listener.on_download_failed,
+                   listener.on_download_cancelled, self._record)
 
-    def _end(self, outcome: DownloadOutcome, callback: Callable[[], None]) -> None:
-        self.outcome = outcome
-        try:
-            self.dispatch(callback)
-        finally:
-            self._done.set()
+    def _record(self, outcome: str, value: object) -> None:
+        self.outcome = DownloadOutcome(outcome)
+        if outcome == "failed" and isinstance(value, PluginError):
+            self.error = value
 
     def _follow(self) -> DownloadInfo:
         if self._cancel.is_set():

@@ -43,6 +43,7 @@ from .errors import (
     ServerError,
 )
 from .pixels import Bytes, PixelBuffer
+from .worker import run_to_end
 
 #: seconds a broken connection may take to come back before the job counts as lost
 RECONNECT_TIMEOUT = 15.0
@@ -189,30 +190,17 @@ class JobRunner:
     # --- the worker ---
 
     def _run(self) -> None:
-        try:
-            result = self._execute()
-        except JobCancelled:
-            self._end(Outcome.CANCELLED, self.listener.on_cancelled)
-        except PluginError as exc:
-            failure = exc  # `exc` is unbound after the block; the callback may run later
-            self.error = failure
-            self._end(Outcome.FAILED, lambda: self.listener.on_failed(failure))
-        except Exception as exc:  # a bug must end the job with a message, not hang the UI
-            error = PluginError(f"The Restora plug-in failed unexpectedly: {exc!r}.",
-                                "This is a bug in the plug-in; please report it.")
-            self.error = error
-            self._end(Outcome.FAILED, lambda: self.listener.on_failed(error))
-        else:
-            self.result = result
-            self._end(Outcome.FINISHED, lambda: self.listener.on_finished(result))
+        run_to_end(self._execute, self.dispatch, self._done, JobCancelled,
+                   self.listener.on_finished, self.listener.on_failed,
+                   self.listener.on_cancelled, self._record)
 
-    def _end(self, outcome: Outcome, callback: Callable[[], None]) -> None:
-        self.outcome = outcome
-        try:
-            self.dispatch(callback)
-        finally:
-            self._sent.set()
-            self._done.set()
+    def _record(self, outcome: str, value: Any) -> None:
+        self.outcome = Outcome(outcome)
+        if outcome == "finished":
+            self.result = value
+        elif outcome == "failed":
+            self.error = value
+        self._sent.set()  # ended before it was submitted: a job queued after it goes on
 
     def _wait_turn(self) -> None:
         """Until the job started before this one is on the backend (or gone)."""

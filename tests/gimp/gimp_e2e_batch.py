@@ -385,13 +385,18 @@ def refine_selection():
     return out
 
 
+def colorize(image, source):
+    """restora-edit with the Colorize preset's words, tiny and quick."""
+    options = json.dumps({"instruction": "Colorize this black-and-white photo naturally.",
+                          "keep_luminance": "on", "steps": 2, "working_size": 64})
+    return call("restora-edit", image, source, options=options, backend_url=EDIT_URL)
+
+
 @case("edit")
 def colorize_by_instruction():
     """Edit by instruction with the Colorize preset's words, on the whole layer."""
     image, source, painted = make_image(48, 40)
-    options = json.dumps({"instruction": "Colorize this black-and-white photo naturally.",
-                          "keep_luminance": "on", "steps": 2, "working_size": 64})
-    out = {"call": call("restora-edit", image, source, options=options, backend_url=EDIT_URL)}
+    out = {"call": colorize(image, source)}
     out["layers"] = layers_of(image)
     out["source"] = painted.hex()
     new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
@@ -406,9 +411,7 @@ def colorize_a_selection_by_instruction():
     """Edit by instruction on a selection: a layer over the selection only."""
     image, source, painted = make_image(48, 40)
     image.select_rectangle(Gimp.ChannelOps.REPLACE, 12, 10, 24, 20)
-    options = json.dumps({"instruction": "Colorize this black-and-white photo naturally.",
-                          "keep_luminance": "on", "steps": 2, "working_size": 64})
-    out = {"call": call("restora-edit", image, source, options=options, backend_url=EDIT_URL)}
+    out = {"call": colorize(image, source)}
     out["layers"] = layers_of(image)
     out["source_unchanged"] = read(source, RGBA8) == painted
     new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
