@@ -58,12 +58,42 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header's `__metadata__` (string keys and values), empty when absent."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if not 0 < length <= _MAX_HEADER:
+            raise ValueError("not a safetensors file")
+        meta = json.loads(f.read(length)).get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def read_tensor(path: str | Path, name: str) -> Any:
+    """One tensor of a safetensors file as a float32 numpy array, read from its byte range
+    alone (a statistic of one small tensor must not load a 7 GB file)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        info = header[name]
+        begin, end = info["data_offsets"]
+        f.seek(8 + length + int(begin))
+        raw = f.read(int(end) - int(begin))
+    dtype = info["dtype"]
+    if dtype == "BF16":  # the upper half of a float32
+        values = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
+        return values.view(np.float32).reshape(info["shape"])
+    kinds = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+    if dtype not in kinds:
+        raise ValueError(f"{name} is stored as {dtype}, not a float")
+    return np.frombuffer(raw, kinds[dtype]).astype(np.float32).reshape(info["shape"])
+
+
 def trained_size(path: str | Path) -> int | None:
     """The side a checkpoint was trained at, from Stability's ModelSpec metadata
     (`modelspec.resolution`, "1024x1024"), when the file has it."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        meta = json.loads(f.read(length)).get("__metadata__") or {}
+    meta = read_metadata(path)
     text = str(meta.get("modelspec.resolution", ""))
     sides = [int(v) for v in text.lower().split("x") if v.strip().isdigit()]
     return max(sides) if len(sides) == 2 else None

@@ -30,6 +30,8 @@ class Sampling:
     guidance: float
     scheduler: str
     seed: int
+    #: "epsilon" or "v_prediction" instead of the model's own; "" or "auto": the model's
+    prediction: str = ""
 
 
 def denoise(
@@ -44,6 +46,10 @@ def denoise(
     """`image` (HxWx3 float32 0..1, sides multiples of the VAE's factor) refined; the same size."""
     pipe = model.pipeline(vae)
     pipe.scheduler = make_scheduler(pipe, sampling.scheduler)
+    if sampling.prediction not in ("", "auto"):
+        pipe.scheduler = type(pipe.scheduler).from_config(
+            pipe.scheduler.config, prediction_type=sampling.prediction
+        )
     total = max(1, math.ceil(sampling.steps / sampling.strength - 1e-9))
     device = pipe._execution_device
     vae_model = pipe.vae

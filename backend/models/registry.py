@@ -22,7 +22,8 @@ DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
 #: without a named model, a task runs the first installed model of these architectures (in
 #: this order), then any other that fits, by name
 PREFERRED_ARCHITECTURES = ("GFPGAN", "CodeFormer", "RestoreFormer")
-INDEX_VERSION = 3
+#: 4: the prediction type among a checkpoint's tags
+INDEX_VERSION = 4
 
 
 @dataclass
@@ -107,7 +108,8 @@ DIFFUSION_PURPOSES = {"checkpoint": "Diffusion", "vae": "VAE", "lora": "LoRA"}
 
 
 def describe_diffusion(path: Path, folder: str, base: ModelEntry) -> ModelEntry:
-    """A checkpoint, diffusers folder, VAE or LoRA, from its headers (no weights loaded)."""
+    """A checkpoint, diffusers folder, VAE or LoRA, from its headers (no weights loaded); a
+    single-file checkpoint's tags also say what it predicts."""
     from backend.diffusion.families import inspect_file, inspect_folder
 
     found = inspect_folder(path) if path.is_dir() else inspect_file(path, folder)
@@ -116,6 +118,10 @@ def describe_diffusion(path: Path, folder: str, base: ModelEntry) -> ModelEntry:
     base.usable, base.reason = found.usable, found.reason
     base.memory_bytes = found.memory_bytes()
     base.tags = [found.layout]
+    if found.usable and found.role == "checkpoint" and not path.is_dir():
+        from backend.diffusion.prediction import decide
+
+        base.tags.append(decide(path, found.family).prediction)
     if path.is_dir():
         base.size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return base

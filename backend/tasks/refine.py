@@ -19,6 +19,7 @@ import numpy as np
 from backend.diffusion import options
 from backend.diffusion.colour import fidelity_lines
 from backend.diffusion.options import DiffusionParams
+from backend.diffusion.prediction import PredictionParams
 from backend.errors import InvalidParameterError
 from backend.tasks.context import TaskContext
 from backend.tasks.spec import Limits, Output, OutputSpec, TaskInputs, TaskResult, TaskSpec, param
@@ -32,7 +33,7 @@ MIN_PADDING = 8
 
 
 @dataclass
-class RefineParams(DiffusionParams):
+class RefineParams(PredictionParams, DiffusionParams):
     denoise_feather: int | None = param(
         None,
         "Denoise mask feather",
@@ -151,7 +152,7 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: RefineParams) -> TaskResul
     work_mask = None if soft is None else resize_float(soft[:, :, None], nh, nw)[:, :, 0]
     sampling = Sampling(
         params.prompt, params.negative_prompt, params.strength, params.steps,
-        params.guidance, params.sampler, seed,
+        params.guidance, params.sampler, seed, params.prediction,
     )  # fmt: skip
     vae = inputs.models.get("vae")
     with applied_lora(model, inputs.models.get("lora"), params.lora_weight, vae):

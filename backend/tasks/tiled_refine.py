@@ -18,6 +18,7 @@ import numpy as np
 from backend.diffusion import options
 from backend.diffusion.colour import fidelity_lines
 from backend.diffusion.options import DiffusionParams
+from backend.diffusion.prediction import PredictionParams
 from backend.diffusion.usdu import ORDERS, SEAM_FIXES
 from backend.errors import ImageTooLargeError, InvalidParameterError
 from backend.tasks.context import TaskContext
@@ -25,7 +26,7 @@ from backend.tasks.spec import Limits, Output, OutputSpec, TaskInputs, TaskResul
 
 
 @dataclass
-class TiledRefineParams(DiffusionParams):
+class TiledRefineParams(PredictionParams, DiffusionParams):
     scale: float = param(
         2.0,
         "Scale",
@@ -174,7 +175,7 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
         strength = params.seam_strength if job.seam else params.strength
         sampling = Sampling(
             params.prompt, params.negative_prompt, strength, params.steps, params.guidance,
-            params.sampler, seed + k,
+            params.sampler, seed + k, params.prediction,
         )  # fmt: skip
         out = denoise(
             model, resize_float(crop, nh, nw), sampling, span.span(k / n, (k + 1) / n),
