@@ -20,6 +20,7 @@ MODEL_FOLDERS: dict[str, str] = {
     "diffusion_models": "diffusion transformers and UNets",
     "loras": "LoRA weights",
     "vae": "VAE weights",
+    "controlnet": "ControlNet models (tile) for the diffusion tasks",
     "text_encoders": "text encoders",
     "inpaint": "inpainting models (LaMa, MAT)",
     "colorization": "colorization models (DDColor)",
@@ -28,7 +29,7 @@ MODEL_FOLDERS: dict[str, str] = {
 #: Folders whose files spandrel can load; the rest are listed by name and size only.
 SPANDREL_FOLDERS = ("upscale_models", "facerestore_models", "inpaint", "colorization")
 #: Folders of diffusion files, described from their headers (backend.diffusion.families).
-DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras")
+DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras", "controlnet")
 #: A1111 / Forge names for the same folders, so their model trees are found too.
 FOLDER_ALIASES: dict[str, str] = {
     "ESRGAN": "upscale_models",
@@ -39,6 +40,7 @@ FOLDER_ALIASES: dict[str, str] = {
     "Stable-diffusion": "checkpoints",
     "Lora": "loras",
     "VAE": "vae",
+    "ControlNet": "controlnet",
 }
 
 

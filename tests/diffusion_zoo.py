@@ -11,7 +11,9 @@
   under conditioner.embedders.0.transformer.*, OpenCLIP bigG under
   conditioner.embedders.1.model.*, the text-time embedding as label_emb; a `v_pred` key or
   not), built by `unet_to_ldm` and `clip_to_open_clip`, which also turn full-size models on
-  the meta device into the released files' key layouts.
+  the meta device into the released files' key layouts;
+- `sd15_controlnet` / `sdxl_controlnet`: ControlNets in controlnet/ as lllyasviel releases
+  them (`control_model.*`), as one diffusers-named file, or as a diffusers folder.
 """
 
 from __future__ import annotations
@@ -463,4 +465,51 @@ def sdxl_checkpoint(folder: Path, name: str = "tiny-sdxl-file", v_pred: bool = F
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path),
               metadata={"modelspec.resolution": f"{NATIVE}x{NATIVE}"})  # fmt: skip
+    return path
+
+
+def _controlnet_of(unet: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A ControlNet copied from `unet`'s encoder, its zero convolutions made non-zero (a
+    trained one's are, and a zero one would change nothing)."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 32))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block",
+                                "controlnet_cond_embedding.conv_out")):  # fmt: skip
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return net
+
+
+def sd15_controlnet(folder: Path, name: str = "tiny-sd15-tile", layout: str = "ldm") -> Path:
+    """controlnet/<name>: a ControlNet for the tiny SD 1.5 model, as lllyasviel's releases
+    (`control_model.*` names, layout "ldm"), diffusers' single file ("diffusers") or a
+    diffusers folder ("folder")."""
+    from safetensors.torch import save_file
+
+    net = _controlnet_of(_unet_sd15(), 16)
+    root = folder / "controlnet"
+    root.mkdir(parents=True, exist_ok=True)
+    if layout == "folder":
+        net.save_pretrained(root / name)
+        return root / name
+    sd = net.state_dict()
+    if layout == "ldm":
+        sd = unet_to_ldm(sd, ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), 2, "control_model.")
+    path = root / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def sdxl_controlnet(folder: Path, name: str = "tiny-sdxl-tile") -> Path:
+    """controlnet/<name>.safetensors: an SDXL ControlNet in diffusers' key names in one file,
+    as the SDXL tile ControlNets are shared."""
+    from safetensors.torch import save_file
+
+    net = _controlnet_of(sdxl_parts()["unet"], 17)
+    path = folder / "controlnet" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     return path

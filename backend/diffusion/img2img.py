@@ -7,8 +7,10 @@ A1111 and Krita do). A mask is applied as differential diffusion: after each ste
 pixel whose mask value is below the step's threshold is put back to the input noised to that
 step, so mask 1 is denoised from the start, 0 never, and values between join part way.
 
-Before the image is encoded the VAE is told whether to work in tiles at this size
-(vae_plan.py), from the memory the model manager says is left.
+With a ControlNet (`control`), its condition image is given beside the latents and the
+ControlNet img2img pipeline runs instead; everything else (the mask, the stretched schedule,
+progress and cancel) is the same. Before the image is encoded the VAE is told whether to work
+in tiles at this size (vae_plan.py), from the memory the model manager says is left.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from backend.diffusion import vae_plan
+from backend.diffusion.controlnet import Control
 from backend.diffusion.loading import DiffusionModel, make_scheduler
 from backend.diffusion.vae_plan import VaePlan
 from backend.tasks.context import TaskContext
@@ -47,11 +50,12 @@ def denoise(
     mask: np.ndarray | None = None,
     vae: Any = None,
     stage: str = "denoising",
+    control: Control | None = None,
     report: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """`image` (HxWx3 float32 0..1, sides multiples of the VAE's factor) refined; the same size.
     `report` gets the VAE plan ("vae": "whole" or "tiled (N px)")."""
-    pipe = model.pipeline(vae)
+    pipe = model.pipeline(vae, None if control is None else control.net)
     pipe.scheduler = make_scheduler(pipe, sampling.scheduler)
     if sampling.prediction not in ("", "auto"):
         pipe.scheduler = type(pipe.scheduler).from_config(
@@ -91,6 +95,17 @@ def denoise(
         report(p, min(done[0], sampling.steps) - 1, timestep, kwargs)
         return kwargs
 
+    extra: dict[str, Any] = {}
+    if control is not None:
+        cond = torch.from_numpy(np.ascontiguousarray(control.image.transpose(2, 0, 1)))[None]
+        extra = {
+            "control_image": cond.float(),
+            "controlnet_conditioning_scale": float(control.scale),
+            "control_guidance_start": float(control.start),
+            "control_guidance_end": float(control.end),
+            "height": image.shape[0],
+            "width": image.shape[1],
+        }
     with ctx.pipeline_run(pipe), torch.no_grad():
         out = pipe(
             prompt=sampling.prompt,
@@ -103,6 +118,7 @@ def denoise(
             output_type="np",
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
+            **extra,
         )
     return np.asarray(out.images[0], dtype=np.float32)
 

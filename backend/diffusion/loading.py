@@ -73,29 +73,37 @@ class DiffusionModel:
         ]
         return sum(sizes), max(sizes, default=0)
 
-    def pipeline(self, vae: Any = None) -> Any:
-        """The img2img pipeline over the shared components (one per VAE)."""
+    def pipeline(self, vae: Any = None, controlnet: Any = None) -> Any:
+        """The img2img pipeline over the shared components (one per VAE), or with a ControlNet
+        (a ControlNetWeights) its ControlNet img2img pipeline: dropped again by `forget`, so a
+        ControlNet the manager unloads is not kept alive here."""
         key = "img2img" if vae is None else f"img2img:{id(vae)}"
+        if controlnet is not None:
+            key = f"{key}:controlnet:{id(controlnet)}"
         if key not in self._pipelines:
-            from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
-
             parts = dict(self.components)
             if vae is not None:
                 parts["vae"] = vae
-            if self.family == "SDXL":
-                parts.setdefault("text_encoder_2", None)
-                parts.setdefault("tokenizer_2", None)
-                pipe = StableDiffusionXLImg2ImgPipeline(**parts, requires_aesthetics_score=False)
-            else:
-                pipe = StableDiffusionImg2ImgPipeline(
-                    **parts, safety_checker=None, feature_extractor=None,
-                    requires_safety_checker=False,
-                )  # fmt: skip
+            pipe = _make_pipeline(self.family, parts, controlnet)
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[key] = pipe
             if self.tier:
                 apply_tier(pipe, self.tier, self.device)
         return self._pipelines[key]
+
+    def forget(self, controlnet: Any) -> None:
+        """Drop the pipelines built around `controlnet` (after the job that used it)."""
+        dropped = [k for k in self._pipelines if k.endswith(f":controlnet:{id(controlnet)}")]
+        offloaded = self.tier not in ("", "resident")
+        for key in dropped:
+            pipe = self._pipelines.pop(key)
+            if offloaded:
+                pipe.remove_all_hooks()
+        if dropped and offloaded:
+            # the pipelines share their components, so the dropped one's offload hooks were
+            # theirs too: hook the ones left again
+            for pipe in self._pipelines.values():
+                apply_tier(pipe, self.tier, self.device)
 
     def place(self, tier: str) -> None:
         """Apply the memory tier the manager chose (resident, model or sequential offload)."""
@@ -116,6 +124,29 @@ class DiffusionModel:
             if self.tier and self.tier != "resident":
                 pipe.remove_all_hooks()
         self._pipelines.clear()
+
+
+def _make_pipeline(family: str, parts: dict[str, Any], controlnet: Any) -> Any:
+    from diffusers import (
+        StableDiffusionControlNetImg2ImgPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionXLControlNetImg2ImgPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+    )
+
+    if controlnet is not None:
+        parts["controlnet"] = controlnet.module
+    if family == "SDXL":
+        parts.setdefault("text_encoder_2", None)
+        parts.setdefault("tokenizer_2", None)
+        cls = StableDiffusionXLImg2ImgPipeline
+        if controlnet is not None:
+            cls = StableDiffusionXLControlNetImg2ImgPipeline
+        return cls(**parts, requires_aesthetics_score=False)
+    cls = StableDiffusionImg2ImgPipeline
+    if controlnet is not None:
+        cls = StableDiffusionControlNetImg2ImgPipeline
+    return cls(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def apply_tier(pipe: Any, tier: str, device: torch.device) -> None:
