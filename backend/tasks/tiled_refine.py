@@ -1,13 +1,14 @@
 """Tiled refine: the Ultimate SD Upscale algorithm, so any image size fits in memory.
 
 Steps: 1. check the request (a ControlNet must be of the checkpoint's family), 2. upscale
-with an SR model (or Lanczos), 3. img2img tile by tile at the model's native tile size, each
-on its tile plus padding and composited through a blurred mask, in linear or chess order
-(later tiles see earlier results), each tile's colours fixed against the upscaled input so no
-tile shifts in tone; with a tile ControlNet, each tile's own pixels are its condition, 4. the
-seam fix (band pass, half tile, half tile + intersections) with its own strength, width, blur
-and padding, 5. report the seed and how far the result moved from the input (at the input's
-size).
+with an SR model (or Lanczos), and find the faces to protect on the input, 3. img2img tile by
+tile at the model's native tile size, each on its tile plus padding and composited through a
+blurred mask, in linear or chess order (later tiles see earlier results), each tile's colours
+fixed against the upscaled input so no tile shifts in tone; inside faces the denoise mask is
+lowered to their share of the strength; with a tile ControlNet, each tile's own pixels are
+its condition, 4. the seam fix (band pass, half tile, half tile + intersections) with its own
+strength, width, blur and padding, 5. faces restored by a face model when asked, 6. report
+the seed and how far the result moved from the input (at the input's size).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from backend.diffusion import options
 from backend.diffusion.controlnet import ControlNetParams
+from backend.diffusion.face_guard import FaceParams
 from backend.diffusion.options import DiffusionParams
 from backend.diffusion.prediction import PredictionParams
 from backend.diffusion.report import summary_lines
@@ -29,7 +31,7 @@ from backend.tasks.spec import Limits, Output, OutputSpec, TaskInputs, TaskResul
 
 
 @dataclass
-class TiledRefineParams(PredictionParams, ControlNetParams, DiffusionParams):
+class TiledRefineParams(PredictionParams, ControlNetParams, FaceParams, DiffusionParams):
     scale: float = param(
         2.0,
         "Scale",
@@ -128,6 +130,7 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
     from backend.diffusion import usdu
     from backend.diffusion.colour import colour_fix, fidelity
     from backend.diffusion.controlnet import Control, check_pair
+    from backend.diffusion.face_guard import Faces, find_faces, restore_faces
     from backend.diffusion.img2img import Sampling, denoise
     from backend.diffusion.lora import applied_lora
     from backend.imaging import max_value, resize, split_alpha
@@ -135,6 +138,7 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
     from backend.tasks.refine import (
         _back,
         _control_detail,
+        _faces_detail,
         _float_rgb,
         native_shape,
         resize_float,
@@ -169,6 +173,13 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
     image = _float_rgb(big, top)
     upscaled = image.copy()
     details: dict[str, Any] = {"seed": seed, "family": model.family, "size": [ow, oh]}
+    faces = Faces()
+    if params.face_protection != "off" and params.strength > 0:
+        faces = find_faces(ctx, pixels).scaled(ow / w, oh / h)
+        if params.face_protection == "lower":
+            _faces_detail(faces, params, details)
+        ctx.check_cancel()
+    lowered = faces if params.face_protection == "lower" else Faces()
 
     # 3 + 4. tiles, then seams
     extra = net.module.num_parameters() * model.dtype.itemsize if net is not None else 0
@@ -184,7 +195,7 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
     if net is not None:
         details["controlnet"] = _control_detail(net, params, details)
     vae = inputs.models.get("vae")
-    span = ctx.span(0.1, 0.97)
+    span = ctx.span(0.1, 0.9 if params.face_protection == "restore" else 0.97)
     paddings = (params.padding, params.seam_padding)
 
     def refine_one(crop: np.ndarray, mask: np.ndarray, k: int, n: int, job: Any) -> np.ndarray:
@@ -195,6 +206,11 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
             params.prompt, params.negative_prompt, strength, params.steps, params.guidance,
             params.sampler, seed + k, params.prediction,
         )  # fmt: skip
+        scale = lowered.strength_scale(
+            usdu.crop_of(job.rect, paddings[job.seam], oh, ow), params.face_strength
+        )
+        if scale is not None:
+            mask = mask * scale
         work = resize_float(crop, nh, nw)
         control = None
         if net is not None:  # a tile ControlNet's condition is the tile itself
@@ -216,6 +232,10 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
         if net is not None:
             model.forget(net)
     result = _back(image, channels, top, colour.dtype)
+    if params.face_protection == "restore" and jobs:
+        ctx.progress(0.9, "restoring faces")
+        sub = ctx.span(0.9, 0.97, "restoring faces")
+        result = restore_faces(sub, inputs, result, faces, details)
     ctx.progress(0.98, "finishing")
     small = result if (oh, ow) == (h, w) else resize(result, w, h)
     details["fidelity"] = fidelity(small, colour, top)
@@ -235,8 +255,9 @@ SPEC = TaskSpec(
     title="Upscale and refine (diffusion, tiled)",
     help="Upscale, then redraw detail tile by tile with a Stable Diffusion model (Ultimate SD "
     "Upscale). The image is enlarged with a super-resolution model (or Lanczos) first; seam "
-    "fixes and a per-tile colour correction keep tiles from showing, a tile ControlNet holds "
-    "each tile's structure, and any size fits in memory.",
+    "fixes and a per-tile colour correction keep tiles from showing, faces are refined more "
+    "gently (or restored afterwards), a tile ControlNet holds each tile's structure, and any "
+    "size fits in memory.",
     params=TiledRefineParams,
     run=run,
     prepare=prepare,

@@ -66,7 +66,7 @@ def photo(astronaut: np.ndarray) -> np.ndarray:
 
 
 def run(zoo: Zoo, spec, pixels: np.ndarray, model: str = "tiny-sd15", ctx=None, **raw):
-    params = spec.parse_params({"steps": 2, "seed": 5, **raw})
+    params = spec.parse_params({"steps": 2, "seed": 5, "face_protection": "off", **raw})
     entries = {"model": zoo.registry.find(model)}
     for key, (name, _slot) in spec.helper_models(params).items():
         entries[key] = zoo.registry.find(name)
