@@ -168,3 +168,27 @@ def test_the_guidance_window_is_checked() -> None:
         0.6,
         1.0,
     )
+
+
+@pytest.mark.parametrize("family", ["SD2.1", "SDXL"])
+def test_ldm_named_controlnets_of_the_other_families_load(tmp_path: Path, family: str) -> None:
+    """SD 2.1 ControlNets (thibaud's) and SDXL ones saved with LDM names (label_emb for the
+    text-time embedding, which diffusers' own conversion leaves out) load the same weights."""
+    from safetensors.torch import save_file
+
+    from backend.diffusion import controlnet
+
+    parts = diffusion_zoo.sd21_parts() if family == "SD2.1" else diffusion_zoo.sdxl_parts()
+    down = diffusion_zoo.SD21_DOWN if family == "SD2.1" else diffusion_zoo.SDXL_DOWN
+    net = diffusion_zoo._controlnet_of(parts["unet"], 18)
+    folder = tmp_path / "controlnet"
+    folder.mkdir()
+    path = folder / f"tiny-{family.lower()}-tile.safetensors"
+    sd = diffusion_zoo.unet_to_ldm(net.state_dict(), down, 2, "control_model.")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    (entry,) = Registry([tmp_path], index_file=tmp_path / "index.json").entries()
+    assert (entry.architecture, entry.purpose, entry.usable) == (family, "ControlNet", True)
+    loaded = controlnet.load(entry, torch.device("cpu"), torch.float32)
+    got = loaded.module.state_dict()
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, got[key]), key
