@@ -20,6 +20,7 @@ MODEL_FOLDERS: dict[str, str] = {
     "diffusion_models": "diffusion transformers and UNets",
     "loras": "LoRA weights",
     "vae": "VAE weights",
+    "controlnet": "ControlNet models (tile) for the diffusion tasks",
     "text_encoders": "text encoders",
     "inpaint": "inpainting models (LaMa, MAT)",
     "colorization": "colorization models (DDColor)",
@@ -29,7 +30,7 @@ MODEL_FOLDERS: dict[str, str] = {
 #: Folders whose files spandrel can load; the rest are listed by name and size only.
 SPANDREL_FOLDERS = ("upscale_models", "facerestore_models", "inpaint", "colorization")
 #: Folders of diffusion files, described from their headers (backend.diffusion.families).
-DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras", "HYPIR")
+DIFFUSION_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras", "HYPIR", "controlnet")
 #: HYPIR's LoRA files, where ComfyUI's HYPIR nodes keep them (models/HYPIR/HYPIR_sd2.pth)
 HYPIR_FOLDER = "HYPIR"
 #: A1111 / Forge names for the same folders, so their model trees are found too.
@@ -43,6 +44,7 @@ FOLDER_ALIASES: dict[str, str] = {
     "Lora": "loras",
     "VAE": "vae",
     "hypir": "HYPIR",
+    "ControlNet": "controlnet",
 }
 
 

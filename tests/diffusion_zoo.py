@@ -9,6 +9,14 @@
 - `sd21_folder`: an SD 2.1-style diffusers folder (linear projections in the transformers, as
   SD 2.x has), the base `hypir_lora_file` runs on: a HYPIR LoRA saved as HYPIR saves its
   HYPIR_sd2.pth (peft's keys with the adapter's name, on HYPIR's target layers, torch.save).
+- `sd21_checkpoint` / `sdxl_checkpoint`: single files in SD 2.x's layout (OpenCLIP text tower
+  under cond_stage_model.model.*, linear projections; v-style weights or not) and SDXL's (CLIP-L
+  under conditioner.embedders.0.transformer.*, OpenCLIP bigG under
+  conditioner.embedders.1.model.*, the text-time embedding as label_emb; a `v_pred` key or
+  not), built by `unet_to_ldm` and `clip_to_open_clip`, which also turn full-size models on
+  the meta device into the released files' key layouts;
+- `sd15_controlnet` / `sdxl_controlnet`: ControlNets in controlnet/ as lllyasviel releases
+  them (`control_model.*`), as one diffusers-named file, or as a diffusers folder.
 """
 
 from __future__ import annotations
@@ -325,3 +333,257 @@ def hypir_models(folder: Path) -> Path:
     sd21_folder(folder)
     hypir_lora_file(folder)
     return folder
+
+
+# --- SD 2.1 and SDXL single files, and ControlNets, with the key names of the released files ---
+
+
+def unet_to_ldm(
+    sd: dict[str, torch.Tensor], down_types: tuple[str, ...], layers: int, prefix: str
+) -> dict[str, torch.Tensor]:
+    """A diffusers UNet (or ControlNet encoder) state dict in the original key names for any
+    number of levels, blocks per level and attending levels (SD 1.x/2.x: four levels, the
+    last without attention; SDXL: three, the first without)."""
+    attends = [t.startswith("CrossAttn") for t in down_types]
+    levels = len(down_types)
+    renames = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("add_embedding.linear_1.", "label_emb.0.0."),
+        ("add_embedding.linear_2.", "label_emb.0.2."),
+        ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.0.", "middle_block.0."), ("mid_block.resnets.1.", "middle_block.2."),
+    ]  # fmt: skip
+    for i in range(levels):
+        for j in range(layers):
+            n = 1 + i * (layers + 1) + j
+            renames.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{n}.0."))
+            if attends[i]:
+                renames.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{n}.1."))
+        if i < levels - 1:
+            n = (i + 1) * (layers + 1)
+            renames.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{n}.0.op."))
+    up_attends = attends[::-1]
+    for i in range(levels):
+        for j in range(layers + 1):
+            n = i * (layers + 1) + j
+            renames.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{n}.0."))
+            if up_attends[i]:
+                renames.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{n}.1."))
+        if i < levels - 1:
+            n = i * (layers + 1) + layers
+            slot = 2 if up_attends[i] else 1
+            renames.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{n}.{slot}."))
+    # a ControlNet's own parts: the zero convolutions and the condition embedding
+    renames += [("controlnet_mid_block.", "middle_block_out.0."),
+                ("controlnet_cond_embedding.conv_in.", "input_hint_block.0.")]  # fmt: skip
+    for i in range(64):
+        renames.append((f"controlnet_down_blocks.{i}.", f"zero_convs.{i}.0."))
+    for i in range(8):
+        renames.append((f"controlnet_cond_embedding.blocks.{i}.", f"input_hint_block.{2 * i + 2}."))
+    blocks = {k for k in sd if k.startswith("controlnet_cond_embedding.blocks.")}
+    hint_out = 2 * (1 + sum(k.endswith(".weight") for k in blocks))
+    renames.append(("controlnet_cond_embedding.conv_out.", f"input_hint_block.{hint_out}."))
+    resnet = [("norm1.", "in_layers.0."), ("conv1.", "in_layers.2."), ("norm2.", "out_layers.0."),
+              ("conv2.", "out_layers.3."), ("time_emb_proj.", "emb_layers.1."),
+              ("conv_shortcut.", "skip_connection.")]  # fmt: skip
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for a, b in renames:
+            if new.startswith(a):
+                new = b + new[len(a) :]
+                break
+        if "resnets" in key:
+            for a, b in resnet:
+                new = new.replace(a, b)
+        out[prefix + new] = value
+    return out
+
+
+def clip_to_open_clip(
+    sd: dict[str, torch.Tensor], prefix: str, projection: bool
+) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text model's state dict in OpenCLIP's names (SD 2.x's
+    `cond_stage_model.model.*`, SDXL's `conditioner.embedders.1.model.*`): fused q/k/v
+    in_proj, resblocks, ln_final, the projection as a matrix applied on the right."""
+    sd = {_text_model(k) if not k.startswith("text_projection") else k: v for k, v in sd.items()}
+    t = "text_model."
+    out = {
+        "token_embedding.weight": sd[f"{t}embeddings.token_embedding.weight"],
+        "positional_embedding": sd[f"{t}embeddings.position_embedding.weight"],
+        "ln_final.weight": sd[f"{t}final_layer_norm.weight"],
+        "ln_final.bias": sd[f"{t}final_layer_norm.bias"],
+        "logit_scale": torch.tensor(4.6052),
+    }
+    hidden = out["token_embedding.weight"].shape[1]
+    if projection:
+        out["text_projection"] = sd["text_projection.weight"].T
+    else:  # SD 2.x files carry OpenCLIP's projection too, unused by the UNet
+        out["text_projection"] = torch.eye(hidden)
+    layers = {k.split(".")[3] for k in sd if k.startswith(f"{t}encoder.layers.")}
+    for n in sorted(layers, key=int):
+        a = f"{t}encoder.layers.{n}."
+        b = f"transformer.resblocks.{n}."
+        for kind in ("weight", "bias"):
+            out[f"{b}attn.in_proj_{kind}"] = torch.cat(
+                [sd[f"{a}self_attn.{q}_proj.{kind}"] for q in ("q", "k", "v")]
+            )
+            out[f"{b}attn.out_proj.{kind}"] = sd[f"{a}self_attn.out_proj.{kind}"]
+            out[f"{b}ln_1.{kind}"] = sd[f"{a}layer_norm1.{kind}"]
+            out[f"{b}ln_2.{kind}"] = sd[f"{a}layer_norm2.{kind}"]
+            out[f"{b}mlp.c_fc.{kind}"] = sd[f"{a}mlp.fc1.{kind}"]
+            out[f"{b}mlp.c_proj.{kind}"] = sd[f"{a}mlp.fc2.{kind}"]
+    return {prefix + k: v.contiguous() for k, v in out.items()}
+
+
+def _vae_keys(vae: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {"first_stage_model." + k: v for k, v in _vae_to_ldm(vae.state_dict()).items()}
+
+
+SD21_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+SDXL_DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+#: SDXL's added time embedding is 256 wide in every released model; the tiny one keeps it
+SDXL_TIME_DIM = 256
+
+
+def _clip_layers(hidden: int, layers: int, projection: bool, seed: int) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, projection_dim=hidden,
+        max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    )  # fmt: skip
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def sd21_parts() -> dict[str, torch.nn.Module]:
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(8)
+    unet = UNet2DConditionModel(
+        sample_size=NATIVE // 8, block_out_channels=(32, 64, 64, 64), layers_per_block=2,
+        down_block_types=SD21_DOWN,
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=48, attention_head_dim=(2, 4, 4, 4), use_linear_projection=True,
+        norm_num_groups=32,
+    )  # fmt: skip
+    # three OpenCLIP layers in the file: SD 2 conditions on the penultimate, so two load
+    return {"unet": unet, "vae": _vae(9), "text_encoder": _clip_layers(48, 3, False, 10)}
+
+
+def sd21_checkpoint(folder: Path, name: str = "tiny-sd21", v_weights: bool = True) -> Path:
+    """checkpoints/<name>.safetensors in SD 2.x's original layout: OpenCLIP text tower under
+    cond_stage_model.model.*, linear attention projections, a 1024-style context. With
+    `v_weights` the last up-block's norm biases spread as a 768-v model's do."""
+    from safetensors.torch import save_file
+
+    parts = sd21_parts()
+    unet_sd = parts["unet"].state_dict()
+    if v_weights:
+        g = torch.Generator().manual_seed(11)
+        for key in [k for k in unet_sd if k.endswith("transformer_blocks.0.norm1.bias")]:
+            unet_sd[key] = torch.randn(unet_sd[key].shape, generator=g) * 0.2
+        parts["unet"].load_state_dict(unet_sd)
+    sd = unet_to_ldm(unet_sd, SD21_DOWN, 2, "model.diffusion_model.")
+    sd.update(_vae_keys(parts["vae"]))
+    sd.update(
+        clip_to_open_clip(parts["text_encoder"].state_dict(), "cond_stage_model.model.", False)
+    )
+    path = folder / "checkpoints" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path),
+              metadata={"modelspec.resolution": f"{NATIVE}x{NATIVE}"})  # fmt: skip
+    return path
+
+
+def sdxl_parts() -> dict[str, torch.nn.Module]:
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(12)
+    unet = UNet2DConditionModel(
+        sample_size=NATIVE // 8, block_out_channels=(32, 64, 64), layers_per_block=2,
+        down_block_types=SDXL_DOWN,
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2), attention_head_dim=(2, 4, 4),
+        use_linear_projection=True, cross_attention_dim=32 + 48,
+        addition_embed_type="text_time", addition_time_embed_dim=SDXL_TIME_DIM,
+        projection_class_embeddings_input_dim=6 * SDXL_TIME_DIM + 48, norm_num_groups=32,
+    )  # fmt: skip
+    return {
+        "unet": unet, "vae": _vae(13), "text_encoder": _clip_layers(32, 2, False, 14),
+        "text_encoder_2": _clip_layers(48, 2, True, 15),
+    }  # fmt: skip
+
+
+def sdxl_checkpoint(folder: Path, name: str = "tiny-sdxl-file", v_pred: bool = False) -> Path:
+    """checkpoints/<name>.safetensors in SDXL's original layout: CLIP-L under
+    conditioner.embedders.0.transformer.*, OpenCLIP bigG under conditioner.embedders.1.model.*,
+    the text-time embedding as label_emb. With `v_pred`, the empty `v_pred` key of a
+    v-prediction fine-tune."""
+    from safetensors.torch import save_file
+
+    parts = sdxl_parts()
+    sd = unet_to_ldm(parts["unet"].state_dict(), SDXL_DOWN, 2, "model.diffusion_model.")
+    sd.update(_vae_keys(parts["vae"]))
+    sd.update({"conditioner.embedders.0.transformer." + _text_model(k): v
+               for k, v in parts["text_encoder"].state_dict().items()})  # fmt: skip
+    bigg = parts["text_encoder_2"].state_dict()
+    sd.update(clip_to_open_clip(bigg, "conditioner.embedders.1.model.", True))
+    if v_pred:
+        sd["v_pred"] = torch.zeros(0)
+    path = folder / "checkpoints" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path),
+              metadata={"modelspec.resolution": f"{NATIVE}x{NATIVE}"})  # fmt: skip
+    return path
+
+
+def _controlnet_of(unet: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A ControlNet copied from `unet`'s encoder, its zero convolutions made non-zero (a
+    trained one's are, and a zero one would change nothing)."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 32))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block",
+                                "controlnet_cond_embedding.conv_out")):  # fmt: skip
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return net
+
+
+def sd15_controlnet(folder: Path, name: str = "tiny-sd15-tile", layout: str = "ldm") -> Path:
+    """controlnet/<name>: a ControlNet for the tiny SD 1.5 model, as lllyasviel's releases
+    (`control_model.*` names, layout "ldm"), diffusers' single file ("diffusers") or a
+    diffusers folder ("folder")."""
+    from safetensors.torch import save_file
+
+    net = _controlnet_of(_unet_sd15(), 16)
+    root = folder / "controlnet"
+    root.mkdir(parents=True, exist_ok=True)
+    if layout == "folder":
+        net.save_pretrained(root / name)
+        return root / name
+    sd = net.state_dict()
+    if layout == "ldm":
+        sd = unet_to_ldm(sd, ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), 2, "control_model.")
+    path = root / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def sdxl_controlnet(folder: Path, name: str = "tiny-sdxl-tile") -> Path:
+    """controlnet/<name>.safetensors: an SDXL ControlNet in diffusers' key names in one file,
+    as the SDXL tile ControlNets are shared."""
+    from safetensors.torch import save_file
+
+    net = _controlnet_of(sdxl_parts()["unet"], 17)
+    path = folder / "controlnet" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path

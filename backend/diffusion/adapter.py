@@ -15,8 +15,9 @@ from backend.models.manager.adapters import register_adapter
 from backend.models.manager.memory import TIER_MARGIN_BYTES, torch_nbytes
 
 DIFFUSION_PURPOSE = "Diffusion"
-#: the purposes of the diffusion files this adapter loads: models, separate VAEs, LoRAs
-PURPOSES = (DIFFUSION_PURPOSE, "VAE", "LoRA")
+#: the purposes of the diffusion files this adapter loads: models, separate VAEs, LoRAs and
+#: ControlNets
+PURPOSES = (DIFFUSION_PURPOSE, "VAE", "LoRA", "ControlNet")
 
 
 class DiffusersAdapter:
@@ -32,6 +33,8 @@ class DiffusersAdapter:
         )
 
     def files(self, entry: Any) -> disk.ModelFiles:
+        if getattr(entry, "purpose", "") == "ControlNet" and Path(entry.path).is_dir():
+            return disk.component_folder(entry.path)  # config.json and weights, no index
         return disk.describe(entry.path)
 
     def name(self, entry: Any) -> str:
@@ -53,11 +56,19 @@ class DiffusersAdapter:
             return loading.load_vae(entry, dev, dtype)
         if entry.purpose == "LoRA":
             return loading.load_lora(entry)
+        if entry.purpose == "ControlNet":
+            from backend.diffusion import controlnet
+
+            return controlnet.load(entry, dev, dtype)
         return loading.load(entry, dev, dtype)
 
     def nbytes(self, obj: Any) -> int:
         parts = getattr(obj, "components", None)
-        held = getattr(obj, "vae", None) or getattr(obj, "state_dict", None)
+        held = (
+            getattr(obj, "vae", None)
+            or getattr(obj, "state_dict", None)
+            or getattr(obj, "module", None)
+        )
         return torch_nbytes(list(parts.values()) if parts is not None else held)
 
     def release(self, obj: Any) -> None:

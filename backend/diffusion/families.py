@@ -1,6 +1,6 @@
 """What a diffusion file is, read from its safetensors header alone (names and shapes, no
 tensor is loaded): the family (SD1.5, SD2.1, SDXL or unknown), the role (checkpoint, VAE,
-LoRA), whether Restora can use it and why not, and the memory it needs.
+LoRA, ControlNet), whether Restora can use it and why not, and the memory it needs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ CONTEXT_DIMS = {768: "SD1.5", 1024: "SD2.1", 2048: "SDXL"}
 NATIVE_SIZE = {"SD1.5": 512, "SD2.1": 768, "SDXL": 1024}
 #: working memory of one step at the native size (latents, attention, VAE decode), fp16
 WORKING_BYTES = {"SD1.5": 1 << 30, "SD2.1": 3 << 29, "SDXL": 2 << 30}
+#: a ControlNet runs a copy of the UNet's encoder beside it: about a quarter of the UNet's
+#: working memory more (its residuals are added to the UNet's skip connections)
+CONTROLNET_WORKING_SHARE = 4
+#: the key prefix of a ControlNet saved inside an LDM-style file (lllyasviel's releases)
+CONTROL = "control_model."
 UNET = "model.diffusion_model."
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
 _MAX_HEADER = 100 << 20
@@ -29,7 +34,7 @@ _MAX_HEADER = 100 << 20
 
 @dataclass
 class Inspection:
-    role: str  # "checkpoint", "vae", "lora", "unknown"
+    role: str  # "checkpoint", "vae", "lora", "controlnet", "unknown"
     family: str = "unknown"
     usable: bool = False
     reason: str = ""
@@ -40,9 +45,10 @@ class Inspection:
     def memory_bytes(self, element_bytes: int = 2) -> int:
         """Bytes to hold every component at `element_bytes` per weight plus one step's work."""
         weights = sum(self.params.values()) * element_bytes
-        return weights + (
-            WORKING_BYTES.get(self.family, 1 << 30) if self.role == "checkpoint" else 0
-        )
+        working = WORKING_BYTES.get(self.family, 1 << 30)
+        if self.role == "controlnet":
+            return weights + working // CONTROLNET_WORKING_SHARE
+        return weights + (working if self.role == "checkpoint" else 0)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -58,12 +64,42 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header's `__metadata__` (string keys and values), empty when absent."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if not 0 < length <= _MAX_HEADER:
+            raise ValueError("not a safetensors file")
+        meta = json.loads(f.read(length)).get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def read_tensor(path: str | Path, name: str) -> Any:
+    """One tensor of a safetensors file as a float32 numpy array, read from its byte range
+    alone (a statistic of one small tensor must not load a 7 GB file)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        info = header[name]
+        begin, end = info["data_offsets"]
+        f.seek(8 + length + int(begin))
+        raw = f.read(int(end) - int(begin))
+    dtype = info["dtype"]
+    if dtype == "BF16":  # the upper half of a float32
+        values = np.frombuffer(raw, "<u2").astype(np.uint32) << 16
+        return values.view(np.float32).reshape(info["shape"])
+    kinds = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+    if dtype not in kinds:
+        raise ValueError(f"{name} is stored as {dtype}, not a float")
+    return np.frombuffer(raw, kinds[dtype]).astype(np.float32).reshape(info["shape"])
+
+
 def trained_size(path: str | Path) -> int | None:
     """The side a checkpoint was trained at, from Stability's ModelSpec metadata
     (`modelspec.resolution`, "1024x1024"), when the file has it."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        meta = json.loads(f.read(length)).get("__metadata__") or {}
+    meta = read_metadata(path)
     text = str(meta.get("modelspec.resolution", ""))
     sides = [int(v) for v in text.lower().split("x") if v.strip().isdigit()]
     return max(sides) if len(sides) == 2 else None
@@ -83,7 +119,7 @@ def _numel(shape: list[int]) -> int:
 def inspect_file(path: str | Path, folder: str) -> Inspection:
     """Describe a diffusion file; never raises for a bad one (it comes back unusable)."""
     path = Path(path)
-    role = {"vae": "vae", "loras": "lora"}.get(folder, "checkpoint")
+    role = {"vae": "vae", "loras": "lora", "controlnet": "controlnet"}.get(folder, "checkpoint")
     if path.suffix.lower() != ".safetensors":
         return Inspection(
             role,
@@ -98,6 +134,8 @@ def inspect_file(path: str | Path, folder: str) -> Inspection:
         return _vae(shapes)
     if role == "lora":
         return _lora(shapes)
+    if role == "controlnet":
+        return _controlnet(shapes)
     return _checkpoint(shapes)
 
 
@@ -227,3 +265,76 @@ def inspect_folder(root: str | Path) -> Inspection:
         out.family = CONTEXT_DIMS.get(ctx, "SD2.1" if opened else "SD1.5")
     out.usable = True
     return out
+
+
+def controlnet_layout(shapes: dict[str, list[int]]) -> tuple[str, str]:
+    """(layout, key prefix) of a ControlNet file: "ldm" (lllyasviel's key names, with or
+    without the `control_model.` prefix) or "diffusers"; ("", "") when it is none."""
+    if f"{CONTROL}input_hint_block.0.weight" in shapes:
+        return "ldm", CONTROL
+    if "input_hint_block.0.weight" in shapes:
+        return "ldm", ""
+    if "controlnet_cond_embedding.conv_in.weight" in shapes:
+        return "diffusers", ""
+    return "", ""
+
+
+def _controlnet(shapes: dict[str, list[int]]) -> Inspection:
+    out = Inspection("controlnet", params={"controlnet": sum(_numel(s) for s in shapes.values())})
+    if any("lora" in k for k in shapes):
+        out.reason = "a control-LoRA; Restora runs full ControlNet models"
+        return out
+    if any(k.startswith(("task_embedding", "controlnet_mode_embedding")) for k in shapes):
+        out.reason = "a ControlNet Union model; Restora runs single ControlNets (tile)"
+        return out
+    layout, prefix = controlnet_layout(shapes)
+    if not layout:
+        what = "a diffusion checkpoint" if any(k.startswith(UNET) for k in shapes) else "it"
+        out.reason = f"not a ControlNet: {what} has no condition embedding (input_hint_block)"
+        return out
+    if layout == "ldm":
+        hint, first = f"{prefix}input_hint_block.0.weight", f"{prefix}input_blocks.0.0.weight"
+        extra = f"{prefix}label_emb.0.0.weight"
+    else:
+        hint, first = "controlnet_cond_embedding.conv_in.weight", "conv_in.weight"
+        extra = "add_embedding.linear_1.weight"
+    ctx = context_dim(shapes, prefix if layout == "ldm" else "")
+    linear = any(k.endswith("proj_in.weight") and len(s) == 2 for k, s in shapes.items())
+    if ctx in CONTEXT_DIMS:
+        out.family = CONTEXT_DIMS[ctx]
+    elif ctx is not None:  # a width no released family has (a small test model)
+        out.family = "SDXL" if extra in shapes else ("SD2.1" if linear else "SD1.5")
+    else:
+        out.reason = "its attention layers are of no Stable Diffusion family Restora knows"
+        return out
+    if shapes.get(hint, [0, 0])[1] != 3 or shapes.get(first, [0, 0])[1] != 4:
+        out.reason = "not an image ControlNet: it takes no 3-channel condition image"
+        return out
+    out.usable = True
+    return out
+
+
+def inspect_controlnet_folder(root: str | Path) -> Inspection:
+    """A ControlNet saved by diffusers: config.json beside diffusion_pytorch_model.safetensors."""
+    root = Path(root)
+    out = Inspection("controlnet", layout="diffusers_folder")
+    try:
+        config = json.loads((root / "config.json").read_text())
+        files = sorted(root.glob("*.safetensors"))
+        shapes: dict[str, list[int]] = {}
+        for f in files:
+            shapes.update(shapes_of(read_header(f)))
+    except (OSError, ValueError, struct.error) as exc:
+        out.reason = f"an incomplete ControlNet folder ({exc.__class__.__name__}: {exc})"
+        return out
+    if config.get("_class_name") != "ControlNetModel" or not shapes:
+        out.reason = (
+            f"a {config.get('_class_name') or 'unknown'} folder; Restora runs ControlNetModel "
+            "folders with .safetensors weights"
+        )
+        return out
+    found = _controlnet(shapes)
+    found.layout = "diffusers_folder"
+    if found.usable and config.get("addition_embed_type") == "text_time":
+        found.family = "SDXL"
+    return found

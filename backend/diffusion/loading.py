@@ -73,29 +73,37 @@ class DiffusionModel:
         ]
         return sum(sizes), max(sizes, default=0)
 
-    def pipeline(self, vae: Any = None) -> Any:
-        """The img2img pipeline over the shared components (one per VAE)."""
+    def pipeline(self, vae: Any = None, controlnet: Any = None) -> Any:
+        """The img2img pipeline over the shared components (one per VAE), or with a ControlNet
+        (a ControlNetWeights) its ControlNet img2img pipeline: dropped again by `forget`, so a
+        ControlNet the manager unloads is not kept alive here."""
         key = "img2img" if vae is None else f"img2img:{id(vae)}"
+        if controlnet is not None:
+            key = f"{key}:controlnet:{id(controlnet)}"
         if key not in self._pipelines:
-            from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
-
             parts = dict(self.components)
             if vae is not None:
                 parts["vae"] = vae
-            if self.family == "SDXL":
-                parts.setdefault("text_encoder_2", None)
-                parts.setdefault("tokenizer_2", None)
-                pipe = StableDiffusionXLImg2ImgPipeline(**parts, requires_aesthetics_score=False)
-            else:
-                pipe = StableDiffusionImg2ImgPipeline(
-                    **parts, safety_checker=None, feature_extractor=None,
-                    requires_safety_checker=False,
-                )  # fmt: skip
+            pipe = _make_pipeline(self.family, parts, controlnet)
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[key] = pipe
             if self.tier:
                 apply_tier(pipe, self.tier, self.device)
         return self._pipelines[key]
+
+    def forget(self, controlnet: Any) -> None:
+        """Drop the pipelines built around `controlnet` (after the job that used it)."""
+        dropped = [k for k in self._pipelines if k.endswith(f":controlnet:{id(controlnet)}")]
+        offloaded = self.tier not in ("", "resident")
+        for key in dropped:
+            pipe = self._pipelines.pop(key)
+            if offloaded:
+                pipe.remove_all_hooks()
+        if dropped and offloaded:
+            # the pipelines share their components, so the dropped one's offload hooks were
+            # theirs too: hook the ones left again
+            for pipe in self._pipelines.values():
+                apply_tier(pipe, self.tier, self.device)
 
     def place(self, tier: str) -> None:
         """Apply the memory tier the manager chose (resident, model or sequential offload)."""
@@ -116,6 +124,29 @@ class DiffusionModel:
             if self.tier and self.tier != "resident":
                 pipe.remove_all_hooks()
         self._pipelines.clear()
+
+
+def _make_pipeline(family: str, parts: dict[str, Any], controlnet: Any) -> Any:
+    from diffusers import (
+        StableDiffusionControlNetImg2ImgPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionXLControlNetImg2ImgPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+    )
+
+    if controlnet is not None:
+        parts["controlnet"] = controlnet.module
+    if family == "SDXL":
+        parts.setdefault("text_encoder_2", None)
+        parts.setdefault("tokenizer_2", None)
+        cls = StableDiffusionXLImg2ImgPipeline
+        if controlnet is not None:
+            cls = StableDiffusionXLControlNetImg2ImgPipeline
+        return cls(**parts, requires_aesthetics_score=False)
+    cls = StableDiffusionImg2ImgPipeline
+    if controlnet is not None:
+        cls = StableDiffusionControlNetImg2ImgPipeline
+    return cls(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def apply_tier(pipe: Any, tier: str, device: torch.device) -> None:
@@ -202,45 +233,49 @@ def _from_single_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, Any], s
     from safetensors.torch import load_file
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from backend.diffusion import prediction
+
     found = families.inspect_file(path, "checkpoints")
     if not found.usable:
         raise ModelFormatError(f"{path.name} cannot be used: {found.reason}.", "")
     family = found.family
     shapes = families.shapes_of(families.read_header(path))
-    config = sized_config(family, shapes, _is_v_model(path, family), families.trained_size(path))
+    decided = prediction.decide(path, family)
+    log.info("%s predicts %s: %s", path.name, decided.prediction, decided.why)
+    v_model = decided.prediction == "v_prediction"
+    config = sized_config(family, shapes, v_model, families.trained_size(path))
     checkpoint = load_file(str(path))
     common = {"config": str(config), "torch_dtype": dtype, "local_files_only": True}
+    # each text encoder converts from its own tensors only: diffusers tells CLIP-L from
+    # OpenCLIP by probing keys, and two encoders of one width in one dict would be confused
+    first = _only(checkpoint, ("cond_stage_model.", "conditioner.embedders.0."))
     parts: dict[str, Any] = {
         "unet": UNet2DConditionModel.from_single_file(checkpoint, subfolder="unet", **common),
         "vae": AutoencoderKL.from_single_file(checkpoint, subfolder="vae", **common),
         "text_encoder": create_diffusers_clip_model_from_ldm(
-            CLIPTextModel, checkpoint, subfolder="text_encoder", **common
+            CLIPTextModel, first, subfolder="text_encoder", **common
         ),
         "tokenizer": _tokenizer(CLIP_TOKENIZER, open_clip=family == "SD2.1"),
         "scheduler": _scheduler_from(config),
     }
     if family == "SDXL":
         parts["text_encoder_2"] = create_diffusers_clip_model_from_ldm(
-            CLIPTextModelWithProjection, checkpoint, subfolder="text_encoder_2", **common
-        )
+            CLIPTextModelWithProjection, _only(checkpoint, ("conditioner.embedders.1.",)),
+            subfolder="text_encoder_2", **common,
+        )  # fmt: skip
         parts["tokenizer_2"] = _tokenizer(CLIP_TOKENIZER, open_clip=True)
-    del checkpoint
+    del checkpoint, first
     return parts, family
+
+
+def _only(checkpoint: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in checkpoint.items() if k.startswith(prefixes)}
 
 
 def _scheduler_from(config: Path) -> Any:
     from diffusers import DDIMScheduler
 
     return DDIMScheduler.from_pretrained(config, subfolder="scheduler")
-
-
-def _is_v_model(path: Path, family: str) -> bool:
-    """SD 2.x 768 models predict v, the 512 "base" ones noise; the weights do not say which,
-    so the file's name does (as A1111's v2 yaml choice does): "768" or "-v" mean v."""
-    if family != "SD2.1":
-        return False
-    name = path.stem.lower()
-    return "768" in name or name.endswith("-v") or "_v_" in name or "-v-" in name
 
 
 def sized_config(
@@ -265,6 +300,13 @@ def sized_config(
         shapes,
         ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer."),
     )
+    # OpenCLIP's layout: SD 2.x's only encoder (its last layer unused: SD 2 conditions on the
+    # penultimate one) and SDXL's second, whose projection gives the pooled embedding
+    _size_open_clip(configs["text_encoder"], shapes, "cond_stage_model.model.", drop_last=True)
+    if "text_encoder_2" in configs:
+        _size_open_clip(
+            configs["text_encoder_2"], shapes, "conditioner.embedders.1.model.", drop_last=False
+        )
     scheduler = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
     scheduler["prediction_type"] = "v_prediction" if v_prediction else "epsilon"
     blob = json.dumps([configs, scheduler], sort_keys=True).encode()
@@ -279,24 +321,53 @@ def sized_config(
     return out
 
 
-def _size_unet(cfg: dict[str, Any], shapes: dict[str, list[int]]) -> None:
-    u = families.UNET
-    layers = int(cfg["layers_per_block"])
-    widths = []
-    for level in range(len(cfg["block_out_channels"])):
-        key = f"{u}input_blocks.{1 + level * (layers + 1)}.0.out_layers.3.weight"
+def _size_unet(
+    cfg: dict[str, Any], shapes: dict[str, list[int]], prefix: str | None = None
+) -> None:
+    """The UNet's shape read from its LDM-named tensors: levels and blocks per level (from
+    where the downsamplers sit), widths, which levels attend and how many transformer
+    blocks they stack, the projection kind, the context width and SDXL's added embedding.
+    A released file reproduces the shipped configuration; a pruned or small one gets its own.
+    `prefix`: where the tensors' names start (a ControlNet's encoder has the same layout)."""
+    u = families.UNET if prefix is None else prefix
+    start = f"{u}input_blocks."
+    blocks = {int(k[len(start) :].split(".")[0]) for k in shapes if k.startswith(start)}
+    downs = sorted(i for i in blocks if f"{start}{i}.0.op.weight" in shapes)
+    if not blocks or (not downs and max(blocks) < 1):
+        raise ModelFormatError("the UNet has no input_blocks.* tensors", "")
+    layers = downs[0] - 1 if downs else max(blocks)
+    widths, kinds, depths = [], [], []
+    for level in range(len(downs) + 1):
+        first = f"{start}{1 + level * (layers + 1)}."
+        key = f"{first}0.out_layers.3.weight"
         if key not in shapes:
-            raise ModelFormatError(f"the UNet has no tensor {key}: not a {cfg} layout", "")
+            raise ModelFormatError(f"the UNet has no tensor {key}: not an SD layout", "")
         widths.append(shapes[key][0])
+        attn = f"{first}1.transformer_blocks."
+        stacked = {k[len(attn) :].split(".")[0] for k in shapes if k.startswith(attn)}
+        kinds.append("CrossAttnDownBlock2D" if stacked else "DownBlock2D")
+        depths.append(len(stacked) or 1)
     cfg["block_out_channels"] = widths
+    cfg["layers_per_block"] = layers
+    cfg["down_block_types"] = kinds
+    cfg["up_block_types"] = [k.replace("Down", "Up") for k in reversed(kinds)]
+    cfg["transformer_layers_per_block"] = depths[0] if len(set(depths)) == 1 else depths
     cfg["norm_num_groups"] = math.gcd(int(cfg.get("norm_num_groups", 32)), *widths)
-    ctx = families.context_dim(shapes)
+    projections = [s for k, s in shapes.items() if k.startswith(u) and k.endswith("proj_in.weight")]
+    if projections:
+        cfg["use_linear_projection"] = len(projections[0]) == 2
+    ctx = families.context_dim(shapes, u)
     if ctx is not None:
         cfg["cross_attention_dim"] = ctx
+    added = shapes.get(f"{u}label_emb.0.0.weight")
+    if added is not None and cfg.get("addition_embed_type") == "text_time":
+        cfg["projection_class_embeddings_input_dim"] = added[1]
     heads = cfg["attention_head_dim"]
     if isinstance(heads, int):
         cfg["attention_head_dim"] = _divisor(min(widths), heads)
     else:
+        if len(heads) != len(widths):  # another depth: SD 2 and SDXL use 64-wide heads
+            heads = [max(1, w // 64) for w in widths]
         cfg["attention_head_dim"] = [_divisor(w, h) for w, h in zip(widths, heads)]
 
 
@@ -337,6 +408,30 @@ def _size_text(
         num_attention_heads=_divisor(hidden, int(cfg["num_attention_heads"])),
         projection_dim=hidden if cfg.get("projection_dim", 0) > hidden else cfg["projection_dim"],
     )
+
+
+def _size_open_clip(
+    cfg: dict[str, Any], shapes: dict[str, list[int]], prefix: str, drop_last: bool
+) -> None:
+    """An OpenCLIP text tower (token_embedding, transformer.resblocks.N, ln_final,
+    text_projection) sized into a CLIPTextConfig."""
+    token = shapes.get(f"{prefix}token_embedding.weight")
+    if token is None:
+        return
+    vocab, hidden = token
+    layer = f"{prefix}transformer.resblocks."
+    depth = len({k[len(layer) :].split(".")[0] for k in shapes if k.startswith(layer)})
+    cfg.update(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=depth - 1 if drop_last else depth,
+        intermediate_size=shapes[f"{layer}0.mlp.c_fc.weight"][0],
+        num_attention_heads=_divisor(hidden, int(cfg["num_attention_heads"])),
+        max_position_embeddings=shapes.get(f"{prefix}positional_embedding", [77])[0],
+    )
+    projection = shapes.get(f"{prefix}text_projection")
+    if projection is not None and not drop_last:
+        cfg["projection_dim"] = projection[1]
 
 
 def _divisor(width: int, wanted: int) -> int:

@@ -212,9 +212,11 @@ def check_memory(entry: Any, what: str) -> None:
         )
 
 
-def place(ctx: Any, model: Any) -> str:
-    """Ask the model manager for the memory tier that fits now, and apply it."""
+def place(ctx: Any, model: Any, extra_bytes: int = 0) -> str:
+    """Ask the model manager for the memory tier that fits now, and apply it; `extra_bytes`:
+    further weights that run beside the model (a ControlNet)."""
     total, largest = model.weight_bytes()
+    total += extra_bytes
     tier = ctx.models.tier(total, largest) if ctx.models is not None else "resident"
     model.place(tier)
     return tier

@@ -23,7 +23,9 @@ DEFAULT_UPSCALE_MODEL = "realesrgan-x4plus"
 #: without a named model, a task runs the first installed model of these architectures (in
 #: this order), then any other that fits, by name
 PREFERRED_ARCHITECTURES = ("GFPGAN", "CodeFormer", "RestoreFormer")
-INDEX_VERSION = 4
+#: 5: HYPIR LoRAs with their base, ControlNets (controlnet/), and the prediction type among
+#: a checkpoint's tags
+INDEX_VERSION = 5
 
 
 @dataclass
@@ -118,19 +120,36 @@ def describe(path: Path, folder: str) -> ModelEntry:
 
 
 #: what each role of a diffusion file is listed as (the purpose a task's model slot names)
-DIFFUSION_PURPOSES = {"checkpoint": "Diffusion", "vae": "VAE", "lora": "LoRA"}
+DIFFUSION_PURPOSES = {
+    "checkpoint": "Diffusion",
+    "vae": "VAE",
+    "lora": "LoRA",
+    "controlnet": "ControlNet",
+}
 
 
 def describe_diffusion(path: Path, folder: str, base: ModelEntry) -> ModelEntry:
-    """A checkpoint, diffusers folder, VAE or LoRA, from its headers (no weights loaded)."""
-    from backend.diffusion.families import inspect_file, inspect_folder
+    """A checkpoint, diffusers folder, VAE, LoRA or ControlNet, from its headers (no weights
+    loaded); a single-file checkpoint's tags also say what it predicts."""
+    from backend.diffusion.families import (
+        inspect_controlnet_folder,
+        inspect_file,
+        inspect_folder,
+    )
 
-    found = inspect_folder(path) if path.is_dir() else inspect_file(path, folder)
+    if path.is_dir():
+        found = inspect_controlnet_folder(path) if folder == "controlnet" else inspect_folder(path)
+    else:
+        found = inspect_file(path, folder)
     base.architecture = found.family
     base.purpose = DIFFUSION_PURPOSES.get(found.role, "")
     base.usable, base.reason = found.usable, found.reason
     base.memory_bytes = found.memory_bytes()
     base.tags = [found.layout]
+    if found.usable and found.role == "checkpoint" and not path.is_dir():
+        from backend.diffusion.prediction import decide
+
+        base.tags.append(decide(path, found.family).prediction)
     if path.is_dir():
         base.size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return base
@@ -232,6 +251,12 @@ class Registry:
                     continue
                 # a diffusers folder is one model: listed as a whole, its files are not
                 packs = sorted(m.parent for m in sub.rglob("model_index.json"))
+                if kind == "controlnet":  # a ControlNet folder is config.json beside weights
+                    packs += sorted(
+                        c.parent
+                        for c in sub.rglob("config.json")
+                        if any(c.parent.glob("*.safetensors")) and c.parent not in packs
+                    )
                 if kind in paths.DIFFUSION_FOLDERS:
                     found += [(p, kind) for p in packs]
                 for f in sorted(sub.rglob("*")):

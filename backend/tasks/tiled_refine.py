@@ -1,10 +1,13 @@
 """Tiled refine: the Ultimate SD Upscale algorithm, so any image size fits in memory.
 
-Steps: 1. check the request, 2. upscale with an SR model (or Lanczos), 3. img2img tile by tile
-at the model's native tile size, each on its tile plus padding and composited through a
+Steps: 1. check the request (a ControlNet must be of the checkpoint's family), 2. upscale
+with an SR model (or Lanczos), and find the faces to protect on the input, 3. img2img tile by
+tile at the model's native tile size, each on its tile plus padding and composited through a
 blurred mask, in linear or chess order (later tiles see earlier results), each tile's colours
-fixed against the upscaled input so no tile shifts in tone, 4. the seam fix (band pass, half
-tile, half tile + intersections) with its own strength, width, blur and padding, 5. report
+fixed against the upscaled input so no tile shifts in tone; inside faces the denoise mask is
+lowered to their share of the strength; with a tile ControlNet, each tile's own pixels are
+its condition, 4. the seam fix (band pass, half tile, half tile + intersections) with its own
+strength, width, blur and padding, 5. faces restored by a face model when asked, 6. report
 the seed and how far the result moved from the input (at the input's size).
 """
 
@@ -16,8 +19,11 @@ from typing import Any
 import numpy as np
 
 from backend.diffusion import options
-from backend.diffusion.colour import fidelity_lines
+from backend.diffusion.controlnet import ControlNetParams
+from backend.diffusion.face_guard import FaceParams
 from backend.diffusion.options import DiffusionParams
+from backend.diffusion.prediction import PredictionParams
+from backend.diffusion.report import summary_lines
 from backend.diffusion.usdu import ORDERS, SEAM_FIXES
 from backend.errors import ImageTooLargeError, InvalidParameterError
 from backend.tasks.context import TaskContext
@@ -25,7 +31,7 @@ from backend.tasks.spec import Limits, Output, OutputSpec, TaskInputs, TaskResul
 
 
 @dataclass
-class TiledRefineParams(DiffusionParams):
+class TiledRefineParams(PredictionParams, ControlNetParams, FaceParams, DiffusionParams):
     scale: float = param(
         2.0,
         "Scale",
@@ -98,6 +104,7 @@ class TiledRefineParams(DiffusionParams):
 
     def validate(self) -> None:
         self.check_common()
+        self.check_control()
         if self.order not in ORDERS or self.seam_fix not in SEAM_FIXES:
             raise InvalidParameterError("order or seam_fix is not one of the listed values.", "")
         if not 1.0 <= self.scale <= 8.0:
@@ -122,17 +129,29 @@ def prepare(params: TiledRefineParams, inputs: TaskInputs, entry: Any, limits: L
 def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> TaskResult:
     from backend.diffusion import usdu
     from backend.diffusion.colour import colour_fix, fidelity
+    from backend.diffusion.controlnet import Control, check_pair
+    from backend.diffusion.face_guard import Faces, find_faces, restore_faces
     from backend.diffusion.img2img import Sampling, denoise
     from backend.diffusion.lora import applied_lora
     from backend.imaging import max_value, resize, split_alpha
     from backend.tasks import upscale
-    from backend.tasks.refine import _back, _float_rgb, native_shape, resize_float
+    from backend.tasks.refine import (
+        _back,
+        _control_detail,
+        _faces_detail,
+        _float_rgb,
+        native_shape,
+        resize_float,
+    )
 
     # 1. check
     params.validate()
     model = inputs.model
     if model is None:
         raise InvalidParameterError("Tiled refine needs a Stable Diffusion model.", "")
+    net = inputs.models.get("controlnet")
+    if net is not None:
+        check_pair(model, net)  # before the upscale: a wrong family is the user's to fix
     seed = params.chosen_seed()
     pixels = inputs.image
     colour, alpha = split_alpha(pixels)
@@ -153,10 +172,18 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
     ctx.check_cancel()
     image = _float_rgb(big, top)
     upscaled = image.copy()
+    details: dict[str, Any] = {"seed": seed, "family": model.family, "size": [ow, oh]}
+    faces = Faces()
+    if params.face_protection != "off" and params.strength > 0:
+        faces = find_faces(ctx, pixels).scaled(ow / w, oh / h)
+        if params.face_protection == "lower":
+            _faces_detail(faces, params, details)
+        ctx.check_cancel()
+    lowered = faces if params.face_protection == "lower" else Faces()
 
     # 3 + 4. tiles, then seams
-    details: dict[str, Any] = {"seed": seed, "family": model.family, "size": [ow, oh]}
-    details["tier"] = options.place(ctx, model)
+    extra = net.module.num_parameters() * model.dtype.itemsize if net is not None else 0
+    details["tier"] = options.place(ctx, model, extra)
     tile = params.tile or model.native_size
     jobs = usdu.main_jobs(oh, ow, tile, params.order)
     if params.strength == 0.0:
@@ -165,8 +192,11 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
         jobs += usdu.seam_jobs(oh, ow, tile, params.seam_fix, params.seam_width)
     details["tiles"] = sum(not j.seam for j in jobs)
     details["seam_jobs"] = sum(j.seam for j in jobs)
+    if net is not None:
+        details["controlnet"] = _control_detail(net, params, details)
     vae = inputs.models.get("vae")
-    span = ctx.span(0.1, 0.97)
+    span = ctx.span(0.1, 0.9 if params.face_protection == "restore" else 0.97)
+    paddings = (params.padding, params.seam_padding)
 
     def refine_one(crop: np.ndarray, mask: np.ndarray, k: int, n: int, job: Any) -> np.ndarray:
         ch, cw = crop.shape[:2]
@@ -174,23 +204,39 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
         strength = params.seam_strength if job.seam else params.strength
         sampling = Sampling(
             params.prompt, params.negative_prompt, strength, params.steps, params.guidance,
-            params.sampler, seed + k,
+            params.sampler, seed + k, params.prediction,
         )  # fmt: skip
+        scale = lowered.strength_scale(
+            usdu.crop_of(job.rect, paddings[job.seam], oh, ow), params.face_strength
+        )
+        if scale is not None:
+            mask = mask * scale
+        work = resize_float(crop, nh, nw)
+        control = None
+        if net is not None:  # a tile ControlNet's condition is the tile itself
+            control = Control(
+                net, work, params.controlnet_strength, params.control_start, params.control_end
+            )
         out = denoise(
-            model, resize_float(crop, nh, nw), sampling, span.span(k / n, (k + 1) / n),
+            model, work, sampling, span.span(k / n, (k + 1) / n),
             resize_float(mask[:, :, None], nh, nw)[:, :, 0], vae=None if vae is None else vae.vae,
-            stage=f"tile {k + 1} of {n}",
+            stage=f"tile {k + 1} of {n}", control=control, report=details,
         )  # fmt: skip
         # each tile's tones from the upscaled input, so no tile shifts in colour
         return colour_fix(resize_float(out, ch, cw), crop, params.colour_fix)
 
-    with applied_lora(model, inputs.models.get("lora"), params.lora_weight, vae):
-        usdu.run_jobs(
-            image, jobs, refine_one, (params.padding, params.seam_padding),
-            (params.mask_blur, params.seam_blur),
-        )  # fmt: skip
-    ctx.progress(0.98, "finishing")
+    try:
+        with applied_lora(model, inputs.models.get("lora"), params.lora_weight, vae):
+            usdu.run_jobs(image, jobs, refine_one, paddings, (params.mask_blur, params.seam_blur))
+    finally:
+        if net is not None:
+            model.forget(net)
     result = _back(image, channels, top, colour.dtype)
+    if params.face_protection == "restore" and jobs:
+        ctx.progress(0.9, "restoring faces")
+        sub = ctx.span(0.9, 0.97, "restoring faces")
+        result = restore_faces(sub, inputs, result, faces, details)
+    ctx.progress(0.98, "finishing")
     small = result if (oh, ow) == (h, w) else resize(result, w, h)
     details["fidelity"] = fidelity(small, colour, top)
     details["fidelity_to_upscaled"] = fidelity(
@@ -200,7 +246,8 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: TiledRefineParams) -> Task
         a = alpha if (oh, ow) == (h, w) else resize(alpha, ow, oh)
         result = np.concatenate([result, a], axis=2)
     ctx.progress(1.0, "done")
-    return TaskResult([Output("result", result, "Tiled refine")], details)
+    message = " ".join(details.get("notes", []))
+    return TaskResult([Output("result", result, "Tiled refine")], details, message=message)
 
 
 SPEC = TaskSpec(
@@ -208,8 +255,9 @@ SPEC = TaskSpec(
     title="Upscale and refine (diffusion, tiled)",
     help="Upscale, then redraw detail tile by tile with a Stable Diffusion model (Ultimate SD "
     "Upscale). The image is enlarged with a super-resolution model (or Lanczos) first; seam "
-    "fixes and a per-tile colour correction keep tiles from showing, and any size fits in "
-    "memory.",
+    "fixes and a per-tile colour correction keep tiles from showing, faces are refined more "
+    "gently (or restored afterwards), a tile ControlNet holds each tile's structure, and any "
+    "size fits in memory.",
     params=TiledRefineParams,
     run=run,
     prepare=prepare,
@@ -221,6 +269,6 @@ SPEC = TaskSpec(
     install_hint=options.INSTALL_HINT,
     group="enhance",
     order=55,
-    summarize=fidelity_lines,
+    summarize=summary_lines,
     presets=options.PRESETS,
 )

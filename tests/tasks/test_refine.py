@@ -60,7 +60,7 @@ def run(zoo: Zoo, pixels: np.ndarray, mask=None, ctx=None, model="tiny-sd15", **
 def test_the_registry_lists_each_file_with_its_family_and_memory(zoo: Zoo) -> None:
     rows = {e.name: e for e in zoo.registry.entries(refresh=True)}
     assert (rows["tiny-sd15"].architecture, rows["tiny-sd15"].purpose) == ("SD1.5", "Diffusion")
-    assert rows["tiny-sd15"].tags == ["single_file"] and rows["tiny-sd15"].usable
+    assert rows["tiny-sd15"].tags == ["single_file", "epsilon"] and rows["tiny-sd15"].usable
     assert (rows["tiny-sdxl"].architecture, rows["tiny-sdxl"].tags) == (
         "SDXL",
         ["diffusers_folder"],

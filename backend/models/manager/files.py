@@ -98,6 +98,23 @@ def describe(
     return ModelFiles("checkpoint_with_parts" if extras else "single_file", str(root), parts)
 
 
+def component_folder(path: str | Path) -> ModelFiles:
+    """One diffusers component saved alone (a ControlNet: config.json beside its weights)."""
+    root = Path(path)
+    files = (
+        sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES) if root.is_dir() else []
+    )
+    for suffix in WEIGHT_SUFFIXES:  # one format is loaded, as in a pipeline folder
+        chosen = [p for p in files if p.suffix == suffix]
+        if chosen:
+            files = chosen
+            break
+    parts = (("config", FileStamp.of(root / "config.json")),)
+    return ModelFiles(
+        "diffusers_folder", str(root), parts + tuple(("model", FileStamp.of(p)) for p in files)
+    )
+
+
 def _diffusers_parts(root: Path) -> tuple[tuple[str, FileStamp], ...]:
     """The weight files of each component model_index.json names, one format per component
     (safetensors over pickles), so the sum is what one load reads."""

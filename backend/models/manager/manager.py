@@ -241,6 +241,19 @@ class ModelManager:
         device = host if self._pool(dev) == "host" else self._available("device")
         return choose_tier(need_bytes, device, host, largest_part_bytes, margin_bytes)
 
+    def work_bytes(self) -> int:
+        """Bytes a running job's working memory (a VAE decode, activations) can use now on this
+        manager's device: free memory, within the budget beyond what is loaded. Unlike
+        `tier`, loaded items count as taken: nothing is evicted in the middle of a job."""
+        pool = self._pool(self._device_name(self.device))
+        free = self._free(pool)
+        budget = self._budget(pool)
+        if budget is None:
+            return free
+        with self._lock:
+            used = sum(i.nbytes for i in self._items.values() if i.pool == pool)
+        return max(min(free, budget - used), 0)
+
     # -- internals -------------------------------------------------------------------------
 
     def _device_name(self, device: str) -> str:
