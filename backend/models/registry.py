@@ -26,6 +26,8 @@ PREFERRED_ARCHITECTURES = ("GFPGAN", "CodeFormer", "RestoreFormer")
 #: 5: HYPIR LoRAs with their base, ControlNets (controlnet/), and the prediction type among
 #: a checkpoint's tags
 INDEX_VERSION = 5
+#: where instruction-editing models and their parts are (a ControlNet is never one)
+EDIT_FOLDERS = ("checkpoints", "diffusion_models", "vae", "loras", "text_encoders")
 
 
 @dataclass
@@ -74,7 +76,7 @@ def describe(path: Path, folder: str) -> ModelEntry:
         return base
     if folder == paths.HYPIR_FOLDER:
         return describe_hypir(path, folder, base)
-    if folder in paths.DIFFUSION_FOLDERS or folder == "text_encoders":
+    if folder in EDIT_FOLDERS:
         edit = describe_edit(path, folder, base)
         if edit is not None:
             return edit
