@@ -50,7 +50,7 @@ NEAR = (2.0, 3.0)
 #: px from the centre line, the band beyond the sides that must be plain for a seed
 BAND = (4, 13)
 #: how much of the band's unevenness is taken off a seed's contrast
-FLAT_WEIGHT = 3.0
+FLAT_WEIGHT = 2.5
 #: how much of the difference between the two near sides is taken off a seed's contrast
 ASYMMETRY = 0.5
 #: unevenness of the band up to this many times the grain is the grain's own, not taken off
@@ -63,21 +63,21 @@ SEED_NOISE = 8.0
 SEED_LENGTH = 11.0
 SEED_WIDTH = 5.0
 #: the lax evidence a followed scratch needs: this share of MIN_CONTRAST, or times the grain
-FOLLOW_SHARE = 0.6
+FOLLOW_SHARE = 0.4
 FOLLOW_NOISE = 4.0
 #: px a followed scratch may be invisible for (over picture of its own shade) and still go on
 MAX_GAP = 16
 #: how quickly the followed direction turns towards where the evidence is (0: never)
 TURN = 0.2
 #: a followed scratch keeps its own ink within this share of its contrast, plus INK_SLACK levels
-INK_SHARE = 0.4
+INK_SHARE = 0.3
 INK_SLACK = 12.0
 #: the share of a seed and its followed line that must show strict evidence, unless the seed
 #: stands out by TRUSTED times its threshold or more
 CHAIN_SHARE = 0.2
-TRUSTED = 1.5
+TRUSTED = 1.25
 #: the share of min_length a line needs where the picture's edge cuts it
-CUT_SHARE = 0.5
+CUT_SHARE = 0.3
 #: dust: rings (inner radius, px) a speck must stand out from, each RING_WIDTH px wide
 RINGS = (2.0, 3.0, 4.0)
 RING_WIDTH = 1.5
@@ -90,11 +90,11 @@ OUTSIDE = 1e4
 RING_FLAT = 0.5
 #: a speck's contrast at least, and times the picture's fine grain, and times the local level of
 #: speck-like answers (in textured picture every other pixel stands out a little)
-SPECK_CONTRAST = 20.0
+SPECK_CONTRAST = 30.0
 SPECK_NOISE = 5.0
 SPECK_TEXTURE = 4.0
 #: a speck with more than CROWD small blobs (itself included) within CROWD_WINDOW px is picture
-CROWD = 2
+CROWD = 3
 CROWD_WINDOW = 47
 #: the window (px) over which the grain and the speck-like answers are measured
 LEVEL_WINDOW = 31
@@ -453,7 +453,7 @@ def _scratches(ev: LineEvidence, noise: np.ndarray, factor: float, min_length: i
     joined = cv2.dilate(found.astype(np.uint8), np.ones((3, 3), np.uint8))
     n, labels, stats = _components(joined)
     x, y, w, h = (stats[:, i] for i in range(4))
-    # a scratch that runs out of the picture is cut short by its edge: half the length will do
+    # a scratch that runs out of the picture is cut short by its edge: CUT_SHARE of it will do
     cut = (x <= 1) | (y <= 1) | (x + w >= found.shape[1] - 1) | (y + h >= found.shape[0] - 1)
     long = np.hypot(w, h) >= np.where(cut, min_length * CUT_SHARE, min_length)
     long[0] = False

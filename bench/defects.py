@@ -9,7 +9,7 @@ is the one least slowed by others). Each other figure is the median over the see
 row is the median over the photos. With git at hand, the detector of an earlier commit
 (--baseline) is measured alike.
 
-    python bench/defects.py [--sensitivity 0.5] [--seeds 3] [--baseline REV] [--photos a,b]
+    python bench/defects.py [--sensitivity 0.5] [--seeds 6] [--baseline REV] [--photos a,b]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sensitivity", type=float, default=0.5)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--baseline", default=BASELINE, help="a git revision, or '' for none")
     parser.add_argument("--photos", default=",".join(PHOTOS), help="scikit-image photographs")
     args = parser.parse_args()

@@ -44,7 +44,7 @@ class DefectParams:
     min_length: int = param(
         61,
         "Shortest scratch",
-        help="Thin lines shorter than this are taken for picture detail (half this will do "
+        help="Thin lines shorter than this are taken for picture detail (a third of it will do "
         "for one the picture's edge cuts).",
         minimum=9,
         maximum=201,
