@@ -425,6 +425,7 @@ def _scratches(ev: LineEvidence, noise: np.ndarray, factor: float, min_length: i
     found = seeded[labels]
     ok = ev.lax > follow_t
     followed = np.zeros(found.shape, bool)
+    taken = found.copy()  # found | followed, kept up to date rather than worked out per seed
     # longest seeds first: a shorter one on the same scratch then stops where they meet
     for i in np.flatnonzero(seeded)[np.argsort(-length[seeded])]:
         x, y, w, h = stats[i, :4]
@@ -438,14 +439,17 @@ def _scratches(ev: LineEvidence, noise: np.ndarray, factor: float, min_length: i
         tolerance = INK_SHARE * float(np.median(lax[centre])) + INK_SLACK
         chain: list[tuple[int, int]] = []
         for tip, direction in _ends(rows, cols):
-            chain += _follow(ev, ok, found | followed, tip, direction, ink, tolerance)
+            chain += _follow(ev, ok, taken, tip, direction, ink, tolerance)
         plain = sum(1 for r, c in chain if strong[r, c])
         share = (length[i] + plain) / (length[i] + len(chain))
         if share < CHAIN_SHARE and clear < TRUSTED:
             found[rows, cols] = False  # a plain stretch of a long ridge of the picture
+            taken[rows, cols] = followed[rows, cols]
             continue
         if chain:
-            followed[tuple(np.array(chain).T)] = True
+            points = tuple(np.array(chain).T)
+            followed[points] = True
+            taken[points] = True
     if followed.any():
         # the followed centre line and what beside it still belongs to the bar
         beside = cv2.dilate(followed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
