@@ -1,6 +1,7 @@
 """Scratch and dust finder for scanned prints: a mask proposal to review, then inpaint.
 
-No model: backend.defects finds thin bright and dark lines and small specks by morphology.
+No model: backend.defects finds thin bright and dark bars on a plain background, follows them
+across the rest of the picture, and finds small specks that stand out from their surroundings.
 The output is an 8-bit gray mask (white: a defect), of the input's size; with a selection,
 only defects inside it are proposed.
 """
@@ -41,9 +42,10 @@ class DefectParams:
         advanced=True,
     )
     min_length: int = param(
-        31,
+        61,
         "Shortest scratch",
-        help="Thin lines shorter than this are taken for picture detail.",
+        help="Thin lines shorter than this are taken for picture detail (a third of it will do "
+        "for one the picture's edge cuts).",
         minimum=9,
         maximum=201,
         step=2,
