@@ -244,6 +244,32 @@ def test_span_normalisation_fold_is_exact_inside_the_image():
     assert "no_norm" in state and np.array_equal(same_w, weight) and same_b is bias
 
 
+def test_loader_fuses_span_once_with_the_same_output(tmp_path):
+    """Restora's loader fuses a SPAN's branches once; the output equals spandrel's, which
+    re-fuses before every call (here a training-form SPAN with random branches, as files
+    from elsewhere are, whose stored eval_conv is stale)."""
+    from safetensors.torch import save_file
+    from spandrel.architectures.SPAN import SPAN
+
+    torch.manual_seed(0)
+    net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2)
+    path = tmp_path / "random-span.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    ours = load_descriptor(path)
+    theirs = spandrel.ModelLoader().load_from_file(path)
+    unit = ours.model.conv_1
+    before = unit.eval_conv.weight.clone()
+    with torch.no_grad():
+        unit.sk.weight.add_(1.0)  # a recomputation would now change the kernel
+    unit.update_params()
+    assert torch.equal(unit.eval_conv.weight, before)  # fused once, at load
+    with torch.no_grad():
+        unit.sk.weight.sub_(1.0)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours.model.eval()(x), theirs.model.eval()(x))
+
+
 # --------------------------------------------------------------------------- graph checks
 
 
