@@ -109,9 +109,9 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
 
 def load_descriptor(path: Path) -> Any:
     """Load a file through spandrel (with the extra architectures registered)."""
+    install_extra_architectures()
     from spandrel import ModelLoader, UnsupportedModelError
 
-    install_extra_architectures()
     state_dict = load_state_dict(path)
     try:
         from spandrel import canonicalize_state_dict
@@ -163,6 +163,9 @@ def install_extra_architectures() -> None:
     global _extras_installed
     if _extras_installed:
         return
+    from backend.models.spandrel_import import import_spandrel
+
+    import_spandrel()  # the first import of spandrel decides what it costs: see there
     from spandrel import MAIN_REGISTRY
 
     try:

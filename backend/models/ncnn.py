@@ -876,7 +876,9 @@ def _split_safetensors(blob: bytes) -> tuple[object, memoryview] | None:
 
 def _verify_with_spandrel(path: Path, converted: ConvertedModel, source: str) -> None:
     """Load the written file the way Restora will, and insist on the family and scale."""
-    import spandrel  # heavy import (registers every architecture): only when writing
+    from backend.models.spandrel_import import import_spandrel
+
+    spandrel = import_spandrel()  # heavy (registers every architecture): only when writing
 
     try:
         descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
