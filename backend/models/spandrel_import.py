@@ -5,8 +5,9 @@ importing torchvision runs ``torchvision.ops.roi_align``, whose one use of Torch
 ``from torch._dynamo.utils import is_compile_supported``, called only when roi_align itself
 runs (no spandrel model calls it). That line imports all of ``torch._dynamo`` (with sympy,
 triton, torch.fx's symbolic shapes and torch.distributed's FSDP): measured on this project's
-2-core machine, 1.8 s of the 2.4 s that ``import spandrel`` takes after torch, about as long
-as importing torch itself, on every CLI run that loads a model.
+2-core machine (shared with other work at the time), 1.8 s of the 2.4 s that ``import
+spandrel`` takes after torch, about as long as importing torch itself, on every CLI run that
+loads a model.
 
 So, while spandrel is imported, ``torch._dynamo`` and ``torch._dynamo.utils`` are
 placeholders whose ``is_compile_supported`` imports the real function when first called.
