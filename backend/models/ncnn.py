@@ -102,8 +102,6 @@ _WEIGHTLESS_TYPES = frozenset(
         "Crop",
     }
 )
-# Layers whose .bin data is a tagged weight blob plus an untagged fp32 bias.
-_WEIGHTED_TYPES = frozenset({"Convolution", "Deconvolution", "InnerProduct"})
 _COMPACT_TYPES = frozenset(
     {"Input", "Split", "Convolution", "PReLU", "PixelShuffle", "Interp", "BinaryOp"}
 )
@@ -392,8 +390,10 @@ def _read_convolution(cursor: _Cursor, index: int, layer: NcnnLayer) -> NcnnWeig
         kernel_h = layer.int_param(11, kernel_w)
         count = layer.int_param(6, 0)
         has_bias = layer.int_param(5, 0)
-        int8 = layer.int_param(8, 0)
-        dynamic = layer.int_param(19, 0)
+        deconv = layer.type == "Deconvolution"
+        # a Deconvolution keeps its output padding in 18/19, its dynamic-weight flag in 28
+        int8 = 0 if deconv else layer.int_param(8, 0)
+        dynamic = layer.int_param(28 if deconv else 19, 0)
     except _Mismatch as exc:
         raise _bad_layer(cursor.path, layer, str(exc)) from None
     if dynamic or int8:
