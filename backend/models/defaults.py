@@ -29,7 +29,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "realesr-animevideov3-x3": "anime video frames, fast, x3",
     "realesr-animevideov3-x4": "anime video frames, fast, x4",
     "ClearReality4x": "photos, fast, x4 (SPAN)",
-    "4xSPANkendata": "photos, fast, x4 (SPAN)",
+    "4xSPANkendata": "general use, fast, x4 (SPAN)",
     "spanx2_ch52": "clean photos, fast, x2 (SPAN, the paper's model)",
     "2xHFA2kSPAN_27k": "anime and illustrations, fast, x2 (SPAN)",
     "realcugan-x2-conservative": "anime and illustrations, x2, keeps the most (Real-CUGAN)",
@@ -75,7 +75,8 @@ DEFAULT_WORDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "realesr-animevideov3-x3": ("Real-ESRGAN AnimeVideo v3 x3", ("illustration", "fast")),
     "realesr-animevideov3-x4": ("Real-ESRGAN AnimeVideo v3 x4", ("illustration", "fast")),
     "ClearReality4x": ("SPAN ClearReality x4", ("photo", "fast")),
-    "4xSPANkendata": ("SPAN kendata x4", ("photo", "fast")),
+    # what kendata (its training set) holds is not stated in the wheel: no subject trait
+    "4xSPANkendata": ("SPAN kendata x4", ("fast",)),
     "spanx2_ch52": ("SPAN x2", ("photo", "fast", "gentle")),
     "2xHFA2kSPAN_27k": ("SPAN HFA2k x2", ("illustration", "fast")),
     **{
