@@ -19,7 +19,7 @@ from typing import Any
 
 from ..shared.protocol import CatalogModelInfo, Health, ModelInfo, ParamInfo, PresetInfo, TaskInfo
 from .client import Client
-from .settings import Settings
+from .settings import SIZE_PARAMS, Settings
 
 #: what a task's mask mode means for the selection
 MASK_OPTIONAL, MASK_REQUIRED, MASK_IGNORED = "optional", "required", "ignored"
@@ -38,6 +38,30 @@ def task_title(info: TaskInfo | None, task: str = "") -> str:
 def task_action_id(task: str) -> str:
     """The editor action id of "run this task" (stable: users bind shortcuts to it)."""
     return "restora_task_" + task.replace("-", "_")
+
+
+def resizes_now(info: TaskInfo | None, options: dict[str, Any]) -> bool:
+    """Whether the task, with these options, makes the image larger: a task that can resize
+    (HYPIR, an upscaler) at scale 1 keeps the size, so it may work on a selection in place.
+    A scale left unset means the task's default (None: the model's own, which resizes)."""
+    if info is None or not info.resizes:
+        return False
+    sizes = {p.name: p for p in info.params if p.name in SIZE_PARAMS}
+    if not sizes:
+        return True  # it resizes, and no option says by how much
+    for name, param in sizes.items():
+        value = options.get(name, param.default)
+        if name == "scale":
+            if value is None:
+                return True
+            try:
+                if abs(float(value) - 1.0) > 1e-9:
+                    return True
+            except (TypeError, ValueError):
+                return True
+        elif value is not None:
+            return True  # a width asked for
+    return False
 
 
 def param_label(param: ParamInfo) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..shared.geometry import Bounds
 from ..shared.protocol import TaskInfo
-from .catalog import MASK_IGNORED, MASK_REQUIRED, Catalog, task_title
+from .catalog import MASK_IGNORED, MASK_REQUIRED, Catalog, resizes_now, task_title
 from .editor import Editor, NewLayer
 from .errors import DocumentGone, NothingFound, NothingSelected, PluginError
 from .job_runner import JobInput, JobResult, OutputPixels
@@ -42,11 +42,15 @@ def prepare_task(editor: Editor, settings: Settings, task: str, catalog: Catalog
     """A task on the document as its spec says: `on_selection` True for the selection (Restore
     selection), False for the whole image, None (the task's own action) for the selection when
     there is one. A task whose mask is "required" always needs a selection; one whose mask is
-    "ignored" always gets the whole image, and the selection is not sent."""
+    "ignored" always gets the whole image, and the selection is not sent; so does the task's
+    own action when its options make the image larger."""
     info = _offered(catalog, task)
     title = task_title(info)
     model = _model(settings, task, catalog)
     if info.mask == MASK_IGNORED:
+        return _whole_image(editor, settings, info, model, catalog)
+    if on_selection is None and resizes_now(info, settings.options_for(task)):
+        # an upscale enlarges the document; only Restore selection runs it in place
         return _whole_image(editor, settings, info, model, catalog)
     has_selection = editor.selection_bounds() is not None
     if info.mask == MASK_REQUIRED or on_selection or (on_selection is None and has_selection):

@@ -17,7 +17,7 @@ from typing import Any
 
 from krita import Krita
 
-from ..common.catalog import Catalog, forget_unknown_options, ordered
+from ..common.catalog import Catalog, forget_unknown_options, ordered, resizes_now
 from ..common.connection import Connection, ConnectionState
 from ..common.downloads import DownloadRunner
 from ..common.errors import BackendLost, BackendUnavailable, NothingFound, PluginError
@@ -386,11 +386,13 @@ class Controller(QObject):
         return self.run_task(task, document, node)
 
     def run_target(self, document: Any = None, task: str | None = None) -> str:
-        """What Run works on now: "selection", "layer" or "image" (a task that resizes, or
-        one that ignores selections, takes the whole image)."""
-        info = self.task_info(task or self.settings.task)
+        """What Run works on now: "selection", "layer" or "image" (a task that enlarges the
+        image with its options now, or one that ignores selections, takes the whole image)."""
+        task = task or self.settings.task
+        info = self.task_info(task)
         document = document or Krita.instance().activeDocument()
-        if info is not None and (info.resizes or info.mask == "ignored"):
+        if info is not None and (info.mask == "ignored"
+                                 or resizes_now(info, self.settings.options_for(task))):
             return "image"
         has_selection = document is not None and document.selection() is not None
         if has_selection or (info is not None and info.mask == "required"):
@@ -413,13 +415,12 @@ class Controller(QObject):
 
     def run_task(self, task: str, document: Any = None, node: Any = None) -> ActionRun:
         """A task's own action: on the selection when there is one and the task works on
-        selections; a task that resizes (upscale) always takes the whole image."""
+        selections; a task that enlarges the image with its options now (an upscale, HYPIR
+        at scale 2) takes the whole image."""
         info = self.task_info(task)
-        on_selection = False if info is not None and info.resizes else None
         settings = self.settings
         return self._start(info.title if info is not None and info.title else task,
-                           lambda e, c: prepare_task(e, settings, task, c, on_selection),
-                           document, node)
+                           lambda e, c: prepare_task(e, settings, task, c), document, node)
 
     def run_again(self, previous: ActionRun, document: Any = None,
                   node: Any = None) -> ActionRun:

@@ -30,6 +30,7 @@ from ..common.catalog import (
     licence_needs_consent,
     model_label,
     param_label,
+    resizes_now,
     size_text,
     task_title,
 )
@@ -474,8 +475,10 @@ class RestoraDocker(DockWidget):
         self.padding.setValue(-1 if s.padding is None else s.padding)
         self.source.setCurrentIndex(max(self.source.findData(s.source), 0))
         self.upscale_into.setCurrentIndex(max(self.upscale_into.findData(s.upscale_into), 0))
-        info = self.controller.task_info(self._current_task())
-        uses_selection = info is None or (info.mask != "ignored" and not info.resizes)
+        task = self._current_task()
+        info = self.controller.task_info(task)
+        uses_selection = info is None or (
+            info.mask != "ignored" and not resizes_now(info, s.options_for(task)))
         for field in (self.feather, self.padding):
             field.setVisible(uses_selection)
             self.common_box.layout().labelForField(field).setVisible(uses_selection)

@@ -26,7 +26,8 @@ OUT = os.environ["RESTORA_E2E_OUT"]
 FACE_URL = os.environ["RESTORA_E2E_FACE_URL"]
 FACE_MODEL = os.environ["RESTORA_E2E_FACE_MODEL"]
 PHOTO = os.environ["RESTORA_E2E_PHOTO"]  # 512x512 RGBA 8-bit, raw
-DIFFUSION_URL = os.environ["RESTORA_E2E_DIFFUSION_URL"]  # a tiny SD 1.5 checkpoint
+# a tiny SD 1.5 checkpoint, a tiny x2 upscaler and a tiny HYPIR LoRA on its SD 2.1 base
+DIFFUSION_URL = os.environ["RESTORA_E2E_DIFFUSION_URL"]
 EDIT_URL = os.environ["RESTORA_E2E_EDIT_URL"]  # a tiny InstructPix2Pix
 OLD_PHOTO_URL = os.environ["RESTORA_E2E_OLD_PHOTO_URL"]  # LaMa, DnCNN, DDColor
 RGBA8, RGBA16, GRAYA8 = "R'G'B'A u8", "R'G'B'A u16", "Y'A u8"
@@ -375,12 +376,61 @@ def refine_selection():
     image, source, painted = make_image(64, 64)
     image.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 12, 32, 36)
     out = {"call": call("restora-refine", image, source, options='{"steps": 4, "strength": 0.5}',
-                        backend_url=DIFFUSION_URL)}
+                        model="tiny-sd15", backend_url=DIFFUSION_URL)}
     out["layers"] = layers_of(image)
     out["source_unchanged"] = read(source, RGBA8) == painted
     new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
     if new is not None:
         out["alpha"] = alpha_stats(new, RGBA8, (16, 12, 32, 36))
+    image.delete()
+    return out
+
+
+@case("tiled_refine")
+def tiled_refine_whole():
+    """Tiled refine (upscale, then img2img tile by tile): GIMP scales the image and the
+    result is a layer of the new size on top."""
+    image, source, _painted = make_image(48, 40)
+    out = {"call": call("restora-tiled-refine", image, source, options='{"steps": 2}',
+                        model="tiny-sd15", backend_url=DIFFUSION_URL)}
+    out["image_size"] = [image.get_width(), image.get_height()]
+    out["layers"] = layers_of(image)
+    image.delete()
+    return out
+
+
+HYPIR_SMALL = {"tile": 64, "stride": 32}  # the tiny model's patches, so the run is quick
+
+
+@case("hypir_selection")
+def hypir_selection():
+    """HYPIR on a selection at scale 1: a layer over the selection only."""
+    image, source, painted = make_image(64, 64)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 12, 32, 36)
+    out = {"call": call("restora-hypir", image, source, options=json.dumps(HYPIR_SMALL),
+                        model="HYPIR_sd2", backend_url=DIFFUSION_URL)}
+    out["layers"] = layers_of(image)
+    out["source_unchanged"] = read(source, RGBA8) == painted
+    new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
+    if new is not None:
+        out["alpha"] = alpha_stats(new, RGBA8, (16, 12, 32, 36))
+        _, ox, oy = new.get_offsets()  # the layer covers the selection's box, not the image
+        inside = read(new, RGBA8, 24 - ox, 20 - oy, 16, 16)
+        out["inside_differs"] = inside != read(source, RGBA8, 24, 20, 16, 16)
+    image.delete()
+    return out
+
+
+@case("hypir_x2")
+def hypir_x2():
+    """HYPIR at scale 2 on the whole image, with a selection there: the image is enlarged."""
+    image, source, _painted = make_image(48, 40)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 4, 4, 10, 10)
+    options = json.dumps({**HYPIR_SMALL, "scale": 2.0})
+    out = {"call": call("restora-hypir", image, source, options=options, model="HYPIR_sd2",
+                        backend_url=DIFFUSION_URL)}
+    out["image_size"] = [image.get_width(), image.get_height()]
+    out["layers"] = layers_of(image)
     image.delete()
     return out
 

@@ -53,11 +53,14 @@ def backend(tmp_path_factory: pytest.TempPathFactory, face_models: Path) -> Iter
 @pytest.fixture(scope="module")
 def diffusion_backend(tiny_models: fx.ModelsSetup,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A tiny single-file SD 1.5 checkpoint: refine runs."""
+    """A tiny single-file SD 1.5 checkpoint, a tiny x2 upscaler and a tiny HYPIR LoRA on its
+    SD 2.1 base: refine, tiled-refine and HYPIR run."""
     from tests import diffusion_zoo
 
     root = tmp_path_factory.mktemp("gimp-diffusion-models")
     diffusion_zoo.sd15_checkpoint(root)
+    diffusion_zoo.hypir_models(root)
+    fx.make_tiny_model(root / "upscale_models" / "tiny-x2.pth", 2)
     with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
         yield live
 
@@ -367,6 +370,46 @@ def test_refine_on_a_selection(results: dict[str, Any],
     assert found["source_unchanged"]
     alpha = found["alpha"]
     assert alpha["center"] == 255 and alpha["outside_max"] == 0, alpha
+
+
+def test_tiled_refine_enlarges_the_image(results: dict[str, Any],
+                                         diffusion_backend: LiveServer) -> None:
+    """Tiled refine from its procedure: GIMP scales the image by the task's factor and the
+    result is one layer of the new size on top of the (scaled) source."""
+    found = case(results, "tiled_refine")
+    call = succeeded(found)
+    title = fx.task_title(diffusion_backend.url, "tiled-refine")
+    assert found["image_size"] == [96, 80]
+    top, source = found["layers"]
+    assert top["name"] == call["layer"] == f"{title} x2 - tiny-sd15"
+    assert (top["x"], top["y"], top["width"], top["height"]) == (0, 0, 96, 80)
+    assert source["name"] == "Source" and (source["width"], source["height"]) == (96, 80)
+
+
+def test_hypir_on_a_selection(results: dict[str, Any], diffusion_backend: LiveServer) -> None:
+    """HYPIR at scale 1 with a selection: a layer over the selection only, redrawn inside,
+    the source untouched."""
+    found = case(results, "hypir_selection")
+    call = succeeded(found)
+    title = fx.task_title(diffusion_backend.url, "hypir")
+    assert call["layer"] == f"{title} selection - HYPIR_sd2"
+    assert [la["name"] for la in found["layers"]] == [call["layer"], "Source"]
+    assert found["source_unchanged"] and found["inside_differs"]
+    alpha = found["alpha"]
+    assert alpha["center"] == 255 and alpha["outside_max"] == 0, alpha
+
+
+def test_hypir_at_scale_2_enlarges_the_whole_image(results: dict[str, Any],
+                                                  diffusion_backend: LiveServer) -> None:
+    """HYPIR at scale 2 enlarges the image even with a selection there (a selection is
+    restored in place only at scale 1)."""
+    found = case(results, "hypir_x2")
+    call = succeeded(found)
+    title = fx.task_title(diffusion_backend.url, "hypir")
+    assert found["image_size"] == [96, 80]
+    top = found["layers"][0]
+    assert top["name"] == call["layer"] == f"{title} x2 - HYPIR_sd2"
+    assert (top["x"], top["y"], top["width"], top["height"]) == (0, 0, 96, 80)
 
 
 def test_colorize_by_instruction_names_the_layer_after_it(results: dict[str, Any]) -> None:

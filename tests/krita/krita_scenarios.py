@@ -692,7 +692,8 @@ def refine_selection():
     sel = Selection()
     sel.select(16, 12, 32, 36, 255)
     doc.setSelection(sel)
-    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"],
+                                     models={"refine": "tiny-sd15"},
                                      options={"refine": {"steps": 4, "strength": 0.5}}))
     controller.start()
     pump_until(lambda: controller.connection.connected, 60)
@@ -720,13 +721,65 @@ def tiled_refine_whole():
 
     doc, base = new_doc("tiled-refine", width=48, height=48)
     paint(base, 48, 48)
-    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"],
+                                     models={"tiled-refine": "tiny-sd15"},
                                      options={"tiled-refine": {"steps": 2}}))
     controller.start()
     pump_until(lambda: controller.connection.connected, 60)
     run = controller.run_task("tiled-refine", doc, base).wait(240)
     out = run_info(run)
     out["doc_size"] = [doc.width(), doc.height()]
+    doc.close()
+    return out
+
+
+def hypir_selection():
+    """HYPIR (one-step diffusion restoration) from its task action on a selection."""
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("hypir", width=64, height=64)
+    rgba = paint(base, 64, 64)
+    before = bytes(base.pixelData(0, 0, 64, 64))
+    sel = Selection()
+    sel.select(16, 12, 32, 36, 255)
+    doc.setSelection(sel)
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
+                                     options={"hypir": {"tile": 64, "stride": 32}}))
+    controller.start()
+    pump_until(lambda: controller.connection.connected, 60)
+    run = controller.run_task("hypir", doc, base).wait(180)
+    out = run_info(run)
+    out["stage"] = run.stage
+    out["selection"] = [16, 12, 32, 36]
+    out["source_file"] = dump("hypir_source.rgba", rgba)
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, 64, 64)) == before
+    out["layers"] = [n.name() for n in layers(doc)]
+    out["doc_size"] = [doc.width(), doc.height()]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    if new:
+        out["layer_file"] = dump("hypir_layer.rgba",
+                                 swap_rb(bytes(new[0].pixelData(0, 0, 64, 64))))
+    doc.close()
+    return out
+
+
+def hypir_whole():
+    """HYPIR at scale 2 on the whole image, which the document follows."""
+    from restora.krita.controller import Controller
+
+    doc, base = new_doc("hypir-x2", width=48, height=40)
+    paint(base, 48, 40)
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
+                                     options={"hypir": {"tile": 64, "stride": 32,
+                                                        "scale": 2.0}}))
+    controller.start()
+    pump_until(lambda: controller.connection.connected, 60)
+    run = controller.run_task("hypir", doc, base).wait(180)
+    out = run_info(run)
+    out["doc_size"] = [doc.width(), doc.height()]
+    out["layers"] = [n.name() for n in layers(doc)]
+    new = [n for n in layers(doc) if n.name() == run.layer_name]
+    out["layer_rect"] = rect(new[0]) if new else None
     doc.close()
     return out
 
@@ -807,5 +860,6 @@ SCENARIOS = [
     ("docker_task_switch", docker_task_switch), ("split", split), ("denoise", denoise),
     ("docker_denoise", docker_denoise), ("download_then_upscale", download_then_upscale),
     ("refine_selection", refine_selection), ("tiled_refine_whole", tiled_refine_whole),
+    ("hypir_selection", hypir_selection), ("hypir_whole", hypir_whole),
     ("edit_colorize", edit_colorize), ("old_photo_chain", old_photo_chain),
 ]

@@ -90,11 +90,12 @@ def denoise_server(tiny_models: fx.ModelsSetup,
 def diffusion_server(tiny_models: fx.ModelsSetup,
                      tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A backend with a tiny single-file SD 1.5 checkpoint (and a tiny upscaler for
-    tiled-refine), so the diffusion tasks run."""
+    tiled-refine) and a tiny HYPIR LoRA on its SD 2.1 base, so the diffusion tasks run."""
     from tests import diffusion_zoo
 
     root = tmp_path_factory.mktemp("diffusion-models")
     diffusion_zoo.sd15_checkpoint(root)
+    diffusion_zoo.hypir_models(root)
     make_tiny_model(root / "upscale_models" / "tiny-x2.pth", 2)
     with live_server(test_settings(ModelsSetup(root, tiny_models.home))) as live:
         yield live
@@ -481,6 +482,38 @@ def test_tiled_refine_upscales_the_image_in_krita(krita_run,
     assert r["status"] == "finished", r["error"]
     title = fx.task_title(diffusion_server.url, "tiled-refine")
     assert r["doc_size"] == [96, 96] and r["layer_name"] == f"{title} x2 - tiny-sd15"
+
+
+def test_hypir_restores_a_selection_in_krita(krita_run,
+                                           diffusion_server: fx.LiveServer) -> None:
+    """HYPIR from its task action on a selection: one layer over the selection, redrawn
+    inside, transparent outside, how far it moved in the message, the source untouched."""
+    r = scenario(krita_run, "hypir_selection")
+    assert r["status"] == "finished", r["error"]
+    title = fx.task_title(diffusion_server.url, "hypir")
+    assert r["layer_name"] == f"{title} selection - HYPIR_sd2"
+    assert r["layers"] == ["Background", r["layer_name"]] and r["doc_size"] == [64, 64]
+    assert "Moved from the input: PSNR" in r["stage"] and r["source_unchanged"]
+    layer = raw(krita_run, r["layer_file"], 64, 64, 4)
+    x, y, w, h = r["selection"]
+    outside = np.ones((64, 64), bool)
+    outside[y:y + h, x:x + w] = False
+    assert (layer[..., 3][outside] == 0).all()
+    inside = layer[y + 4:y + h - 4, x + 4:x + w - 4]
+    assert (inside[..., 3] == 255).all()
+    source = raw(krita_run, r["source_file"], 64, 64, 4)
+    assert not np.array_equal(inside[..., :3], source[y + 4:y + h - 4, x + 4:x + w - 4, :3])
+
+
+def test_hypir_enlarges_the_whole_image_in_krita(krita_run,
+                                               diffusion_server: fx.LiveServer) -> None:
+    """HYPIR at scale 2 on the whole image: the document is scaled by Krita and the result
+    is one new layer of the new size on top."""
+    r = scenario(krita_run, "hypir_whole")
+    assert r["status"] == "finished", r["error"]
+    title = fx.task_title(diffusion_server.url, "hypir")
+    assert r["doc_size"] == [96, 80] and r["layer_name"] == f"{title} x2 - HYPIR_sd2"
+    assert r["layers"][-1] == r["layer_name"] and r["layer_rect"] == [0, 0, 96, 80]
 
 
 def test_colorize_by_instruction_on_a_selection_and_a_layer(krita_run) -> None:

@@ -8,7 +8,14 @@ import pytest
 
 from plugin.common import pixels as px
 from plugin.common import task_cache
-from plugin.common.catalog import Catalog, applies, ordered, task_action_id, task_title
+from plugin.common.catalog import (
+    Catalog,
+    applies,
+    ordered,
+    resizes_now,
+    task_action_id,
+    task_title,
+)
 from plugin.common.errors import BackendUnavailable, NothingSelected
 from plugin.common.event_stream import EventParser
 from plugin.common.job_runner import JobInput, JobResult, OutputPixels, stage_text
@@ -199,6 +206,21 @@ def test_catalog_menus_models_and_defaults() -> None:
     assert c.title("denoise") == "Denoise" and c.title("new-thing") == "New thing"
     assert task_action_id("face-restore") == "restora_task_face_restore"
     assert task_title(None, "face-restore") == "Face restore"
+
+
+def test_a_task_resizes_now_only_when_its_size_options_enlarge_the_image() -> None:
+    """HYPIR at scale 1 works on a selection in place; at 2 (or an upscaler at the model's
+    own scale, or with a width) the editors run it on the whole image."""
+    upscale = catalog().task_info("upscale")
+    hypir = TaskInfo("hypir", True, resizes=True, params=[
+        ParamInfo("scale", "float", 1.0, label="Scale"), ParamInfo("prompt", "str", "")])
+    sized = TaskInfo("sized", True, resizes=True)  # no option says by how much
+    assert resizes_now(upscale, {}) and resizes_now(upscale, {"scale": 2.0})
+    assert not resizes_now(upscale, {"scale": 1.0}) and not resizes_now(upscale, {"scale": 1})
+    assert not resizes_now(hypir, {}) and resizes_now(hypir, {"scale": 2.0})
+    assert resizes_now(hypir, {"scale": "two"})  # a broken option: the safe side
+    assert resizes_now(sized, {}) and not resizes_now(catalog().task_info("split"), {})
+    assert not resizes_now(None, {})
 
 
 def test_task_cache_round_trip_and_broken_files(tmp_path) -> None:
