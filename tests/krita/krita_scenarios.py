@@ -683,36 +683,49 @@ def download_then_upscale():
     return out
 
 
-def refine_selection():
-    """Refine (img2img at low denoise) from its task action on a selection."""
+def diffusion_on_selection(task, name, models, options):
+    """A diffusion task from its task action on a 64x64 layer with a selection: what it left
+    in the document, the source's and the new layer's pixels, the stages progress said."""
     from restora.krita.controller import Controller
 
-    doc, base = new_doc("refine", width=64, height=64)
+    doc, base = new_doc(name, width=64, height=64)
     rgba = paint(base, 64, 64)
+    before = bytes(base.pixelData(0, 0, 64, 64))
     sel = Selection()
     sel.select(16, 12, 32, 36, 255)
     doc.setSelection(sel)
-    controller = Controller(settings(backend_url=CONFIG["diffusion_url"],
-                                     models={"refine": "tiny-sd15"},
-                                     options={"refine": {"steps": 4, "strength": 0.5}}))
+    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models=models,
+                                     options={task: options}))
     controller.start()
     pump_until(lambda: controller.connection.connected, 60)
-    run = controller.run_task("refine", doc, base)
+    run = controller.run_task(task, doc, base)
     stages = []
     pump_until(lambda: (stages.append(run.stage) or run.done), 180)
     out = run_info(run)
     out["stage"] = run.stage
     out["step_seen"] = any("step " in s and " of " in s for s in stages)
     out["selection"] = [16, 12, 32, 36]
-    out["source_file"] = dump("refine_source.rgba", rgba)
+    out["source_file"] = dump(f"{name}_source.rgba", rgba)
+    out["source_unchanged"] = bytes(base.pixelData(0, 0, 64, 64)) == before
     out["layers"] = [n.name() for n in layers(doc)]
     out["doc_size"] = [doc.width(), doc.height()]
     new = [n for n in layers(doc) if n.name() == run.layer_name]
     if new:
-        out["layer_file"] = dump("refine_layer.rgba",
+        out["layer_file"] = dump(f"{name}_layer.rgba",
                                  swap_rb(bytes(new[0].pixelData(0, 0, 64, 64))))
     doc.close()
     return out
+
+
+def refine_selection():
+    """Refine (img2img at low denoise) from its task action on a selection."""
+    return diffusion_on_selection("refine", "refine", {"refine": "tiny-sd15"},
+                                  {"steps": 4, "strength": 0.5})
+
+
+def hypir_selection():
+    """HYPIR (one-step diffusion restoration) at scale 1 on a selection, in place."""
+    return diffusion_on_selection("hypir", "hypir", {}, {"tile": 64, "stride": 32})
 
 
 def tiled_refine_whole():
@@ -729,36 +742,6 @@ def tiled_refine_whole():
     run = controller.run_task("tiled-refine", doc, base).wait(240)
     out = run_info(run)
     out["doc_size"] = [doc.width(), doc.height()]
-    doc.close()
-    return out
-
-
-def hypir_selection():
-    """HYPIR (one-step diffusion restoration) from its task action on a selection."""
-    from restora.krita.controller import Controller
-
-    doc, base = new_doc("hypir", width=64, height=64)
-    rgba = paint(base, 64, 64)
-    before = bytes(base.pixelData(0, 0, 64, 64))
-    sel = Selection()
-    sel.select(16, 12, 32, 36, 255)
-    doc.setSelection(sel)
-    controller = Controller(settings(backend_url=CONFIG["diffusion_url"], models={},
-                                     options={"hypir": {"tile": 64, "stride": 32}}))
-    controller.start()
-    pump_until(lambda: controller.connection.connected, 60)
-    run = controller.run_task("hypir", doc, base).wait(180)
-    out = run_info(run)
-    out["stage"] = run.stage
-    out["selection"] = [16, 12, 32, 36]
-    out["source_file"] = dump("hypir_source.rgba", rgba)
-    out["source_unchanged"] = bytes(base.pixelData(0, 0, 64, 64)) == before
-    out["layers"] = [n.name() for n in layers(doc)]
-    out["doc_size"] = [doc.width(), doc.height()]
-    new = [n for n in layers(doc) if n.name() == run.layer_name]
-    if new:
-        out["layer_file"] = dump("hypir_layer.rgba",
-                                 swap_rb(bytes(new[0].pixelData(0, 0, 64, 64))))
     doc.close()
     return out
 
