@@ -57,9 +57,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller images, one run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--chain-mp", type=float, default=None, help="the scan's size (2 MP)")
+    parser.add_argument("--chain-only", action="store_true", help="skip the tools' table")
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     tool_side, chain_mp = (256, 0.25) if args.quick else (512, 2.0)
+    chain_mp = args.chain_mp or chain_mp
 
     import cv2
     import torch
@@ -116,7 +119,7 @@ def main() -> int:
         mp = tool_side * tool_side / 1e6
         print(f"\n| tool, on {tool_side}x{tool_side} | median s | s/MP |")
         print("| --- | --- | --- |")
-        for name, fn in tools.items():
+        for name, fn in ({} if args.chain_only else tools).items():
             fn()  # loads the model and warms up
             times = []
             for _ in range(runs):
@@ -132,6 +135,8 @@ def main() -> int:
         stages = ", ".join(o.name for o in result.outputs)
         print(f"\nchain on a {side}x{side} scan ({side * side / 1e6:.1f} MP, x2): {total:.1f} s "
               f"({stages}); {result.details['notes'].get('faces', '')}")  # fmt: skip
+        per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in result.details["seconds"].items())
+        print(f"per stage (the first run of each model includes its loading): {per_stage}")
     return 0
 
 

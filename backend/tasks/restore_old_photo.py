@@ -10,6 +10,7 @@ stage's image, 3. its image kept as the stage's output. The last output is the f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -243,12 +244,16 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: RestoreOldPhotoParams) -> 
     outputs: list[Output] = []
     notes: dict[str, str] = {s: stages[s].skipped for s in STAGES if stages[s].skipped}
     done = 0.0
+    seconds: dict[str, float] = {}
     for name in on:
         stage = stages[name]
         sub = ctx.span(done / total, (done + WEIGHTS[name]) / total, name)
         done += WEIGHTS[name]
         ctx.check_cancel()
+        start = time.perf_counter()
         result, note = _run_stage(name, stage, sub, image, holes, inputs.mask, params)
+        # what each stage cost, so a user (and the benchmark) sees which one to turn off
+        seconds[name] = round(time.perf_counter() - start, 2)
         if note:
             notes[name] = note
         if result is None:
@@ -265,6 +270,7 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: RestoreOldPhotoParams) -> 
         "stages": [o.name for o in outputs],
         "notes": notes,
         "models": {s: stages[s].entry.name for s in on if stages[s].entry is not None},
+        "seconds": seconds,
     }
     if not outputs:
         return TaskResult([], details, nothing_found=True, message="No stage ran: " + _why(notes))
@@ -348,6 +354,9 @@ def summarize(details: dict[str, Any]) -> list[str]:
     lines = [f"stages: {', '.join(details.get('stages', [])) or 'none'}"]
     for stage, note in details.get("notes", {}).items():
         lines.append(f"{stage}: {note}")
+    seconds = details.get("seconds") or {}
+    if seconds:
+        lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return lines
 
 

@@ -95,6 +95,8 @@ def test_restore_old_photo_writes_each_stage_and_skips_what_has_no_model(
     assert result.returncode == 0, result.stderr
     assert "stages: defects, inpainted, denoised, colorized" in result.stderr
     assert "upscale: no model installed" in result.stderr
+    timed = next(line for line in result.stderr.splitlines() if "time: defects " in line)
+    assert all(f"{stage} " in timed for stage in ("inpaint", "denoise", "colorize"))
     written = sorted(p.name for p in tmp_path.iterdir())
     # the finished photo (the last stage that ran) under the name asked for, the stages beside
     assert written == [
