@@ -537,6 +537,7 @@ class RestoraDialog:
                 combo.append(chosen, f"{chosen} (not in this image)")
             combo.set_active_id(chosen)
             label = Gtk.Label(label=wanted.label or wanted.name, xalign=0.0)
+            label.set_mnemonic_widget(combo)
             label.set_tooltip_text(wanted.help or None)
             self.labels.add_widget(label)
             self.options_grid.attach(label, 0, row, 1, 1)
