@@ -50,7 +50,9 @@ def to_array(buffer: PixelBuffer) -> np.ndarray:
 @dataclass
 class FakeLayer:
     name: str
-    pixels: np.ndarray  # (H, W, C), the canvas's size, wire channel order
+    #: (H, W, C) in the wire's channel order: the canvas's size, but a reference layer may
+    #: have its own (as a GIMP layer does)
+    pixels: np.ndarray
     #: a group's layers, top to bottom
     children: list[FakeLayer] = field(default_factory=list)
 
@@ -83,6 +85,32 @@ class FakeEditor:
         self.reads.append((region, projection))
         crop = self.image[region.y:region.bottom, region.x:region.right]
         return to_buffer(crop)
+
+    def list_layers(self) -> list[str]:
+        names: list[str] = []
+        for layer in self._other_layers():
+            if layer.name not in names:
+                names.append(layer.name)
+        return names
+
+    def read_layer_pixels(self, name: str) -> PixelBuffer | None:
+        layer = next((item for item in self._other_layers() if item.name == name), None)
+        return None if layer is None else to_buffer(layer.pixels)
+
+    def _other_layers(self) -> list[FakeLayer]:
+        """Top to bottom (`layers` is bottom to top; a group's children top to bottom),
+        without groups and without the source."""
+        found: list[FakeLayer] = []
+
+        def walk(layers: list[FakeLayer]) -> None:
+            for layer in layers:
+                if layer.children:
+                    walk(layer.children)
+                elif layer is not self.source:
+                    found.append(layer)
+
+        walk(list(reversed(self.layers)))
+        return found
 
     def selection_bounds(self) -> Bounds | None:
         if self.selection is None or not self.selection.any():

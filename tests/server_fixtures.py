@@ -138,6 +138,42 @@ def server(tiny_models: ModelsSetup) -> Iterator[LiveServer]:
         yield live
 
 
+@dataclass
+class RecordingServer:
+    live: LiveServer
+    #: per edit job, in the order they ran: the shape of each further image its task got
+    received: list[dict[str, list[int]]]
+
+
+@contextlib.contextmanager
+def edit_plus_server(root: Path, home: Path) -> Iterator[RecordingServer]:
+    """A backend with a tiny Qwen-Image-Edit-2509 (a family that reads reference images),
+    whose edit task notes what further images each job brought before it edits: what an
+    editor sent is then seen where the backend received it, at the layer's size."""
+    import dataclasses
+
+    from backend.diffusion import edit_run
+    from backend.tasks.registry import TaskRegistry
+    from tests import edit_zoo
+    from tests.extra_tasks import with_test_tasks
+
+    edit_zoo.qwen_edit_plus_folder(root)
+    received: list[dict[str, list[int]]] = []
+
+    def recording(spec: Any) -> Any:
+        def run(ctx: Any, inputs: Any, params: Any) -> Any:
+            received.append({name: list(image.shape) for name, image in inputs.images.items()})
+            return spec.run(ctx, inputs, params)
+
+        return dataclasses.replace(spec, run=run)
+
+    tasks = TaskRegistry([recording(s) if s.id == "edit" else s for s in with_test_tasks()])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(edit_run, "CONDITION_AREA", 56 * 56)  # quicker; the server runs in-process
+        with live_server(test_settings(ModelsSetup(root, home)), tasks) as live:
+            yield RecordingServer(live, received)
+
+
 FACE_MODEL = "random-restoreformer"
 
 

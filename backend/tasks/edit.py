@@ -8,7 +8,8 @@ the pipeline's own resizes set to that same size so nothing shifts, 4. back to t
 exact size; the fidelity options: wavelet colour fix, the input's detail kept ("keep
 structure"), and for colorizing only the chroma taken from the model (the input's luminance
 within one level), 5. pasted into the layer (outside the region every pixel is the input's;
-the executor then blends the selection in through its feathered mask), 6. report the seed.
+the executor then blends the selection in through its feathered mask), 6. report the seed
+and how many reference images the model looked at.
 """
 
 from __future__ import annotations
@@ -362,6 +363,9 @@ def run(ctx: TaskContext, inputs: TaskInputs, params: EditParams) -> TaskResult:
     if references and info.max_images == 1:
         details["note"] = f"{model.family} takes one picture: the reference images were not used."
     references = references[: info.max_images - 1]
+    # how many the model looked at: what the editors tell the user, and what shows that the
+    # layers they picked arrived
+    details["references"] = len(references)
     details["tier"] = options.place(ctx, model)
     call = EditCall(params.instruction, params.negative_prompt, steps, guidance,
                     params.image_guidance, seed)  # fmt: skip
@@ -408,6 +412,9 @@ def summarize(details: dict[str, Any]) -> list[str]:
     if "working_size" in details:
         w, h = details["working_size"]
         lines.append(f"{details.get('family', '')} at {w}x{h}, {details.get('steps')} steps")
+    if details.get("references"):
+        count = details["references"]
+        lines.append(f"{count} reference image{'s' if count != 1 else ''} used")
     if details.get("note"):
         lines.append(details["note"])
     return lines

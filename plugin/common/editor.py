@@ -41,6 +41,19 @@ class Editor(Protocol):
         """
         ...
 
+    def list_layers(self) -> list[str]:
+        """The names of the layers a reference image can come from, top to bottom, each name
+        once: the document's other layers with pixels of their own, never the source layer."""
+        ...
+
+    def read_layer_pixels(self, name: str) -> PixelBuffer | None:
+        """The whole layer of that name (the top one, when several share it), at its own
+        size, in the wire's order; None when no layer but the source has that name.
+
+        Raises UnsupportedDocument for a colour model or depth Restora cannot send.
+        """
+        ...
+
     def selection_bounds(self) -> Bounds | None:
         """The selection's bounding box on the canvas, or None without a selection."""
         ...

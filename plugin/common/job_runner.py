@@ -1,6 +1,7 @@
 """One job, run on a worker thread: send the pixels, follow the events, fetch the result.
 
-Steps: 1. connect (health, protocol), 2. upload the image and mask, 3. submit, 4. follow the
+Steps: 1. connect (health, protocol), 2. upload the image, the mask and the reference images
+(each is named in the job by the task's input it is for), 3. submit, 4. follow the
 event stream (reconnecting after a broken connection, with the last event number seen), 5.
 fetch the result and free it on the server. The listener hears progress, finished, failed or
 cancelled through `dispatch`, which the editor adapter sets to "run this on the UI thread";
@@ -73,6 +74,11 @@ class JobInput:
     feather: float | None = None
     #: `params` were checked against the task's parameters from the backend's catalog
     params_checked: bool = False
+    #: further images the task takes (TaskInfo.images): input name -> pixels, each at its
+    #: own size (the backend resizes a reference image itself)
+    images: dict[str, PixelBuffer] = field(default_factory=dict)
+    #: what the user should hear with the result, found while preparing (a picked layer gone)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -223,6 +229,7 @@ class JobRunner:
         if job.mask is not None:
             fmt = PixelFormat(job.image.format.width, job.image.format.height, 1, 8)
             mask_id = client.upload(PixelBuffer(job.mask, fmt))
+        image_ids = self._upload_images()
         self._check_cancel()
         # 3. submit, in the order the jobs were started
         self._wait_turn()
@@ -230,7 +237,8 @@ class JobRunner:
         after = client.last_seq(instance)
         # no model: the backend runs its default for the task (and names it in the status)
         request = JobRequest(task=job.task, image=image_id, model=job.model,
-                             params=params, mask=mask_id, feather=job.feather,
+                             params=params, mask=mask_id, images=image_ids,
+                             feather=job.feather,
                              bounds=job.bounds, canvas=job.canvas, id=self.job_id,
                              client=client.client_id)
         try:
@@ -256,7 +264,19 @@ class JobRunner:
             self._fetch(instance, output) for output in _outputs(final)]
         self._forget()
         return JobResult(self.job_id, job.task, status.model, outputs, dict(final.details),
-                         notes, final.nothing_found, final.message)
+                         [*job.notes, *notes], final.nothing_found, final.message)
+
+    def _upload_images(self) -> dict[str, str]:
+        """Each further image uploaded on its own: input name -> its id on the server."""
+        if not self.job.images:
+            return {}
+        count = len(self.job.images)
+        self._progress(0.0, f"sending the reference image{'s' if count > 1 else ''}")
+        ids = {}
+        for name, pixels in self.job.images.items():
+            self._check_cancel()  # a few megabytes each: a cancel need not wait for them all
+            ids[name] = self.client.upload(pixels)
+        return ids
 
     def _fetch(self, instance: str | None, output: ResultOutput) -> OutputPixels:
         pixels = self._retrying(instance, lambda: self.client.result(self.job_id, output.name))

@@ -4,7 +4,10 @@
 job itself runs on a worker (job_runner.py); `apply_result` runs on the UI thread again and
 only ever adds: new layers (after scaling the document, for a task that resizes) or a new
 document. What a task does with the selection and whether it resizes come from its
-`TaskInfo`, never from its name.
+`TaskInfo`, never from its name. A task's further images (TaskInfo.images, the reference
+images of an edit) are the layers picked for them in the settings, each sent whole at its own
+size whatever the selection: the backend resizes them, and a reference is a picture to look
+at, not a part of the layer to change.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..shared.geometry import Bounds
-from ..shared.protocol import TaskInfo
+from ..shared.protocol import ImageInputInfo, TaskInfo
 from .catalog import MASK_IGNORED, MASK_REQUIRED, Catalog, resizes_now, task_title
 from .editor import Editor, NewLayer
 from .errors import DocumentGone, NothingFound, NothingSelected, PluginError
@@ -129,8 +132,10 @@ def _selection(editor: Editor, settings: Settings, info: TaskInfo, model: str | 
                               f"Select the part {title} should work on, then try again.")
     pixels = editor.read_pixels(region, projection=settings.source == "projection")
     options = settings.options_for(info.task, True, _declared(catalog, info.task, model))
+    images, notes = references(editor, settings, info)
     job = JobInput(task=info.task, image=pixels, bounds=region, canvas=canvas, model=model,
-                   params=options, mask=mask, feather=settings.feather, params_checked=True)
+                   params=options, mask=mask, feather=settings.feather, params_checked=True,
+                   images=images, notes=notes)
     return PreparedJob(job, in_place=True, title=title, final_last=info.final_last)
 
 
@@ -140,12 +145,43 @@ def _whole_image(editor: Editor, settings: Settings, info: TaskInfo, model: str 
     region = Bounds.of(canvas)
     pixels = editor.read_pixels(region, projection=settings.source == "projection")
     options = settings.options_for(info.task, declared=_declared(catalog, info.task, model))
+    images, notes = references(editor, settings, info)
     job = JobInput(task=info.task, image=pixels, bounds=region, canvas=canvas, model=model,
-                   params=options, params_checked=True)
+                   params=options, params_checked=True, images=images, notes=notes)
     into_document = info.resizes and settings.upscale_into == "document"
     return PreparedJob(job, in_place=False, into_document=into_document,
                        title=task_title(info), uses_selection=info.mask != MASK_IGNORED,
                        final_last=info.final_last)
+
+
+def references(editor: Editor, settings: Settings,
+               info: TaskInfo) -> tuple[dict[str, PixelBuffer], list[str]]:
+    """The layers picked for the task's further images, read whole: input name -> pixels, and
+    a note for each picked layer this document lacks (it is skipped: the job runs without it,
+    as it would have had the user picked none). Choices for inputs the task no longer takes
+    stay in the settings, unsent."""
+    picked = settings.references_for(info.task)
+    images: dict[str, PixelBuffer] = {}
+    notes: list[str] = []
+    for wanted in info.images:
+        layer = picked.get(wanted.name, "")
+        pixels = editor.read_layer_pixels(layer) if layer else None
+        if pixels is not None:
+            images[wanted.name] = pixels
+            continue
+        gone = f"this image has no layer '{layer}' besides the one being edited" if layer \
+            else ""
+        if wanted.required:  # the backend would refuse the job: say it before sending
+            raise PluginError(f"{task_title(info)} needs {_input_title(wanted).lower()}"
+                              f"{'; ' + gone if gone else ''}.",
+                              "Pick a layer for it with the task's options, then try again.")
+        if gone:
+            notes.append(f"{_input_title(wanted)}: {gone}, so it was left out.")
+    return images, notes
+
+
+def _input_title(wanted: ImageInputInfo) -> str:
+    return wanted.label or wanted.name.replace("_", " ").capitalize()
 
 
 def layer_name(prepared: PreparedJob, result: JobResult) -> str:

@@ -1,6 +1,8 @@
 """What a finished job says besides its layer: the seed that reproduces it and, for a task
 that redraws (diffusion), how far the result moved from the input, so an artist sees at once
-whether a refine stayed faithful. Both editors show these words."""
+whether a refine stayed faithful; how many reference images the model looked at, and the
+task's own note (a model that takes one picture left the references out). Both editors show
+these words."""
 
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ def result_notes(details: dict[str, Any]) -> list[str]:
             notes.append(f"Moved from the input: PSNR {psnr:.1f} dB, SSIM "
                          f"{float(fidelity.get('ssim', 0.0)):.3f}, {changed:.1f}% of pixels "
                          "changed.")
+    used = details.get("references")
+    if isinstance(used, int) and not isinstance(used, bool) and used > 0:
+        notes.append(f"{used} reference image{'s' if used != 1 else ''} used.")
+    note = details.get("note")
+    if isinstance(note, str) and note.strip():
+        notes.append(note.strip())
     skipped = details.get("notes")
     if isinstance(skipped, dict) and skipped:
         # a chain's stages that did not run; the folder it looked in is for the README

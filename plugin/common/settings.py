@@ -34,6 +34,10 @@ class Settings:
     models: dict[str, str] = field(default_factory=dict)
     #: options per task (scale, tile, strength...), as the backend names its parameters
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: reference images per task: the task's further image input (TaskInfo.images) -> the
+    #: name of the layer picked for it; names, not editor ids, so the choice carries over to
+    #: the next image that has a layer of that name
+    references: dict[str, dict[str, str]] = field(default_factory=dict)
     #: feather width of a restored selection's edge in pixels; None: the backend's default
     feather: float | None = None
     #: context around a selection in pixels; None: the feather width, at least 16
@@ -56,6 +60,20 @@ class Settings:
         if declared is not None:
             opts = {k: v for k, v in opts.items() if k in declared}
         return opts
+
+    def references_for(self, task: str) -> dict[str, str]:
+        """The task's picked layers: input name -> layer name, without cleared entries."""
+        return {k: v for k, v in self.references.get(task, {}).items() if v}
+
+    def with_reference(self, task: str, image: str, layer: str) -> Settings:
+        """These settings with `layer` picked for the task's input `image` ("" clears it);
+        every other choice stays as it is."""
+        picked = {**self.references.get(task, {}), image: layer}
+        picked = {k: v for k, v in picked.items() if v}
+        references = {k: dict(v) for k, v in self.references.items() if k != task}
+        if picked:
+            references[task] = picked
+        return dataclasses.replace(self, references=references)
 
     def with_task_form(self, task: str, model: str,
                        options: Mapping[str, Any]) -> Settings:
@@ -109,6 +127,9 @@ class Settings:
         settings.models = {k: v for k, v in settings.models.items() if isinstance(v, str)}
         settings.options = {k: v for k, v in settings.options.items()
                             if isinstance(v, dict) and all(isinstance(n, str) for n in v)}
+        settings.references = {k: {n: name for n, name in v.items()
+                                   if isinstance(name, str) and name}
+                               for k, v in settings.references.items() if isinstance(v, dict)}
         settings.backend_url = normalise_url(settings.backend_url) or DEFAULT_URL
         if settings.source not in SOURCES:
             settings.source = "layer"

@@ -6,13 +6,18 @@ missing when the task still needs a model, the task (Restore selection), the bac
 for the task as a dropdown, the task's options as the backend describes them
 (option_widgets.py), an Advanced fold, and GIMP's own fields for the remaining arguments. The
 backend's address and token are not here: Filters > Restora > Settings keeps them for every
-procedure. What the dialog shows lands in the `task`, `model`, `options`, `feather` and
-`padding` arguments that scripts set directly.
+procedure. What the dialog shows lands in the `task`, `model`, `options`, `feather`,
+`padding` and `references` arguments that scripts set directly.
+
+A task that takes further images (the edit's reference images) gets one dropdown per image
+right after its instruction, which names them ("Picture 2"): "(none)" and the image's other
+layers, by name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +45,7 @@ from ..common.connection import Connection  # noqa: E402
 from ..common.downloads import DownloadRunner  # noqa: E402
 from ..common.errors import PluginError  # noqa: E402
 from ..common.settings import SIZE_PARAMS, Settings  # noqa: E402
-from ..shared.protocol import ParamInfo, TaskInfo  # noqa: E402
+from ..shared.protocol import ImageInputInfo, ParamInfo, TaskInfo  # noqa: E402
 from .backend_status import BackendStatus  # noqa: E402
 from .option_form import current, form_params, merge_options, parse_options  # noqa: E402
 from .option_widgets import Field  # noqa: E402
@@ -54,16 +59,19 @@ from .procedures import (  # noqa: E402
     BadArgument,
     ProcedureSpec,
     offered,
+    parse_references,
 )
 from .status import missing_model  # noqa: E402
 from .ui import dim, on_ui_thread, start_ui, ui_available  # noqa: E402
 
 #: arguments drawn by this module instead of GimpUi's generated widgets
-OWN_WIDGETS = ("task", "model", "options", "feather", "padding")
+OWN_WIDGETS = ("task", "model", "options", "feather", "padding", "references")
 #: arguments no task dialog shows: Settings keeps them for every procedure
 HIDDEN = tuple(arg.name for arg in CONNECTION)
 MODEL_TIP = ("Which of the backend's models does the work. Default: the one the backend "
              "picks for this task.")
+#: the first entry of a reference image's dropdown: no layer sent for it
+NO_REFERENCE = "(none)"
 
 
 def _grid() -> Gtk.Grid:
@@ -93,10 +101,15 @@ def missing_model_row(info: TaskInfo) -> tuple[Gtk.Box, Gtk.Box]:
 class RestoraDialog:
     def __init__(self, procedure: Gimp.Procedure, config: Gimp.ProcedureConfig,
                  spec: ProcedureSpec, connection: Settings,
-                 cached: list[TaskInfo] | None = None, tasks_path: str | None = None) -> None:
+                 cached: list[TaskInfo] | None = None, tasks_path: str | None = None,
+                 layers: list[str] | None = None) -> None:
         self.config = config
         self.spec = spec
         self.cached = cached or []
+        #: the image's other layers, which a reference image can come from
+        self.layers = list(layers or [])
+        #: one dropdown per reference image of the form's task, by input name
+        self.references: dict[str, Gtk.ComboBoxText] = {}
         self.dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config,
                                              title=f"Restora: {spec.title}")
         self.form: list[Field] = []
@@ -468,7 +481,8 @@ class RestoraDialog:
         if self.spec.action == Action.RESTORE and info is not None and info.resizes:
             hidden |= SIZE_PARAMS  # a selection restored in place keeps its size
         shown = form_params(params, hidden)
-        key = (self._task(), tuple(p.name for p in shown))
+        images = list(info.images) if info is not None else []
+        key = (self._task(), tuple(p.name for p in shown), tuple(i.name for i in images))
         if key == self._form_key and self.catalog is None:
             return
         if self.form and key == self._form_key:  # the backend again: keep what was set
@@ -479,7 +493,7 @@ class RestoraDialog:
             for child in grid.get_children():
                 child.destroy()
         options = parse_options(self.config.get_property("options") or "")
-        self.form = []
+        self.form, self.references = [], {}
         rows = {id(self.options_grid): 0, id(self.advanced_grid): 0}
         for param in shown:
             item = Field(param, self.catalog, current(param, options))
@@ -490,6 +504,11 @@ class RestoraDialog:
             grid.attach(item.box, 1, row, 1, 1)
             rows[id(grid)] = row + 1
             self.form.append(item)
+            if param.widget == "prompt" and not param.advanced and not self.references:
+                rows[id(grid)] = self._attach_references(images, row + 1)
+        if images and not self.references:  # no instruction: after the options
+            rows[id(self.options_grid)] = self._attach_references(
+                images, rows[id(self.options_grid)])
         advanced = rows[id(self.advanced_grid)] > 0
         edges = self.spec.action != Action.RESTORE and self.edge_grid.get_visible()
         # shown first: show_all() leaves alone what is marked not to be shown
@@ -498,6 +517,34 @@ class RestoraDialog:
         self.options_grid.show_all()
         self.advanced_grid.show_all()
         self._show_applicable()
+
+    def _attach_references(self, images: list[ImageInputInfo], row: int) -> int:
+        """One dropdown per further image from `row` of the options grid: "(none)", then the
+        image's other layers; a saved layer this image lacks stays listed, marked, and is
+        left out of the job with a note. Returns the next free row."""
+        try:
+            picked = parse_references(self.config.get_property("references"))
+        except BadArgument:  # a script's broken text: the dropdowns start over
+            picked = {}
+        for wanted in images:
+            combo = Gtk.ComboBoxText(hexpand=True)
+            combo.set_tooltip_text(wanted.help or None)
+            combo.append("", NO_REFERENCE)
+            for layer in self.layers:
+                combo.append(layer, layer)
+            chosen = picked.get(wanted.name, "")
+            if chosen and chosen not in self.layers:
+                combo.append(chosen, f"{chosen} (not in this image)")
+            combo.set_active_id(chosen)
+            label = Gtk.Label(label=wanted.label or wanted.name, xalign=0.0)
+            label.set_mnemonic_widget(combo)
+            label.set_tooltip_text(wanted.help or None)
+            self.labels.add_widget(label)
+            self.options_grid.attach(label, 0, row, 1, 1)
+            self.options_grid.attach(combo, 1, row, 1, 1)
+            self.references[wanted.name] = combo
+            row += 1
+        return row
 
     def _show_applicable(self) -> None:
         """Options for another model architecture than the chosen model's are hidden."""
@@ -520,6 +567,12 @@ class RestoraDialog:
         raw = "" if self.form else self.config.get_property("options") or ""
         self.config.set_property("options", merge_options(
             raw, [item.param for item in self.form], values))
+        if self.references:  # the form's task takes further images: exactly what it shows
+            picked = {name: combo.get_active_id() or ""
+                      for name, combo in self.references.items()}
+            picked = {name: layer for name, layer in picked.items() if layer}
+            self.config.set_property("references",
+                                     json.dumps(picked, sort_keys=True) if picked else "")
         for (spin, auto), name in ((self.feather, "feather"), (self.padding, "padding")):
             spin.update()
             number = spin.get_adjustment().get_value()
@@ -529,11 +582,12 @@ class RestoraDialog:
 
 def run_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, spec: ProcedureSpec,
                connection: Settings, cached: list[TaskInfo] | None = None,
-               tasks_path: str | None = None) -> bool:
+               tasks_path: str | None = None, layers: list[str] | None = None) -> bool:
     """True when the person pressed OK; the config then holds their choices."""
     if not ui_available():
         raise PluginError("Restora's dialog cannot open: there is no display.",
                           "From scripts and batch mode, call it with run-mode "
                           "Gimp.RunMode.NONINTERACTIVE and arguments.")
     start_ui()
-    return RestoraDialog(procedure, config, spec, connection, cached, tasks_path).run()
+    return RestoraDialog(procedure, config, spec, connection, cached, tasks_path,
+                         layers).run()

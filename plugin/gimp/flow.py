@@ -95,12 +95,15 @@ def run_action(action: Action, editor: Editor, settings: Settings, task: str,
         if "" in settings.models:
             settings.models = {task: settings.models[""]}
         settings.options = {task: settings.options.get("", {})}
+        if "" in settings.references:
+            settings.references = {task: settings.references[""]}
     _check(catalog, settings, task)
     prepared = prepare(action, editor, settings, task, catalog)
     result = run_job(client, prepared.input, sink, guard=guard)
     name = apply_result(editor, prepared, result)
-    # the seed, how far a redraw moved, a chain's skipped stages: for the person to read
-    editor.notes = result_notes(result.details)
+    # a picked layer left out, the seed, how far a redraw moved, a chain's skipped stages:
+    # for the person to read
+    editor.notes = [*result.notes, *result_notes(result.details)]
     return name
 
 

@@ -73,6 +73,40 @@ class GimpEditor:
             data = _get(self.layer, region, fmt)
         return PixelBuffer(data, PixelFormat(region.width, region.height, channels, depth))
 
+    def list_layers(self) -> list[str]:
+        names: list[str] = []
+        for layer in self._other_layers():
+            if layer.get_name() not in names:
+                names.append(layer.get_name())
+        return names
+
+    def read_layer_pixels(self, name: str) -> PixelBuffer | None:
+        """The whole layer at its own size and place (past the canvas too: a reference is a
+        picture to look at, not a part of the image)."""
+        layer = next((item for item in self._other_layers() if item.get_name() == name), None)
+        if layer is None:
+            return None
+        channels, depth = self._wire_shape()
+        _, ox, oy = layer.get_offsets()
+        region = Bounds(ox, oy, layer.get_width(), layer.get_height())
+        data = _get(layer, region, babl_format(channels, depth))
+        return PixelBuffer(data, PixelFormat(region.width, region.height, channels, depth))
+
+    def _other_layers(self) -> list[Gimp.Layer]:
+        """The image's layers top to bottom, those in groups where their group is, without
+        the groups themselves and without the source layer."""
+        found: list[Gimp.Layer] = []
+
+        def walk(layers: list[Gimp.Layer]) -> None:
+            for layer in layers:
+                if layer.is_group():
+                    walk(layer.get_children())
+                elif layer.get_id() != self.layer.get_id():
+                    found.append(layer)
+
+        walk(self.image.get_layers())
+        return found
+
     def selection_bounds(self) -> Bounds | None:
         _, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(self.image)
         if not non_empty:

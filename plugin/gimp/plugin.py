@@ -166,18 +166,19 @@ def _run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
     # 1. the source layer
     layer = _source_layer(drawables)
     stored = store.load(settings_path())
+    editor = GimpEditor(image, layer, interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
     # 2. the dialog, which edits `config`; GIMP remembers it for the next run and Repeat
     if run_mode == Gimp.RunMode.INTERACTIVE:
         from .dialog import run_dialog
 
+        # the image's other layers, for the lists of reference images
         if not run_dialog(procedure, config, spec, current_connection(),
-                          task_cache.load(tasks_path()), tasks_path()):
+                          task_cache.load(tasks_path()), tasks_path(), editor.list_layers()):
             return None
     # 3. the settings of this run
     values = {arg.name: config.get_property(arg.name) for arg in spec.arguments}
     settings, task = build_settings(spec, values, stored, os.environ)
     # 4. the action, with GIMP's progress bar
-    editor = GimpEditor(image, layer, interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
     progress = GimpProgress(f"Restora: {spec.title}")
     try:
         run_action(spec.action, editor, settings, task, progress, tasks_path=tasks_path())

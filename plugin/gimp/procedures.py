@@ -19,6 +19,8 @@ Every task procedure takes the same arguments, whatever its task: a task's list 
 change between GIMP's start and a run, and GIMP checks a run's arguments against what was
 registered. The task's own options travel as a JSON object in `options`, named as the backend
 names its parameters; the dialog draws them from the backend's description with real ranges.
+A task's reference images (its further image inputs) travel the same way in `references`: a
+JSON object from the input's name to the name of a layer of the image.
 
 `build_settings` turns one run's argument values into the common `Settings`; standard library
 only, so it is tested without GIMP.
@@ -119,6 +121,11 @@ OPTIONS = Argument(
     "options", "string", "_Options",
     'The task\'s options as a JSON object, named as the backend names them, e.g. '
     '{"scale": 2, "overlap": 16}; a missing option takes the backend\'s default', "")
+REFERENCES = Argument(
+    "references", "string", "_Reference images",
+    "For a task that takes further images (Edit by instruction's reference images): a JSON "
+    'object from the input\'s name to a layer of this image, e.g. {"reference_1": "Hat"}; '
+    "a layer that is not there is left out; empty: none", "")
 SAMPLE_MERGED = Argument(
     "sample-merged", "boolean", "Sample mer_ged",
     "Send the image as it is shown (all visible layers) instead of the active layer", False)
@@ -148,9 +155,10 @@ SETTINGS_TOKEN = Argument(
     "one", "")
 
 CONNECTION = (BACKEND_URL, TOKEN)
-TASK_ARGUMENTS = (MODEL, OPTIONS, FEATHER, PADDING, NEW_IMAGE, SAMPLE_MERGED, *CONNECTION)
+TASK_ARGUMENTS = (MODEL, OPTIONS, FEATHER, PADDING, NEW_IMAGE, SAMPLE_MERGED, *CONNECTION,
+                  REFERENCES)
 RESTORE_ARGUMENTS = (TASK_ARGUMENT, MODEL, OPTIONS, FEATHER, PADDING, SAMPLE_MERGED,
-                     *CONNECTION)
+                     *CONNECTION, REFERENCES)
 SETTINGS_ARGUMENTS = (SETTINGS_URL, SETTINGS_TOKEN)
 
 
@@ -281,6 +289,9 @@ def build_settings(spec: ProcedureSpec, values: Mapping[str, Any], stored: Setti
     if model:
         settings.models = {task: model}
     settings.options = {task: _options(values)}
+    references = parse_references(values.get("references"))
+    if references:
+        settings.references = {task: references}
     feather = values.get("feather")
     if isinstance(feather, (int, float)) and feather >= 0:
         settings.feather = float(feather)
@@ -323,6 +334,23 @@ def _options(values: Mapping[str, Any]) -> dict[str, Any]:
         raise BadArgument("The options must be a JSON object.",
                           'Write them like {"overlap": 16}.')
     return options
+
+
+def parse_references(value: Any) -> dict[str, str]:
+    """The `references` argument: input name -> layer name; empty text is none."""
+    raw = _text(value)
+    if not raw:
+        return {}
+    example = 'Write them like {"reference_1": "Hat"}: the input\'s name, then the layer\'s.'
+    try:
+        references = json.loads(raw)
+    except ValueError as exc:
+        raise BadArgument(f"The reference images are not valid JSON ({exc}).",
+                          example) from None
+    if not isinstance(references, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in references.items()):
+        raise BadArgument("The reference images must be a JSON object of names.", example)
+    return {k: v for k, v in references.items() if v.strip()}
 
 
 def _task(value: Any) -> str:

@@ -432,8 +432,8 @@ class Controller(QObject):
                            document, node)
 
     def use_settings_of(self, previous: ActionRun) -> None:
-        """Take back the task, model and options that made an earlier result into the
-        docker (and the settings)."""
+        """Take back the task, model, options and reference layers that made an earlier
+        result into the docker (and the settings)."""
         if previous.settings is None or not previous.task:
             return
         made = previous.settings
@@ -442,6 +442,8 @@ class Controller(QObject):
             models={**self.settings.models, previous.task: made.models.get(previous.task, "")},
             options={**self.settings.options,
                      previous.task: dict(made.options.get(previous.task, {}))},
+            references={**self.settings.references,
+                        previous.task: dict(made.references.get(previous.task, {}))},
             feather=made.feather, padding=made.padding, source=made.source))
 
     def cancel(self) -> None:

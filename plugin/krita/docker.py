@@ -10,6 +10,12 @@ Widgets are built from the backend's catalog (tasks, models, each task's paramet
 `ParamInfo` describes them; see option_widgets.py), so a task or option added to the backend
 shows up here without code. Every edit is saved as the plug-in's settings at once; nothing
 here talks to the network (the controller does, off the UI thread).
+
+A task that takes further images (the edit's reference images) gets one list per image, right
+after the instruction: the words name "Picture 2", so the picture they name is chosen where
+they are written, and the edit's main form stays short enough for a 768-pixel-high screen.
+Each list holds "(none)" and the active document's other paint layers, refreshed by the tick
+when layers come, go or are renamed, or another layer becomes the active one.
 """
 
 from __future__ import annotations
@@ -36,13 +42,16 @@ from ..common.catalog import (
 )
 from ..common.progress import progress_line
 from ..common.status import StatusKind
-from ..shared.protocol import ParamInfo
+from ..shared.protocol import ImageInputInfo, ParamInfo
 from . import actions, compare
+from .document import KritaEditor
 from .option_widgets import get_value, make_widget, narrow_combo, narrow_form, set_value
 from .qt import Qt, QTimer, QtWidgets
 from .settings_dialog import SettingsDialog
 
 AUTO = "auto"
+#: the first entry of a reference image's list: no layer sent for it
+NO_REFERENCE = "(none)"
 #: what the Run button says it works on
 TARGET_TEXT = {"selection": "Run on the selection", "layer": "Run on the layer",
                "image": "Run on the whole image"}
@@ -61,6 +70,10 @@ class RestoraDocker(DockWidget):
         self._form_task: str | None = None
         self._param_widgets: dict[str, tuple[ParamInfo, QtWidgets.QWidget]] = {}
         self._param_labels: dict[str, QtWidgets.QLabel] = {}
+        #: the reference image lists of the form's task, by input name
+        self._reference_combos: dict[str, QtWidgets.QComboBox] = {}
+        #: the layers those lists show (None: not filled yet)
+        self._layers_shown: list[str] | None = None
         self._history_shown: list[Any] = []
         self._settings_dialog: SettingsDialog | None = None
         self._build()
@@ -438,8 +451,11 @@ class RestoraDocker(DockWidget):
         catalog = self.controller.connection.catalog
         task = self._current_task()
         params = catalog.params(task) if catalog is not None else []
+        info = catalog.task_info(task) if catalog is not None else None
+        images = list(info.images) if info is not None else []
         names = [p.name for p in params]
-        if self._form_task != task or list(self._param_widgets) != names:
+        if self._form_task != task or list(self._param_widgets) != names \
+                or list(self._reference_combos) != [i.name for i in images]:
             for form in (self.options, self.advanced):
                 while form.rowCount():
                     form.removeRow(0)
@@ -452,13 +468,77 @@ class RestoraDocker(DockWidget):
                 (self.advanced if param.advanced else self.options).addRow(label, widget)
                 self._param_widgets[param.name] = (param, widget)
                 self._param_labels[param.name] = label
+            self._add_reference_rows(images)
             self._form_task = task
         values = self.controller.settings.options.get(task, {})
         for name, (param, widget) in self._param_widgets.items():
             set_value(widget, param, values.get(name, param.default))
+        self._fill_references()
         self._show_applicable(catalog, task)
-        self.options_box.setVisible(bool(params))
+        self.options_box.setVisible(bool(params) or bool(images))
         self.advanced_button.setVisible(any(p.advanced for p in params))
+
+    def _add_reference_rows(self, images: list[ImageInputInfo]) -> None:
+        """One list per further image, right after the instruction (see the module's
+        docstring), or after the options for a task without one."""
+        self._reference_combos, self._layers_shown = {}, None
+        row = self._row_after_prompt()
+        for wanted in images:
+            combo = narrow_combo()
+            combo.setToolTip(wanted.help)
+            label = QtWidgets.QLabel(wanted.label or wanted.name)
+            label.setToolTip(wanted.help)
+            self.options.insertRow(row, label, combo)
+            row += 1
+            combo.currentIndexChanged.connect(
+                lambda _index, name=wanted.name: self._reference_chosen(name))
+            self._reference_combos[wanted.name] = combo
+
+    def _row_after_prompt(self) -> int:
+        for param, widget in self._param_widgets.values():
+            if param.widget == "prompt" and not param.advanced:
+                row, _role = self.options.getWidgetPosition(widget)
+                return row + 1
+        return self.options.rowCount()
+
+    def _fill_references(self, layers: list[str] | None = None) -> None:
+        """Each reference list: "(none)", then the active document's other paint layers; a
+        saved choice this document lacks stays listed, marked, so that looking at another
+        image does not lose it (the job leaves it out, with a note)."""
+        if not self._reference_combos:
+            return
+        layers = self._reference_layers() if layers is None else layers
+        picked = self.controller.settings.references_for(self._form_task or "")
+        updating, self._updating = self._updating, True  # filling the lists saves nothing
+        try:
+            for name, combo in self._reference_combos.items():
+                chosen = picked.get(name, "")
+                items = [(NO_REFERENCE, "")] + [(layer, layer) for layer in layers]
+                if chosen and chosen not in layers:
+                    items.append((f"{chosen} (not in this image)", chosen))
+                if [(combo.itemText(i), combo.itemData(i) or "")
+                        for i in range(combo.count())] != items:
+                    combo.clear()
+                    for text, data in items:
+                        combo.addItem(text, data)
+                combo.setCurrentIndex(max(combo.findData(chosen), 0) if chosen else 0)
+        finally:
+            self._updating = updating
+        self._layers_shown = layers
+
+    def _reference_layers(self) -> list[str]:
+        """The layers a reference can come from: the active document's paint layers but
+        the active one (which is what the task works on)."""
+        document = self._active_document()
+        if document is None:
+            return []
+        try:
+            return KritaEditor(document).list_layers()
+        except Exception:  # a document closing under us, or one without a paint layer
+            return []
+
+    def _active_document(self) -> Any:
+        return Krita.instance().activeDocument()
 
     def _show_applicable(self, catalog: Catalog | None, task: str) -> None:
         """Options for another model architecture than the chosen model's are hidden."""
@@ -572,10 +652,15 @@ class RestoraDocker(DockWidget):
 
     def _on_tick(self) -> None:
         """The parts that change without news from the controller: what Run would work on
-        (the selection), and the time a running job has taken."""
+        (the selection), the layers a reference image can come from, and the time a running
+        job has taken."""
         if self._updating:
             return
         self._show_run_target()
+        if self._reference_combos:
+            layers = self._reference_layers()
+            if layers != self._layers_shown:
+                self._fill_references(layers)
         run = self.controller.current
         if run is not None and run.progress >= 0:
             self.stage.setText(f"{run.title}: {progress_line(run.stage, run.clock)}")
@@ -583,7 +668,7 @@ class RestoraDocker(DockWidget):
     def _show_run_target(self) -> None:
         task = self._current_task()
         try:
-            target = self.controller.run_target(Krita.instance().activeDocument(), task)
+            target = self.controller.run_target(self._active_document(), task)
         except Exception:  # a document closing under us: the next tick sees it gone
             target = "layer"
         text = TARGET_TEXT[target]
@@ -613,6 +698,14 @@ class RestoraDocker(DockWidget):
             return
         self._save()
         self._show_applicable(self.controller.connection.catalog, self._current_task())
+
+    def _reference_chosen(self, name: str) -> None:
+        """A layer picked for one reference image: saved for the form's task at once."""
+        combo = self._reference_combos.get(name)
+        if self._updating or self._form_task is None or combo is None:
+            return
+        self.controller.update_settings(self.controller.settings.with_reference(
+            self._form_task, name, combo.currentData() or ""))
 
     def _preset_chosen(self, index: int) -> None:
         """A preset sets several options (and maybe the model) at once, then the list goes

@@ -88,22 +88,56 @@ class KritaEditor:
         return ColourSpace(d.colorModel(), d.colorDepth(), d.colorProfile())
 
     def read_pixels(self, region: Bounds, projection: bool = False) -> PixelBuffer:
-        doc, node = self.document, self.node
-        source = self.document_space() if projection else ColourSpace(
-            node.colorModel(), node.colorDepth(), node.colorProfile())
+        source = self.document_space() if projection else _space_of(self.node)
         wire = wire_space(source)
-        self._wire = wire
+        self._wire = wire  # results are written back through the same space
+        return self._read(None if projection else self.node, wire, region)
+
+    def list_layers(self) -> list[str]:
+        names: list[str] = []
+        for node in self._other_layers():
+            if node.name() not in names:
+                names.append(node.name())
+        return names
+
+    def read_layer_pixels(self, name: str) -> PixelBuffer | None:
+        """The layer's content: Krita's layers have no size of their own, so the box of its
+        pixels on the canvas (the whole canvas for an empty layer)."""
+        node = next((n for n in self._other_layers() if n.name() == name), None)
+        if node is None:
+            return None
+        return self._read(node, wire_space(_space_of(node)), _content(node, self.canvas()))
+
+    def _other_layers(self) -> list[Any]:
+        """The document's paint layers top to bottom, those in groups where their group is,
+        without the source layer."""
+        found: list[Any] = []
+
+        def walk(parent: Any) -> None:
+            for node in reversed(parent.childNodes()):  # Krita lists children bottom to top
+                if node.type() in _PAINT_TYPES and node.uniqueId() != self._uid:
+                    found.append(node)
+                elif node.type() == "grouplayer":
+                    walk(node)
+
+        walk(self.document.rootNode())
+        return found
+
+    def _read(self, node: Any | None, wire: WireSpace, region: Bounds) -> PixelBuffer:
+        """`region` of a layer (of the image as shown, for None) in the wire's order."""
+        doc = self.document
+        name = self._name if node is None else node.name()
         doc.waitForDone()
         if wire.converted:
-            data = self._read_converted(wire, region, projection)
-        elif projection:
+            data = self._read_converted(wire, region, node)
+        elif node is None:
             data = bytes(doc.pixelData(region.x, region.y, region.width, region.height))
         else:
             data = bytes(self._read_node(node, region))
         fmt = PixelFormat(region.width, region.height, wire.channels, wire.bits)
         if len(data) != fmt.nbytes:
             raise UnsupportedDocument(
-                f"Krita gave {len(data)} bytes for the layer '{self._name}' where "
+                f"Krita gave {len(data)} bytes for the layer '{name}' where "
                 f"{fmt.nbytes} were expected.", "Try with a paint layer, or with the whole image "
                 "as shown (the 'Send' option in the Restora docker).")
         if wire.channels == 4:
@@ -117,7 +151,7 @@ class KritaEditor:
         # groups, vector, file and fill layers: what the layer shows
         return node.projectionPixelData(region.x, region.y, region.width, region.height)
 
-    def _read_converted(self, wire: WireSpace, region: Bounds, projection: bool) -> bytes:
+    def _read_converted(self, wire: WireSpace, region: Bounds, node: Any | None) -> bytes:
         """Read through a converted copy of the document; the document itself is untouched."""
         copy = self.document.clone()
         try:
@@ -128,13 +162,13 @@ class KritaEditor:
                     f"{self.document.colorDepth()} image to {space.model} {space.depth}.",
                     "Convert it yourself (Image > Convert Image Color Space), then try again.")
             copy.waitForDone()
-            if projection:
+            if node is None:
                 copy.refreshProjection()
                 copy.waitForDone()
                 return bytes(copy.pixelData(region.x, region.y, region.width, region.height))
-            twin = find_node(copy, self._uid)
+            twin = find_node(copy, node.uniqueId())
             if twin is None:
-                raise DocumentGone(f"The layer '{self._name}' is gone.", "Select a layer.")
+                raise DocumentGone(f"The layer '{node.name()}' is gone.", "Select a layer.")
             return bytes(self._read_node(twin, region))
         finally:
             copy.close()
@@ -232,6 +266,17 @@ class KritaEditor:
         # Krita 5.1's Python API cannot group undo steps; see the module docstring
         yield
         self.document.waitForDone()
+
+
+def _space_of(node: Any) -> ColourSpace:
+    return ColourSpace(node.colorModel(), node.colorDepth(), node.colorProfile())
+
+
+def _content(node: Any, canvas: Extent) -> Bounds:
+    """The box of a layer's pixels inside the canvas; the canvas when there are none."""
+    box = node.bounds()
+    inside = Bounds(box.x(), box.y(), box.width(), box.height()).clipped(canvas)
+    return Bounds.of(canvas) if inside.is_empty else inside
 
 
 def _canvases_of(document: Any) -> list[Any]:

@@ -173,7 +173,15 @@ def _decorate(spin: Any, param: ParamInfo) -> None:
     if param.unit:
         spin.setSuffix(f" {param.unit}")
     if param.optional:
+        # a long none label ("the model's own (Qwen 40, Kontext 28, ...)") would make the
+        # box, and with it the whole form, wider than a docker beside Krita's own: it may
+        # shrink to what its numbers need, cutting the label instead (its tooltip has help)
+        numbers = spin.minimumSizeHint().width()
         spin.setSpecialValueText(param.none_label or DEFAULT_TEXT)
+        spin.setMinimumWidth(min(numbers, spin.minimumSizeHint().width()))
+        policy = spin.sizePolicy()
+        policy.setHorizontalPolicy(QtWidgets.QSizePolicy.Policy.Preferred)
+        spin.setSizePolicy(policy)
 
 
 def set_value(widget: QtWidgets.QWidget, param: ParamInfo, value: Any) -> None:

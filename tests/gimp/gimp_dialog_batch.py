@@ -211,11 +211,15 @@ def describe(dialog, name):
     return out
 
 
-def task_dialog(name, settings=CONNECTED):
+def task_dialog(name, settings=CONNECTED, layers=None, values=None):
+    """The dialog of a procedure on an image whose other layers are `layers`, its config
+    holding `values` first (as GIMP remembers them from a last run)."""
     proc = Gimp.get_pdb().lookup_procedure(name)
     config = proc.create_config()
+    for key, value in (values or {}).items():
+        config.set_property(key, value)
     return restora_dialog.RestoraDialog(proc, config, spec_for(name, CACHED), settings,
-                                        CACHED), config
+                                        CACHED, layers=layers), config
 
 
 def connected(dialog):
@@ -360,6 +364,35 @@ def needs_model_dialog():
 
     drive(dialog.dialog, [connected(dialog), look], seen)
     seen["ok"] = dialog.run()
+    return seen
+
+
+@case("edit_references")
+def edit_references_dialog():
+    """Edit by instruction on an image with two other layers: a dropdown per reference image
+    right after the instruction; a remembered layer the image lacks stays listed, marked."""
+    dialog, config = task_dialog("restora-edit", layers=["Hat", "Scarf"],
+                                 values={"references": '{"reference_2": "Gone"}'})
+    seen = {}
+
+    def look():
+        grid = dialog.options_grid
+        seen["rows"] = [_text_of(grid.get_child_at(0, row)) for row in range(4)
+                        if grid.get_child_at(0, row) is not None]
+        seen["items"] = {name: [row[0] for row in combo.get_model()]
+                         for name, combo in dialog.references.items()}
+        seen["chosen"] = {name: combo.get_active_id() or ""
+                          for name, combo in dialog.references.items()}
+        seen["tooltip"] = dialog.references["reference_1"].get_tooltip_text()
+        seen["layout"] = layout(dialog.dialog)
+        screenshot(dialog.dialog, "edit-dialog.png")
+        dialog.references["reference_1"].set_active_id("Hat")
+        dialog.dialog.response(Gtk.ResponseType.OK)
+        return False
+
+    drive(dialog.dialog, [connected(dialog), settled(dialog.dialog), look], seen)
+    seen["ok"] = dialog.run()
+    seen["references"] = config.get_property("references")
     return seen
 
 

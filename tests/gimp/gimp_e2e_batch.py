@@ -29,6 +29,7 @@ PHOTO = os.environ["RESTORA_E2E_PHOTO"]  # 512x512 RGBA 8-bit, raw
 # a tiny SD 1.5 checkpoint, a tiny x2 upscaler and a tiny HYPIR LoRA on its SD 2.1 base
 DIFFUSION_URL = os.environ["RESTORA_E2E_DIFFUSION_URL"]
 EDIT_URL = os.environ["RESTORA_E2E_EDIT_URL"]  # a tiny InstructPix2Pix
+EDIT_PLUS_URL = os.environ["RESTORA_E2E_EDIT_PLUS_URL"]  # a tiny Qwen-Image-Edit-2509
 OLD_PHOTO_URL = os.environ["RESTORA_E2E_OLD_PHOTO_URL"]  # LaMa, DnCNN, DDColor
 RGBA8, RGBA16, GRAYA8 = "R'G'B'A u8", "R'G'B'A u16", "Y'A u8"
 results = {"gimp_version": Gimp.version()}
@@ -467,6 +468,53 @@ def colorize_a_selection_by_instruction():
     new = image.get_layers()[0] if len(image.get_layers()) == 2 else None
     if new is not None:
         out["alpha"] = alpha_stats(new, RGBA8, (12, 10, 24, 20))
+    image.delete()
+    return out
+
+
+def reference_layer(image, name, x, y, w, h, parent=None, position=0):
+    """A layer of its own size and place holding one colour, opaque."""
+    layer = Gimp.Layer.new(image, name, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, parent, position)
+    layer.set_offsets(x, y)
+    buf = layer.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, w, h), RGBA8, bytes((200, 60, 40, 255)) * (w * h))
+    buf.flush()
+    return layer
+
+
+@case("edit_references")
+def edit_with_reference_images():
+    """Edit by instruction on Qwen-Image-Edit-2509 with reference images named by layer in
+    the `references` argument: Hat (reaching past the canvas) and Scarf (in a group), on a
+    selection; the same edit without them; and with a layer name the image lacks."""
+    image, source, painted = make_image(48, 40)
+    reference_layer(image, "Hat", 36, 30, 16, 12)
+    group = Gimp.GroupLayer.new(image, "Props")
+    image.insert_layer(group, None, 0)
+    reference_layer(image, "Scarf", 2, 4, 20, 18, parent=group)
+    options = json.dumps({"instruction": "Put the hat from Picture 2 on the person.",
+                          "steps": 2, "working_size": 64, "seed": 5})
+
+    def edit(references):
+        out = call("restora-edit", image, source, options=options, references=references,
+                   model="tiny-qwen-image-edit-2509", backend_url=EDIT_PLUS_URL)
+        layer = Gimp.Layer.get_by_id(out["layer_id"]) if out.get("layer_id") else None
+        if layer is not None:
+            out["pixels"] = read(layer, RGBA8).hex()
+            layer.set_visible(False)
+        return out
+
+    out = {"both": edit('{"reference_1": "Hat", "reference_2": "Scarf"}'),
+           "none": edit(""),
+           "one_gone": edit('{"reference_1": "Gone", "reference_2": "Hat"}')}
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 12, 10, 24, 20)
+    out["selection"] = edit('{"reference_1": "Scarf"}')
+    out["selection"].pop("pixels", None)
+    out["broken"] = call("restora-edit", image, source, options=options, references="{oops",
+                         backend_url=EDIT_PLUS_URL)
+    out["source_unchanged"] = read(source, RGBA8) == painted
     image.delete()
     return out
 

@@ -218,6 +218,22 @@ def test_faces_dialog_upscale_model_is_a_dropdown_and_fidelity_is_codeformers(
     assert json.loads(seen["options"]) == {"upscale_model": MODEL}
 
 
+def test_edit_dialog_picks_reference_images_among_the_layers(results: dict[str, Any]) -> None:
+    """One dropdown per reference image right after the instruction: "(none)" and the image's
+    other layers; a remembered layer the image lacks is kept, marked; OK stores the choice in
+    the `references` argument, which scripts set directly; the dialog fits the screen."""
+    seen = case(results, "edit_references")
+    first, second = "Reference image 1 (Picture 2)", "Reference image 2 (Picture 3)"
+    assert seen["rows"][:3] == ["Instruction", first, second]
+    assert seen["items"] == {"reference_1": ["(none)", "Hat", "Scarf"],
+                             "reference_2": ["(none)", "Hat", "Scarf", "Gone (not in this image)"]}
+    assert seen["chosen"] == {"reference_1": "", "reference_2": "Gone"}
+    assert "Picture 2" in seen["tooltip"]
+    assert seen["ok"] is True
+    assert json.loads(seen["references"]) == {"reference_1": "Hat", "reference_2": "Gone"}
+    assert seen["layout"]["problems"] == [], seen["layout"]["problems"]
+
+
 def test_task_that_lacks_a_model_says_so(results: dict[str, Any]) -> None:
     seen = case(results, "needs_model")
     assert seen["missing_shown"]

@@ -8,7 +8,8 @@ aligned layer transparent outside the selection, an upscale that scales the imag
 and adds the layer on top, 16-bit and grayscale images, a new image, errors in plain words,
 a job cancelled on the backend when GIMP kills the plug-in (its progress-bar Cancel), the
 procedures registered from the backend's task list, a task with two outputs placed as one
-layer group, and Denoise as a procedure of its own.
+layer group, Denoise as a procedure of its own, and reference images named by layer reaching
+the backend.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def edit_backend(tiny_models: fx.ModelsSetup,
 
 
 @pytest.fixture(scope="module")
+def edit_plus_backend(tiny_models: fx.ModelsSetup,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[fx.RecordingServer]:
+    """A tiny Qwen-Image-Edit-2509, which reads reference images; its edit task records
+    the shape of each one it receives."""
+    root = tmp_path_factory.mktemp("gimp-edit-plus-models")
+    with fx.edit_plus_server(root, tiny_models.home) as recording:
+        yield recording
+
+
+@pytest.fixture(scope="module")
 def old_photo_backend(tiny_models: fx.ModelsSetup, old_photo_models: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Random-weight LaMa, DnCNN and DDColor: the chain runs all but faces and upscale."""
@@ -99,7 +110,8 @@ def gimp_home(backend: LiveServer) -> Iterator[GimpHome]:
 @pytest.fixture(scope="module")
 def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
         astronaut: np.ndarray, diffusion_backend: LiveServer,
-        edit_backend: LiveServer, old_photo_backend: LiveServer) -> dict[str, str]:
+        edit_backend: LiveServer, edit_plus_backend: fx.RecordingServer,
+        old_photo_backend: LiveServer) -> dict[str, str]:
     (gimp_home.on_host / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
     # RESTORA_URL: GIMP's first start asks this backend for its tasks (no cache yet)
     return {"RESTORA_URL": backend.url, "RESTORA_E2E_URL": backend.url,
@@ -109,6 +121,7 @@ def env(backend: LiveServer, face_server: LiveServer, gimp_home: GimpHome,
             "RESTORA_E2E_PHOTO": f"{gimp_home.inside}/astronaut.rgba",
             "RESTORA_E2E_DIFFUSION_URL": diffusion_backend.url,
             "RESTORA_E2E_EDIT_URL": edit_backend.url,
+            "RESTORA_E2E_EDIT_PLUS_URL": edit_plus_backend.live.url,
             "RESTORA_E2E_OLD_PHOTO_URL": old_photo_backend.url}
 
 
@@ -433,6 +446,25 @@ def test_the_old_photo_chain_is_one_group_with_a_layer_per_stage(results: dict[s
     assert found["group"] == call["layer"] and call["layer"].startswith("Restore old photo")
     assert found["children"] == ["Colorized", "Denoised", "Scratches filled",
                                  "Scratches and dust"]
+    assert found["source_unchanged"]
+
+
+def test_reference_images_named_by_layer_reach_the_model(
+        results: dict[str, Any], edit_plus_backend: fx.RecordingServer) -> None:
+    """`references` names layers of the image for the edit's reference images: each reaches
+    the backend whole at its own size (past the canvas, in a group, for a selection too) and
+    changes what Qwen-Image-Edit-2509 makes of the same seed; a layer the image lacks is left
+    out and the edit still runs; broken JSON is refused in words."""
+    found = case(results, "edit_references")
+    both, none, one_gone = found["both"], found["none"], found["one_gone"]
+    for run in (both, none, one_gone, found["selection"]):
+        assert run["status"] == "success", run
+    hat, scarf = [12, 16, 4], [18, 20, 4]  # (h, w, channels): each layer's own size
+    assert edit_plus_backend.received == [{"reference_1": hat, "reference_2": scarf}, {},
+                                          {"reference_2": hat}, {"reference_1": scarf}]
+    assert both["pixels"] != none["pixels"]  # the same seed: the pictures made a difference
+    assert found["broken"]["status"] != "success"
+    assert "reference images are not valid JSON" in found["broken"]["error"]
     assert found["source_unchanged"]
 
 

@@ -8,7 +8,8 @@ Krita. Checks that the docker connects, builds its option form from the backend'
 parameters (ranges, steps, units, none labels, choices, help, the advanced fold), builds the
 menu from the backend's task list, caches that list, saves an edited option as the plug-in's
 settings, and, after Upscale -> Split -> Upscale, keeps each task's options under its own
-task.
+task; then that the edit task's reference image lists sit after its instruction and follow
+the active document's layers.
 """
 
 import json
@@ -101,7 +102,7 @@ def main() -> None:
         app.processEvents()
     switched = Settings.from_strings({
         "options": krita.Krita.instance().readSetting("Restora", "options", "")})
-    print(json.dumps({
+    facts = {
         "qt6": QT6, "binding": QtCore.__name__.split(".")[0], "docker_id": factory.name,
         "actions": sorted(window.created), "menu": [
             a.text() for a in window.created["restora_menu"][0].menu().actions()
@@ -118,7 +119,54 @@ def main() -> None:
             "Restora", "task_cache", "") or '{"tasks": []}')["tasks"]],
         "layout": layout_facts, "spins": sorted(spins),
         "stored_overlap": stored.options.get("upscale", {}).get("overlap"),
-        "switched": switched.options}))
+        "switched": switched.options}
+    facts["references"] = reference_lists(app, docker, fields)  # switches to the edit task
+    print(json.dumps(facts))
+
+
+def reference_lists(app, docker, fields) -> dict:
+    """The edit task's reference image lists on an image of four layers: where they sit in
+    the form, what they list, what a choice stores, and how they follow the layers."""
+    import krita
+    from restora.krita.qt import QtCore, QtWidgets
+
+    host = krita.Krita.instance()
+    base, hat, scarf = krita.Node("Background"), krita.Node("Hat"), krita.Node("Scarf")
+    document = krita.Document([base, hat, krita.Node("Group", "grouplayer", [scarf])], base)
+    host.active_document = document
+    docker.task.setCurrentIndex(docker.task.findData("edit"))
+    app.processEvents()
+    role = QtWidgets.QFormLayout.ItemRole.LabelRole
+    rows = [docker.options.itemAt(row, role).widget().text()
+            for row in range(docker.options.rowCount())
+            if docker.options.itemAt(row, role) is not None]
+    first, second = (fields()[f"Reference image {n} (Picture {n + 1})"] for n in (1, 2))
+
+    def items(combo):
+        return [combo.itemText(i) for i in range(combo.count())]
+
+    def tick_until(condition):
+        deadline = time.monotonic() + 5
+        while not condition() and time.monotonic() < deadline:
+            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            time.sleep(0.02)
+        return condition()
+
+    out = {"rows": rows, "listed": items(first), "tooltip": first.toolTip()}
+    first.setCurrentIndex(first.findData("Hat"))
+    app.processEvents()
+    out["stored"] = json.loads(host.readSetting("Restora", "references", "") or "null")
+    document.root.add(krita.Node("Sky"))  # a new layer: the tick lists it
+    out["new_layer_listed"] = tick_until(lambda: "Sky" in items(second))
+    document.root.remove(hat)  # the picked layer deleted: kept, marked, not lost
+    tick_until(lambda: "Hat" not in items(second))
+    out["after_delete"] = items(first)
+    out["still_chosen"] = first.currentText()
+    document.setActiveNode(scarf)  # the active layer is never a reference
+    tick_until(lambda: "Scarf" not in items(second))
+    out["active_changed"] = items(second)
+    host.active_document = None
+    return out
 
 
 if __name__ == "__main__":

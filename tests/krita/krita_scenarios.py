@@ -799,6 +799,85 @@ def edit_colorize():
     return out
 
 
+#: where the reference layers' pixels are (x, y, w, h): each is sent as that box, whole
+HAT, SCARF = (4, 6, 16, 12), (20, 2, 24, 30)
+
+
+def paint_box(node, box, bgra):
+    x, y, w, h = box
+    node.setPixelData(bytes(bgra) * (w * h), x, y, w, h)
+
+
+def combo_items(combo):
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def edit_references():
+    """Edit by instruction with two reference images picked in the docker's lists: Hat, and
+    Scarf in a group, on a tiny Qwen-Image-Edit-2509, on a selection; again with Scarf
+    deleted; then on InstructPix2Pix, which takes one picture."""
+    import dataclasses
+
+    from restora.krita import actions
+    from restora.krita.controller import Controller
+    from restora.krita.qt import QtCore
+
+    doc, _background = new_doc("references", width=48, height=40)
+    hat, group = doc.createNode("Hat", "paintlayer"), doc.createGroupLayer("Props")
+    scarf, photo = doc.createNode("Scarf", "paintlayer"), doc.createNode("Photo", "paintlayer")
+    paint_box(hat, HAT, (40, 40, 220, 255))
+    paint_box(scarf, SCARF, (40, 200, 40, 255))
+    paint(photo, 48, 40)
+    group.addChildNode(scarf, None)
+    for node in (hat, group, photo):  # bottom to top: Photo is the top layer, the active one
+        doc.rootNode().addChildNode(node, None)
+    doc.waitForDone()
+    docker = DOCKERS[0]
+    docker._active_document = lambda: doc  # kritarunner has no window: no active document
+    controller = actions.controller()
+    s = controller.settings
+    controller.update_settings(dataclasses.replace(
+        s, backend_url=CONFIG["edit_plus_url"], options={**s.options, "edit": {
+            "instruction": "Put the hat from Picture 2 on the person.", "steps": 2,
+            "working_size": 64, "seed": 5}}))
+    out = {"connected": pump_until(lambda: controller.connection.connected
+                                   and controller.connection.client.url == CONFIG["edit_plus_url"]
+                                   and not controller.connection.refreshing, 60)}
+    pump_until(lambda: docker.task.findData("edit") >= 0, 10)
+    docker.task.setCurrentIndex(docker.task.findData("edit"))
+    QtCore.QCoreApplication.processEvents()
+    fields = form_fields(docker)
+    first = fields["Reference image 1 (Picture 2)"]
+    second = fields["Reference image 2 (Picture 3)"]
+    out["listed"] = combo_items(first)
+    first.setCurrentIndex(first.findData("Hat"))
+    second.setCurrentIndex(second.findData("Scarf"))
+    QtCore.QCoreApplication.processEvents()
+    out["stored"] = stored("references")
+
+    def edit_run(ctl):
+        run = ctl.run_task("edit", doc, photo).wait(240)
+        return {**run_info(run), "stage": run.stage,
+                "references": run.details.get("references"), "note": run.details.get("note")}
+
+    select(doc, (12, 10, 24, 20))
+    out["both"] = edit_run(controller)
+    scarf.remove()
+    doc.waitForDone()
+    out["noticed"] = pump_until(lambda: "Scarf (not in this image)" in combo_items(second), 5)
+    doc.setSelection(Selection())
+    out["one_gone"] = edit_run(controller)
+    one_picture = Controller(settings(backend_url=CONFIG["edit_url"], models={},
+                                      options={"edit": {"steps": 2, "working_size": 64}},
+                                      references={"edit": {"reference_1": "Hat"}}))
+    one_picture.start()
+    pump_until(lambda: one_picture.connection.connected, 60)
+    out["one_picture"] = edit_run(one_picture)
+    del docker._active_document
+    doc.close()
+    return out
+
+
 def old_photo_chain():
     """Restore old photo (the chain) on a scratched gray scan, every stage its own layer."""
     from restora.krita.controller import Controller
@@ -844,5 +923,6 @@ SCENARIOS = [
     ("docker_denoise", docker_denoise), ("download_then_upscale", download_then_upscale),
     ("refine_selection", refine_selection), ("tiled_refine_whole", tiled_refine_whole),
     ("hypir_selection", hypir_selection), ("hypir_whole", hypir_whole),
-    ("edit_colorize", edit_colorize), ("old_photo_chain", old_photo_chain),
+    ("edit_colorize", edit_colorize), ("edit_references", edit_references),
+    ("old_photo_chain", old_photo_chain),
 ]

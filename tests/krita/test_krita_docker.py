@@ -91,6 +91,17 @@ def test_docker_builds_its_form_from_the_backend_and_saves_options(
     assert set(switched["upscale"]) == {"scale", "width", "tile", "overlap", "alpha"}
     assert switched["upscale"]["overlap"] == 24
     assert switched["test-split"] == {"gain": 1.0, "hold": 0.0}  # its own form only
+    # the edit's reference images: right after the instruction, the other paint layers top
+    # to bottom (one in a group), a choice saved at once, the lists following the layers
+    refs = r["references"]
+    first, second = "Reference image 1 (Picture 2)", "Reference image 2 (Picture 3)"
+    assert refs["rows"][:3] == ["Instruction", first, second]
+    assert refs["listed"] == ["(none)", "Scarf", "Hat"] and "Picture 2" in refs["tooltip"]
+    assert refs["stored"] == {"edit": {"reference_1": "Hat"}}
+    assert refs["new_layer_listed"]
+    assert refs["after_delete"] == ["(none)", "Sky", "Scarf", "Hat (not in this image)"]
+    assert refs["still_chosen"] == "Hat (not in this image)"
+    assert refs["active_changed"] == ["(none)", "Sky", "Background"]
 
 
 @pytest.fixture

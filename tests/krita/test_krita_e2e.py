@@ -8,7 +8,8 @@ sizes and pixels (against the engine's own output, byte for byte), that pixels o
 selection are transparent and that the source layer is unchanged. Also: 16-bit, float and gray
 documents, the composite as source, no selection, backend down, cancel, and the backend
 killed in the middle of a job; a task with two outputs placed as one layer group; Denoise
-from its task list entry, with its form from the spec.
+from its task list entry, with its form from the spec; reference images picked in the
+docker's lists reaching the backend.
 
 Krita missing is a failure, not a skip: CI installs it with tests/editors/krita.sh.
 """
@@ -113,6 +114,16 @@ def edit_server(tiny_models: fx.ModelsSetup, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
+def edit_plus_server(tiny_models: fx.ModelsSetup,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[fx.RecordingServer]:
+    """A tiny Qwen-Image-Edit-2509, which reads reference images; its edit task records
+    the shape of each one it receives."""
+    root = tmp_path_factory.mktemp("edit-plus-models")
+    with fx.edit_plus_server(root, tiny_models.home) as recording:
+        yield recording
+
+
+@pytest.fixture(scope="module")
 def old_photo_server(tiny_models: fx.ModelsSetup, old_photo_models: Path,
                      tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Random-weight LaMa, DnCNN and DDColor: the old-photo chain runs every stage but faces
@@ -140,7 +151,7 @@ def download_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.LiveServer,
               denoise_server: fx.LiveServer, astronaut: np.ndarray, download_backend: Any,
               diffusion_server: fx.LiveServer, edit_server: fx.LiveServer,
-              old_photo_server: fx.LiveServer,
+              edit_plus_server: fx.RecordingServer, old_photo_server: fx.LiveServer,
               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in into a fresh Krita home and run every scenario once."""
     require_krita()
@@ -156,6 +167,7 @@ def krita_run(server: fx.LiveServer, killable: BackendProcess, face_server: fx.L
               "face_url": face_server.url, "face_model": fx.FACE_MODEL,
               "denoise_url": denoise_server.url, "download_url": download_backend.live.url,
               "diffusion_url": diffusion_server.url, "edit_url": edit_server.url,
+              "edit_plus_url": edit_plus_server.live.url,
               "old_photo_url": old_photo_server.url,
               "photo": "astronaut.rgba", "photo_size": astronaut.shape[0]}
     (out / "astronaut.rgba").write_bytes(fx.opaque_rgba(astronaut).tobytes())
@@ -538,6 +550,30 @@ def test_colorize_by_instruction_on_a_selection_and_a_layer(krita_run) -> None:
             outside = np.ones((40, 48), bool)
             outside[y:y + h, x:x + w] = False
             assert (layer[..., 3][outside] == 0).all()
+
+
+def test_reference_layers_picked_in_the_docker_reach_the_model(
+        krita_run, edit_plus_server: fx.RecordingServer) -> None:
+    """The edit's reference lists in the docker offer the document's other paint layers (one
+    in a group, never the active one); the picked layers reach the backend whole, at their
+    content's size, also for a selection, and Qwen-Image-Edit-2509 uses them; a deleted one
+    is left out with a note; InstructPix2Pix says it takes one picture."""
+    r = scenario(krita_run, "edit_references")
+    assert r["connected"]
+    assert r["listed"] == ["(none)", "Scarf", "Hat", "Background"]
+    assert r["stored"]["edit"] == {"reference_1": "Hat", "reference_2": "Scarf"}
+    both, one_gone, one_picture = r["both"], r["one_gone"], r["one_picture"]
+    for run in (both, one_gone, one_picture):
+        assert run["status"] == "finished", run["error"]
+    assert both["references"] == 2 and "2 reference images used." in both["stage"]
+    assert r["noticed"]  # the docker's list marks the deleted layer at the next tick
+    assert one_gone["references"] == 1 and "1 reference image used." in one_gone["stage"]
+    assert "Reference image 2 (Picture 3): this image has no layer 'Scarf'" in one_gone["stage"]
+    hat, scarf = [12, 16, 4], [30, 24, 4]  # (h, w, channels) of the boxes painted
+    assert edit_plus_server.received == [{"reference_1": hat, "reference_2": scarf},
+                                         {"reference_1": hat}]
+    assert one_picture["references"] == 0 and "takes one picture" in one_picture["note"]
+    assert one_picture["note"] in one_picture["stage"]
 
 
 def test_the_old_photo_chain_is_one_group_with_a_layer_per_stage(krita_run) -> None:

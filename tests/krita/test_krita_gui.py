@@ -172,6 +172,19 @@ def test_the_docker_fits_a_laptop_screen(gui: dict[str, Any]) -> None:
         assert (shots / name).stat().st_size > 10_000, name  # a real picture, not a blank
 
 
+def test_the_reference_lists_follow_the_active_documents_layers(gui: dict[str, Any]) -> None:
+    """Edit by instruction in the docker of the real Krita: the first reference list offers
+    the active document's other paint layers and lists a new one at the next tick, and the
+    docker with the edit's form (its reference lists too) still fits the laptop screen."""
+    r = gui["references"]
+    assert r["active_document"]
+    assert r["listed"] == ["(none)", "Hat"]  # the active layer (Background) is not offered
+    assert r["new_layer"] and r["after"] == ["(none)", "Scarf", "Hat"]
+    layout = r["layout"]
+    assert layout["hidden"] == [] and layout["off_screen"] == [] and layout["clipped"] == []
+    assert layout["scroll_fits_width"], layout
+
+
 def test_compare_history_and_zoom(gui: dict[str, Any]) -> None:
     c = gui["compare"]
     assert c["before_hides"] and c["after_shows"]

@@ -1,4 +1,5 @@
-"""The words a finished job adds to "Added '...'": the seed and how far it moved."""
+"""The words a finished job adds to "Added '...'": the seed, how far it moved, the
+reference images used and the task's own note."""
 
 from __future__ import annotations
 
@@ -22,3 +23,11 @@ def test_skipped_stages_in_words() -> None:
     notes = result_notes({"notes": {"faces": "no model installed (it looks in "
                                              "facerestore_models/)", "upscale": "turned off"}})
     assert notes == ["Skipped: faces (no model installed), upscale (turned off)."]
+
+
+def test_references_used_and_the_tasks_own_note() -> None:
+    assert result_notes({"seed": 7, "references": 2}) == ["Seed 7.", "2 reference images used."]
+    assert result_notes({"references": 1}) == ["1 reference image used."]
+    unused = "InstructPix2Pix takes one picture: the reference images were not used."
+    assert result_notes({"references": 0, "note": unused}) == [unused]
+    assert result_notes({"references": True, "note": "  "}) == []

@@ -208,8 +208,12 @@ def test_reference_images_reach_qwen_and_are_reported_unused_elsewhere(
     alone = run(zoo, photo, seed=3).outputs[0].pixels
     with_ref = run(zoo, photo, seed=3, images={"reference_1": ref})
     assert not np.array_equal(alone, with_ref.outputs[0].pixels)
+    assert with_ref.details["references"] == 1  # what the editors tell the user
+    both = run(zoo, photo, seed=3, images={"reference_1": ref, "reference_2": ref[:24]})
+    assert both.details["references"] == 2 and "2 reference images used" in edit.summarize(
+        both.details)
     kontext = run(zoo, photo, model="tiny-flux-kontext", seed=3, images={"reference_1": ref})
-    assert "one picture" in kontext.details["note"]
+    assert "one picture" in kontext.details["note"] and kontext.details["references"] == 0
 
 
 def test_a_gguf_transformer_loads_quantized_and_runs(zoo: Zoo, photo: np.ndarray) -> None:

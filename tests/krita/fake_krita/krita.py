@@ -1,5 +1,6 @@
 """A stand-in for Krita's `krita` module, just enough to build the Restora docker and
-extension outside Krita (docker_check.py): settings in a dict, no documents, no windows."""
+extension outside Krita (docker_check.py): settings in a dict, no windows, and an active
+document only when a check sets one (a tree of named layers, no pixels)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class Krita:
         self.extensions: list[Any] = []
         self.dock_factories: list[Any] = []
         self.open_windows: list[Any] = []
+        #: what activeDocument() answers; a check sets it
+        self.active_document: Document | None = None
 
     def addExtension(self, extension: Any) -> None:
         self.extensions.append(extension)
@@ -46,7 +49,7 @@ class Krita:
         return list(self.open_windows)
 
     def activeDocument(self) -> Any:
-        return None
+        return self.active_document
 
     def activeWindow(self) -> Any:
         return None
@@ -92,3 +95,60 @@ class Window:
         action.setObjectName(action_id)
         self.created[action_id] = (action, location)
         return action
+
+
+class Node:
+    """A layer: its name, its type and its children, bottom to top as Krita lists them."""
+
+    _last_id = 0
+
+    def __init__(self, name: str, kind: str = "paintlayer",
+                 children: list[Node] | None = None) -> None:
+        Node._last_id += 1
+        self._name, self._type, self._id = name, kind, Node._last_id
+        self.children: list[Node] = []
+        self.parent: Node | None = None
+        for child in children or []:
+            self.add(child)
+
+    def add(self, child: Node) -> None:
+        child.parent = self
+        self.children.append(child)
+
+    def remove(self, child: Node) -> None:
+        self.children.remove(child)
+
+    def name(self) -> str:
+        return self._name
+
+    def setName(self, name: str) -> None:
+        self._name = name
+
+    def type(self) -> str:
+        return self._type
+
+    def uniqueId(self) -> int:
+        return self._id
+
+    def childNodes(self) -> list[Node]:
+        return list(self.children)
+
+    def parentNode(self) -> Node | None:
+        return self.parent
+
+
+class Document:
+    """The layers of one image, bottom to top, and the active one."""
+
+    def __init__(self, layers: list[Node], active: Node) -> None:
+        self.root = Node("", "", layers)
+        self.active = active
+
+    def rootNode(self) -> Node:
+        return self.root
+
+    def activeNode(self) -> Node:
+        return self.active
+
+    def setActiveNode(self, node: Node) -> None:
+        self.active = node

@@ -161,7 +161,10 @@ class GuiCheck(Extension):
         out["new_document"]["documents_added"] = len(app.documents()) - count
         out["new_document"]["views"] = len(window.views())
 
-        # 6. The backend gone: the docker shows the painter what to do
+        # 6. The edit's reference lists on the active document, following its layers
+        out["references"] = reference_lists(app, window, qwin, docker)
+
+        # 7. The backend gone: the docker shows the painter what to do
         controller.update_settings(dataclasses.replace(controller.settings,
                                                        backend_url=config["dead_url"],
                                                        upscale_into="layer"))
@@ -182,6 +185,45 @@ def trigger(app, controller, action_id, doc):
             "status": run.status if run else None, "layer": run.layer_name if run else None,
             "error": run.error.text if run and run.error else None, "layers": names(doc),
             "size": [doc.width(), doc.height()]}
+
+
+def reference_lists(app, window, qwin, docker):
+    """The docker on Edit by instruction with a new active document: its first reference
+    list offers the other paint layers and lists a new one at the docker's tick, and the
+    docker still fits the screen with the edit's form. (A new active layer is followed too,
+    docker_check.py shows; Document.setActiveNode does not move Krita's own choice here.)"""
+    doc = app.createDocument(64, 48, "gui-refs", "RGBA", "U8", "", 72.0)
+    window.showView(window.addView(doc))
+    base = doc.rootNode().childNodes()[0]
+    hat = doc.createNode("Hat", "paintlayer")
+    doc.rootNode().addChildNode(hat, None)
+    doc.setActiveNode(base)
+    settle(doc)
+    docker.task.setCurrentIndex(docker.task.findData("edit"))
+    pump(lambda: False, 1.0)
+    form, role = docker.options, QtWidgets.QFormLayout.ItemRole
+    fields = {}
+    for row in range(form.rowCount()):
+        label, field = form.itemAt(row, role.LabelRole), form.itemAt(row, role.FieldRole)
+        if label is not None and field is not None:
+            fields[label.widget().text()] = field.widget()
+    first = fields["Reference image 1 (Picture 2)"]
+
+    def items():
+        return [first.itemText(i) for i in range(first.count())]
+
+    out = {"active_document": app.activeDocument() == doc, "listed": items()}
+    scarf = doc.createNode("Scarf", "paintlayer")
+    doc.rootNode().addChildNode(scarf, None)
+    settle(doc)
+    out["new_layer"] = pump(lambda: "Scarf" in items(), 3)
+    out["after"] = items()
+    out["layout"] = layout_report(docker, qwin)
+    docker.task.setCurrentIndex(docker.task.findData("upscale"))
+    pump(lambda: False, 0.3)
+    doc.setModified(False)
+    doc.close()
+    return out
 
 
 def names(doc):
