@@ -49,16 +49,6 @@ server, tiny_models = fx.server, fx.tiny_models  # one real server for this modu
 SLOW = {"tile": 32, "overlap": 8}  # hundreds of tiles: a job long enough to interrupt
 
 
-@pytest.fixture
-def client(server: fx.LiveServer) -> Client:
-    return Client(server.url)
-
-
-@pytest.fixture
-def catalog(client: Client) -> Catalog:
-    return fetch_catalog(client)
-
-
 def settings(**kw: object) -> Settings:
     base = Settings(models={"upscale": "tiny-x2"})
     for key, value in kw.items():

@@ -18,7 +18,7 @@ import pytest
 
 from backend.tasks.registry import TaskRegistry, default_registry
 from backend.tasks.spec import ImageInput, Output, OutputSpec, TaskResult, TaskSpec
-from plugin.common.catalog import Catalog, fetch_catalog
+from plugin.common.catalog import Catalog
 from plugin.common.client import Client
 from plugin.common.errors import PluginError
 from plugin.common.job_runner import JobInput, JobRunner, Outcome
@@ -61,16 +61,6 @@ def server(tiny_models: fx.ModelsSetup) -> Iterator[fx.LiveServer]:
     tasks = TaskRegistry([*default_registry(), LOOK])
     with fx.live_server(fx.test_settings(tiny_models), tasks) as live:
         yield live
-
-
-@pytest.fixture
-def client(server: fx.LiveServer) -> Client:
-    return Client(server.url)
-
-
-@pytest.fixture
-def catalog(client: Client) -> Catalog:
-    return fetch_catalog(client)
 
 
 def summary(pixels: np.ndarray) -> list[int]:
