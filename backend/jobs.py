@@ -569,12 +569,36 @@ class JobManager:
             raise CancelledError("The job was cancelled.", "")
         ctx = TaskContext(lambda p: self._progress(job, p), job.cancel)
         ctx.registry = self.registry
+        note = self._speed_note(job, inp.inputs.image)
         result = executor.run_task(
             job.spec, inp.inputs, job.params, inp.entries, self.models, ctx, job.feather
         )
         if result.nothing_found:  # no layer is added: no pixels to keep
             result.outputs = []
+        if note is not None:  # the editors show it beside the result
+            result.details["speed_note"] = note.to_dict()
         return result
+
+    def _speed_note(self, job: Job, pixels: np.ndarray) -> Any:
+        """A faster installed model, when the default one would take long on this CPU."""
+        import torch
+
+        from backend.speed_advice import note_for_task, traits_lookup
+
+        if self.device != "cpu":
+            return None
+        height, width = pixels.shape[:2]
+        return note_for_task(
+            job.spec,
+            job.request.model,
+            job.entry,
+            self.model_entries(),
+            traits_lookup(self.registry.folders, self.settings.catalog),
+            width,
+            height,
+            self.device,
+            torch.get_num_threads(),
+        )
 
     def _progress(self, job: Job, progress: Progress) -> None:
         now = time.monotonic()

@@ -43,6 +43,29 @@ def make_tiny_model(path: Path, scale: int, seed: int = 0) -> Path:
     return path
 
 
+def make_tiny_pth(path: Path, scale: int, seed: int = 0) -> Path:
+    """The same network as a .pth state dict (a catalog entry's file name may end so)."""
+    import torch
+    from safetensors.torch import load_file
+
+    tiny = make_tiny_model(path.with_name(path.stem + ".tmp.safetensors"), scale, seed)
+    torch.save(load_file(str(tiny)), path)
+    tiny.unlink()
+    return path
+
+
+def slow_photo_models(folder: Path) -> int:
+    """Tiny networks named as the default photo model and as the catalog's
+    realesr-general-x4v3 (photo, fast); returns the side of a square image the shipped
+    figures estimate at about twice the wait that brings the note."""
+    from backend import speed_advice
+
+    make_tiny_model(folder / "realesrgan-x4plus.safetensors", 4, seed=1)
+    make_tiny_pth(folder / "realesr-general-x4v3.pth", 4, seed=3)
+    rate = speed_advice.MEASURED_SECONDS_PER_MP["realesrgan-x4plus"]
+    return round((2 * speed_advice.SLOW_SECONDS / rate * 1e6) ** 0.5)
+
+
 @dataclass
 class ModelsSetup:
     root: Path  # a models folder: root/upscale_models/*.safetensors

@@ -258,13 +258,17 @@ class _Runner:
         for key, name, slot in slots:
             self.entries[key] = choose_model(spec, slot, name, reg.entries, reg.find)
         self.store = ModelCache(args.device, args.precision, max_models=None)
-        for entry in self.entries.values():  # loaded now, so a bad model fails at once
+        self.device_type = ""  # where the task's own model runs
+        for key, entry in self.entries.items():  # loaded now, so a bad model fails at once
             say(f"loading {entry.name} ({Path(entry.path).name})...")
             model = self.store.get(entry)
             say(
                 f"model {entry.name} ({_kind(entry)}) on {model.device.type}, "
                 f"{model.precision_label} ({model.precision_reason})"
             )
+            if key == "model":
+                self.device_type = model.device.type
+        self._traits: Any = None
 
     def run(
         self, src: Path, dst: Path, mask: Any, feather: float | None, images: dict[str, Any]
@@ -293,6 +297,7 @@ class _Runner:
             spec.prepare(
                 params, inputs, self.entries.get("model"), Limits(DEFAULT_MAX_OUTPUT_PIXELS)
             )
+        self._advise(pixels)
         bar = ProgressBar(src.name, not args.quiet)
         ctx = TaskContext(lambda p: bar(p.fraction, _stage(p)))
         ctx.registry = self.registry
@@ -318,6 +323,32 @@ class _Runner:
             f"{src} ({w}x{h}) -> {', '.join(written)} in {bar.elapsed():.1f}s{message}",
             file=sys.stderr,
         )
+
+    def _advise(self, pixels: Any) -> None:
+        """One line when the automatically chosen model would take long on this CPU and a
+        fast one is installed; the chosen model still runs."""
+        import torch
+
+        from backend.speed_advice import note_for_task, traits_lookup
+
+        if self.args.quiet or self.device_type != "cpu":
+            return
+        if self._traits is None:  # one lookup for every image of the run
+            self._traits = traits_lookup(self.registry.folders)
+        height, width = pixels.shape[:2]
+        note = note_for_task(
+            self.spec,
+            getattr(self.args, "model", None),
+            self.entries.get("model"),
+            self.registry.entries(),
+            self._traits,
+            width,
+            height,
+            self.device_type,
+            torch.get_num_threads(),
+        )
+        if note is not None:
+            self.say(f"note: {note.message} To run it instead: -m {note.faster}")
 
 
 def _kind(entry: Any) -> str:

@@ -141,3 +141,36 @@ def test_plugin_command_builds_and_installs(tmp_path: Path) -> None:
     main = home / ".config" / "GIMP" / "3.0" / "plug-ins" / "restora" / "restora.py"
     assert main.is_file() and os.access(main, os.X_OK)
     assert restora("plugin", "krita", "no-such-action").returncode != 0
+
+
+def test_an_automatic_upscale_that_would_take_long_suggests_the_fast_model(
+    models_root: Path, tmp_path: Path
+) -> None:
+    from backend import speed_advice
+    from tests.server_fixtures import random_image, slow_photo_models
+
+    side = slow_photo_models(models_root / "upscale_models")
+    src = tmp_path / "photo.png"
+    Image.fromarray(random_image(side, side, seed=5)).save(src)
+    # as many threads as the shipped figures were measured with
+    env = {
+        "OMP_NUM_THREADS": str(speed_advice.MEASURED_THREADS),
+        "RESTORA_HOME": str(tmp_path / "home"),
+    }
+    auto = restora("upscale", src, "-o", tmp_path / "auto.png", "-d", "cpu", env=env)
+    assert auto.returncode == 0, auto.stderr
+    note = [line for line in auto.stderr.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "-m realesr-general-x4v3" in note[0], auto.stderr
+    assert "model realesrgan-x4plus" in auto.stderr  # suggested, not switched
+    named = restora(
+        "upscale",
+        src,
+        "-o",
+        tmp_path / "named.png",
+        "-d",
+        "cpu",
+        "-m",
+        "realesrgan-x4plus",
+        env=env,
+    )
+    assert named.returncode == 0 and "note:" not in named.stderr, named.stderr
