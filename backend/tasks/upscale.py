@@ -31,7 +31,7 @@ from backend.tasks.spec import (
     TaskSpec,
     param,
 )
-from backend.tiling import tiled_apply
+from backend.tiling import balanced_tile, tiled_apply
 
 DEFAULT_MAX_OUTPUT_PIXELS = 600_000_000
 ALPHA_MODES = ("model", "resize")
@@ -184,6 +184,13 @@ def run(
         tile = params.tile or max(pixels.shape[:2])
     if model.descriptor.tiling.name != "SUPPORTED" and params.tile is None:
         tile = max(tile, *pixels.shape[:2])  # the model needs the whole image to work well
+    tile_hw = (tile, tile)
+    if params.tile is None:  # an automatic tile is a limit: no larger than the image needs
+        multiple = model.descriptor.size_requirements.multiple_of
+        tile_hw = (
+            balanced_tile(pixels.shape[0], tile, params.overlap, multiple),
+            balanced_tile(pixels.shape[1], tile, params.overlap, multiple),
+        )
 
     passes = 1 + (alpha is not None)
 
@@ -231,7 +238,7 @@ def run(
                 colour,
                 runner,
                 model.scale,
-                tile,
+                tile_hw,
                 params.overlap,
                 out=result[:, :, :colours],
                 progress=report(0, stage),
@@ -242,7 +249,7 @@ def run(
                     alpha,
                     runner,
                     model.scale,
-                    tile,
+                    tile_hw,
                     params.overlap,
                     out=result[:, :, colours:],
                     progress=report(1, "alpha"),
@@ -253,9 +260,9 @@ def run(
             from backend.inference import free_device_memory
 
             free_device_memory(model.device)
-            if tile <= MIN_TILE:
+            if min(tile_hw) <= MIN_TILE:
                 raise
-            tile = max(MIN_TILE, tile // 2)
+            tile_hw = (max(MIN_TILE, tile_hw[0] // 2), max(MIN_TILE, tile_hw[1] // 2))
     del colour, pixels  # the padded input's colour is not needed any more
 
     # 5. the alpha where it did not go through the model, and the resize

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from backend.tiling import blend_weights, tile_spans, tiled_apply
+from backend.tiling import balanced_tile, blend_weights, tile_spans, tiled_apply
 
 
 @pytest.mark.parametrize("length", [1, 2, 63, 64, 65, 100, 127, 129, 300, 1000, 1037])
@@ -19,6 +19,25 @@ def test_spans_cover_axis_with_overlap(length: int, tile: int, overlap: int) -> 
     for a, b in itertools.pairwise(spans):
         assert a.end - b.start >= min(overlap, tile // 2)  # enough overlap to blend
         assert b.start > a.start
+
+
+@pytest.mark.parametrize("length", [2, 63, 100, 300, 528, 1000, 1037, 2500, 4112])
+@pytest.mark.parametrize(("tile", "overlap"), [(64, 16), (96, 48), (512, 32)])
+@pytest.mark.parametrize("multiple", [1, 16])
+def test_balanced_tile_covers_in_as_many_tiles_with_as_much_overlap(
+    length: int, tile: int, overlap: int, multiple: int
+) -> None:
+    side = balanced_tile(length, tile, overlap, multiple)
+    spans, full = tile_spans(length, side, overlap), tile_spans(length, tile, overlap)
+    assert side <= tile and len(spans) == len(full)
+    assert side == min(tile, length) or side % multiple == 0
+    for a, b in itertools.pairwise(spans):
+        assert a.end - b.start >= min(overlap, tile // 2)
+
+
+def test_balanced_tile_does_not_run_an_image_twice() -> None:
+    assert balanced_tile(528, 512, 32) < 300  # not two 512 px tiles overlapping by 496
+    assert balanced_tile(144, 512, 32) == 144
 
 
 @pytest.mark.parametrize("length", [65, 100, 200, 333])
