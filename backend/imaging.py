@@ -209,6 +209,14 @@ def encode(
     `flatten_for` makes of the pixels (alpha on white, 8 bits)."""
     pixels, _notes = flatten_for(pixels, fmt)
     channels = pixels.shape[2]
+    if fmt == "PNG" and pixels.nbytes > STREAMED_PNG_BYTES:
+        from backend.png_stream import write_png
+
+        if pixels.dtype == np.uint16 and channels == 2:
+            pixels = to_uint8(pixels)  # as below: no 16-bit gray + alpha
+        out = io.BytesIO()
+        write_png(out, pixels, compress_level)  # no Pillow copy of the image beside the file
+        return out.getvalue()
     if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF") and channels != 2:
         import cv2
 
