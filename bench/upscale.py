@@ -3,7 +3,7 @@
 same run.
 
     .venv/bin/python bench/upscale.py [--sizes 128,512] [--models NAME,NAME] [--runs 3]
-        [--precision auto] [--large 4096] [--no-ncnn]
+        [--precision auto] [--large 4096] [--no-ncnn] [--no-fp32]
 
 For each model (default realesrgan-x4plus, an RRDBNet, and realesr-animevideov3-x4, a
 Compact network, both imported by the set-up) and photo size (crops of scikit-image's
@@ -222,40 +222,38 @@ def bench_model(name: str, size: int, args: argparse.Namespace, registry: Any) -
     entry = registry.find(name)
     img = photo(size)
     chosen = load_model(entry, "cpu", args.precision)
-    fp32 = load_model(entry, "cpu", "fp32")
     auto_tile = chosen.auto_tile(free_memory(chosen.device))
     print(
         f"\n{name}, photo {size}x{size}: chosen {chosen.precision_label} "
         f"({chosen.precision_reason}); automatic tile {auto_tile} (at most)",
         flush=True,
     )
-    rows = [time_config("fp32, whole image (chaiNNer/ComfyUI on a CPU)", fp32, img, 0, args.runs)]
+    rows = []
+    if not args.no_fp32:
+        fp32_label = "fp32, whole image (chaiNNer/ComfyUI on a CPU)"
+        fp32 = load_model(entry, "cpu", "fp32")
+        rows.append(time_config(fp32_label, fp32, img, 0, args.runs))
     label = f"{chosen.precision_label} (chosen)"
     rows.append(time_config(f"{label}, whole image", chosen, img, 0, args.runs))
+    whole = rows[-1]
     if size + 2 * BORDER <= auto_tile:
-        rows.append(
-            Row(
-                f"{label}, automatic tiles",
-                rows[-1].seconds,
-                rows[-1].ceiling,
-                "one tile: the whole-image run",
-            )
-        )
+        note = "one tile: the whole-image run"
+        rows.append(Row(f"{label}, automatic tiles", whole.seconds, whole.ceiling, note))
     else:
         rows.append(time_config(f"{label}, automatic tiles", chosen, img, None, args.runs))
     if not args.no_ncnn:
         row = ncnn_row(name, img, args.runs)
         if row is not None:
             row.note = "ceiling: the chosen configuration's, whole image"
-            row.ceiling = rows[1].ceiling
+            row.ceiling = whole.ceiling
             rows.append(row)
     return rows
 
 
 def print_table(rows: list[Row], pixels: int) -> None:
-    base = rows[0].seconds
+    base = rows[0].seconds  # the fp32 row, unless --no-fp32 left it out
     width = max(len(r.label) for r in rows)
-    print(f"{'configuration'.ljust(width)}  seconds   MP/s   vs fp32  convs alone  of ceiling")
+    print(f"{'configuration'.ljust(width)}  seconds   MP/s  vs row 1  convs alone  of ceiling")
     for r in rows:
         ceiling = f"{r.ceiling:9.3f} s  {r.ceiling / r.seconds:9.0%}" if r.ceiling else ""
         note = f"  ({r.note})" if r.note else ""
@@ -285,7 +283,7 @@ def reset_peak(pid: int | str = "self") -> float:
 
 
 ENGINE_RUN = """
-import json, sys
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from bench.upscale import photo, reset_peak, status_mb
 from backend.models.registry import Registry
@@ -295,9 +293,11 @@ model = load_model(Registry().find({model!r}))
 upscale.run(photo(64), model, upscale.UpscaleParams())  # libraries and first-run allocations
 img = photo({size})
 base = reset_peak()
+start = time.perf_counter()
 out = upscale.run(img, model, upscale.UpscaleParams())
 print(json.dumps({{"base_mb": base, "peak_mb": status_mb("VmHWM"), "input_mb": img.nbytes / 1e6,
-                  "output_mb": out.nbytes / 1e6, "precision": model.precision_label}}))
+                  "output_mb": out.nbytes / 1e6, "precision": model.precision_label,
+                  "seconds": time.perf_counter() - start}}))
 """
 
 #: runs the CLI in this process and says its peak on the way out (a child's ru_maxrss would
@@ -381,6 +381,7 @@ def main() -> int:
     parser.add_argument("--memory-paths", default="engine,cli,server")
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument("--no-ncnn", action="store_true")
+    parser.add_argument("--no-fp32", action="store_true", help="leave out the slow fp32 row")
     args = parser.parse_args()
 
     import tempfile
@@ -409,7 +410,10 @@ def main() -> int:
         paths = args.memory_paths.split(",")
         if "engine" in paths:
             r = engine_memory(args.large, COMPACT_MODEL)
-            r["what"] = f"upscale.run ({r['precision']}, input {r['input_mb']:.0f} MB held)"
+            r["what"] = (
+                f"upscale.run ({r['precision']}, {r['seconds']:.0f} s; "
+                f"input {r['input_mb']:.0f} MB held)"
+            )
             print_memory(r.pop("what"), r)
         if "cli" in paths:
             with tempfile.TemporaryDirectory(prefix="restora-bench-") as folder:
