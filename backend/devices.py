@@ -216,7 +216,9 @@ def _measured_cpu_precision(descriptor: Any, cache_file: Path | None, notify: No
 
 def measure_cpu_candidates(descriptor: Any, rounds: int = MEASURE_ROUNDS) -> dict[str, float]:
     """Median seconds per probe tile of each CPU candidate, timed in interleaved rounds."""
-    from backend.inference import set_memory_format
+    import torch
+
+    from backend.inference import set_memory_format, set_weight_dtype
 
     runners: dict[str, Callable[[], float]] = {}
     warm: dict[str, float] = {}
@@ -242,6 +244,7 @@ def measure_cpu_candidates(descriptor: Any, rounds: int = MEASURE_ROUNDS) -> dic
             # far behind in its warm-up and its first timed run: it cannot win
             if warm[name] > HOPELESS * best_warm and min(samples[name]) > HOPELESS * best:
                 del runners[name]
+    set_weight_dtype(descriptor, torch.float32)
     set_memory_format(descriptor, False)
     return {name: round(statistics.median(s), 4) for name, s in samples.items()}
 

@@ -30,6 +30,9 @@ DEFAULT_QUALITY = 95
 NO_ALPHA_FORMATS = ("JPEG", "BMP")
 #: formats that hold 8 bits per channel at most
 EIGHT_BIT_FORMATS = ("JPEG", "WEBP", "BMP")
+#: PNG files of more pixel bytes than this are encoded band by band into the file
+#: (backend/png_stream.py) instead of through Pillow's copy of the image and an in-memory file
+STREAMED_PNG_BYTES = 128 << 20
 
 
 def max_input_pixels() -> int:
@@ -206,6 +209,14 @@ def encode(
     `flatten_for` makes of the pixels (alpha on white, 8 bits)."""
     pixels, _notes = flatten_for(pixels, fmt)
     channels = pixels.shape[2]
+    if fmt == "PNG" and pixels.nbytes > STREAMED_PNG_BYTES:
+        from backend.png_stream import write_png
+
+        if pixels.dtype == np.uint16 and channels == 2:
+            pixels = to_uint8(pixels)  # as below: no 16-bit gray + alpha
+        out = io.BytesIO()
+        write_png(out, pixels, compress_level)  # no Pillow copy of the image beside the file
+        return out.getvalue()
     if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF") and channels != 2:
         import cv2
 
@@ -240,12 +251,20 @@ def write_image(
     p = Path(path)
     fmt = format_for(p)
     pixels, notes = flatten_for(pixels, fmt)
-    data = encode(pixels, fmt, compress_level, quality)
+    streamed = fmt == "PNG" and pixels.nbytes > STREAMED_PNG_BYTES
+    if streamed and pixels.dtype == np.uint16 and pixels.shape[2] == 2:
+        pixels = to_uint8(pixels)  # what encode() writes: files hold no 16-bit gray + alpha
+    data = b"" if streamed else encode(pixels, fmt, compress_level, quality)
     tmp = p.with_name(f".{p.name}.part")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            if streamed:
+                from backend.png_stream import write_png
+
+                write_png(f, pixels, compress_level)
+            else:
+                f.write(data)
         os.replace(tmp, p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

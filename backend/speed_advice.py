@@ -16,12 +16,14 @@ from typing import Any
 
 #: seconds per input megapixel on the CPU they were measured on, an AMD EPYC with 2 threads,
 #: by the offline defaults' names. From the README's Performance tables: realesrgan-x4plus
-#: from bench/upscale.py (fp32, whole image), ClearReality4x and realcugan-x4-conservative
+#: from bench/upscale.py (fp32, whole image at 128 px, load 1: 5.08 s; the slower of the two
+#: precisions Restora may pick here, so the note errs on the long side), ClearReality4x and
+#: realcugan-x4-conservative
 #: from bench/ncnn_models.py (Restora's choice); realesr-animevideov3-x4 is ClearReality4x's
 #: figure times their ratio in bench/quality.py, whose own seconds were taken on a more
 #: heavily loaded machine
 MEASURED_SECONDS_PER_MP: dict[str, float] = {
-    "realesrgan-x4plus": 415.0,
+    "realesrgan-x4plus": 310.0,
     "ClearReality4x": 21.6,
     "realesr-animevideov3-x4": 14.0,
     "realcugan-x4-conservative": 57.9,

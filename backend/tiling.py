@@ -3,9 +3,11 @@
 Tiles overlap by `overlap` input pixels. Inside each overlap, a tile's weight is zero for the
 `overlap // 4` pixels nearest its edge (where convolutions see padding instead of image) and
 then rises linearly; weights are normalised, so any tile layout blends to a partition of unity.
-The output is assembled one row of tiles at a time: only the rows still open to later tiles
-are held in float32, the finished rows go straight into the uint8/uint16 result. A 4096x4096
-x4 upscale therefore needs the result itself plus one strip, not a float copy of the result.
+The output is streamed into the uint8/uint16 result as tiles finish: the only float sums held
+are those of the pixels a later tile still adds to (the band of output rows shared with the
+next row of tiles, at full width, and the columns shared with the next tile in the row). A
+4096x4096 x4 upscale therefore needs the result itself, one tile's float output and two thin
+bands, never a float copy of a whole strip of tiles.
 """
 
 from __future__ import annotations
@@ -44,6 +46,26 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[Span]:
     ]
 
 
+def balanced_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The smallest tile, at most `tile` and a multiple of `multiple`, that covers `length` in
+    as many spans as `tile` does, overlapping as much.
+
+    Without it an image a little larger than the tile is covered by full tiles that overlap
+    almost entirely: 528 px in tiles of 512 runs the network over 1024 px, in tiles of 280
+    over 560."""
+    spans = tile_spans(length, tile, overlap)
+    if len(spans) == 1:
+        return min(tile, length)
+    count, least = len(spans), min(overlap, tile // 2)
+    # evenly spaced spans of t px overlap by t - (length - t) / (count - 1), rounded down;
+    # +1 keeps the rounding of the span starts from eating into the overlap
+    side = -(-(length + least * (count - 1)) // count) + 1
+    side = -(-side // multiple) * multiple
+    if side >= tile or len(tile_spans(length, side, overlap)) != count:
+        return tile
+    return side
+
+
 def blend_weights(spans: list[Span], index: int, scale: int, length: int) -> np.ndarray:
     """1-D weights, in output pixels, for span `index` of `spans` over an axis of `length`."""
     span = spans[index]
@@ -69,62 +91,145 @@ def tiled_apply(
     colour: np.ndarray,
     fn: TileFn,
     scale: int,
-    tile: int,
+    tile: int | tuple[int, int],
     overlap: int = 32,
     out: np.ndarray | None = None,
     progress: ProgressFn | None = None,
+    trim: int = 0,
 ) -> np.ndarray:
-    """Run `fn` over `colour` (H, W, C uint8/uint16, C = 1 or 3) tile by tile.
+    """Run `fn` over `colour` (H, W, C uint8/uint16, C = 1 or 3) in tiles of `tile` pixels
+    (or (rows, columns) pixels).
 
     Gray input is given to the model as three equal channels and averaged back. Returns
-    (H*scale, W*scale, C) of the input's dtype; `out` may be passed to write into a view.
+    ((H - 2*trim)*scale, (W - 2*trim)*scale, C) of the input's dtype: `trim` input pixels are
+    left off every side (a border mirrored around the image only for the network to see), so
+    the result is never a view into a larger array. `out` may be passed to write into a view.
     """
     height, width, channels = colour.shape
     maxval = 65535.0 if colour.dtype == np.uint16 else 255.0
     if out is None:
-        out = np.empty((height * scale, width * scale, channels), dtype=colour.dtype)
-    rows, cols = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
+        shape = ((height - 2 * trim) * scale, (width - 2 * trim) * scale, channels)
+        out = np.empty(shape, dtype=colour.dtype)
+    sink = _Sink(out, trim * scale, maxval)
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    rows, cols = tile_spans(height, tile_h, overlap), tile_spans(width, tile_w, overlap)
     col_weights = [blend_weights(cols, i, scale, width) for i in range(len(cols))]
     total, done = len(rows) * len(cols), 0
     if progress:
         progress(0, total)  # announces the tile count before the first (maybe long) tile
-    out_w = width * scale
-
-    strip_top = 0  # output row where the open strip begins
-    strip = np.zeros((0, out_w, channels), dtype=np.float32)
-    strip_w = np.zeros((0, out_w, 1), dtype=np.float32)
+    band = _Band.empty(0, 0, width * scale, channels)  # sums later tile rows add to
     for r, row in enumerate(rows):
         row_weights = blend_weights(rows, r, scale, height)[:, None, None]
-        # grow the strip down to this row's bottom
-        grow = row.end * scale - (strip_top + strip.shape[0])
-        if grow > 0:
-            strip = np.concatenate([strip, np.zeros((grow, out_w, channels), np.float32)])
-            strip_w = np.concatenate([strip_w, np.zeros((grow, out_w, 1), np.float32)])
-        y0 = row.start * scale - strip_top
+        top = row.start * scale
+        # output rows above the next tile row's start are final once this row is done
+        final_end = rows[r + 1].start * scale if r + 1 < len(rows) else height * scale
+        next_band = band.continued(final_end, row.end * scale)
+        pending: _Band | None = None  # columns the next tile in this row adds to
         for c, col in enumerate(cols):
             patch = colour[row.start : row.end, col.start : col.end].astype(np.float32) / maxval
             if channels == 1:
                 patch = np.repeat(patch, 3, axis=2)
-            result = fn(patch)
+            result = np.require(fn(patch), np.float32, "W")
+            del patch
             if channels == 1:
                 result = result.mean(axis=2, keepdims=True)
             weight = row_weights * col_weights[c][None, :, None]
-            xs = slice(col.start * scale, col.end * scale)
-            ys = slice(y0, y0 + row.size * scale)
-            strip[ys, xs] += result * weight
-            strip_w[ys, xs] += weight
+            result *= weight
+            left, right = col.start * scale, col.end * scale
+            split = final_end - top
+            next_band.add(result[split:], weight[split:], left)
+            acc, wsum = result[:split], weight[:split]
+            _add_earlier(acc, wsum, band, pending, left)
+            # columns from the next tile's start stay open; those left of it are final
+            keep = (cols[c + 1].start * scale if c + 1 < len(cols) else right) - left
+            pending = _Band(left + keep, acc[:, keep:].copy(), wsum[:, keep:].copy())
+            sink.finish(acc[:, :keep], wsum[:, :keep], top, left)
+            del result, weight, acc, wsum
             done += 1
             if progress:
                 progress(done, total)
-        # rows above the next tile row's start are final
-        final_end = rows[r + 1].start * scale if r + 1 < len(rows) else height * scale
-        n_final = final_end - strip_top
-        if n_final > 0:
-            block = strip[:n_final] / np.maximum(strip_w[:n_final], 1e-8)
-            out[strip_top:final_end] = _quantize(block, maxval, out.dtype)
-            strip, strip_w = strip[n_final:], strip_w[n_final:]
-            strip_top = final_end
+        band = next_band
     return out
+
+
+@dataclass
+class _Band:
+    """Float sums (weighted colour and weight) of pixels that later tiles still add to.
+
+    `start` is the first output row of a full-width band of rows, or the first output column
+    of the columns one tile leaves to the next in the same row."""
+
+    start: int
+    acc: np.ndarray  # (rows, columns, C)
+    wsum: np.ndarray  # (rows, columns, 1)
+
+    @classmethod
+    def empty(cls, start: int, rows: int, width: int, channels: int) -> _Band:
+        return cls(
+            start,
+            np.zeros((rows, width, channels), np.float32),
+            np.zeros((rows, width, 1), np.float32),
+        )
+
+    @property
+    def end(self) -> int:
+        return self.start + self.acc.shape[0]
+
+    def continued(self, start: int, end: int) -> _Band:
+        """The band of rows [start, end) the next tile row shares, holding what this band
+        already summed there (only where tile rows overlap by more than half)."""
+        band = _Band.empty(start, end - start, self.acc.shape[1], self.acc.shape[2])
+        if self.end > start:
+            band.acc[: self.end - start] = self.acc[start - self.start :]
+            band.wsum[: self.end - start] = self.wsum[start - self.start :]
+        return band
+
+    def add(self, acc: np.ndarray, wsum: np.ndarray, left: int) -> None:
+        """Add a tile's weighted rows of this band, the tile starting at column `left`."""
+        if len(acc):
+            self.acc[:, left : left + acc.shape[1]] += acc
+            self.wsum[:, left : left + acc.shape[1]] += wsum
+
+
+def _add_earlier(
+    acc: np.ndarray, wsum: np.ndarray, band: _Band, pending: _Band | None, left: int
+) -> None:
+    """Add to a tile's rows that finish in this tile row what earlier tiles summed there:
+    the previous tile in the row where it overlaps (it already holds the earlier rows' sums),
+    and the band left by earlier tile rows for the columns seen first now.
+
+    The tile's own share is added last, as a whole strip did it: the same float sums, so the
+    same result to the bit."""
+    seen = 0
+    if pending is not None and pending.acc.shape[1]:
+        seen = pending.acc.shape[1]
+        acc[:, :seen] += pending.acc
+        wsum[:, :seen] += pending.wsum
+    rows = min(band.end - band.start, acc.shape[0])  # the band starts at this tile row's top
+    if rows > 0:
+        cols = slice(left + seen, left + acc.shape[1])
+        acc[:rows, seen:] += band.acc[:rows, cols]
+        wsum[:rows, seen:] += band.wsum[:rows, cols]
+
+
+class _Sink:
+    """Writes finished float sums into the integer result, less the trimmed border."""
+
+    def __init__(self, out: np.ndarray, trim: int, maxval: float) -> None:
+        self.out, self.trim, self.maxval = out, trim, maxval
+
+    def finish(self, acc: np.ndarray, wsum: np.ndarray, top: int, left: int) -> None:
+        """Normalise (in place) the sums of output rows from `top`, columns from `left`."""
+        t, (h, w) = self.trim, self.out.shape[:2]
+        y0, y1 = max(top, t), min(top + acc.shape[0], t + h)
+        x0, x1 = max(left, t), min(left + acc.shape[1], t + w)
+        if y0 >= y1 or x0 >= x1:
+            return
+        block = acc[y0 - top : y1 - top, x0 - left : x1 - left]
+        weight = wsum[y0 - top : y1 - top, x0 - left : x1 - left]
+        np.maximum(weight, 1e-8, out=weight)
+        block /= weight
+        self.out[y0 - t : y1 - t, x0 - t : x1 - t] = _quantize(block, self.maxval, self.out.dtype)
 
 
 def _quantize(block: np.ndarray, maxval: float, dtype: np.dtype) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 
 from backend.errors import InvalidParameterError, OutOfMemoryError
 from backend.faces.align import FACE_SIZE
-from backend.inference import LayerWatch, autocast_context, is_out_of_memory
+from backend.inference import LayerWatch, autocast_context, input_dtype, is_out_of_memory
 from backend.models.runtime import LoadedModel
 
 #: architectures whose network works in [-1, 1] and is called directly (not through spandrel)
@@ -45,7 +45,7 @@ class FaceRestorer:
     def restore(self, face: np.ndarray, fidelity: float = 0.5) -> np.ndarray:
         descriptor = self.model.descriptor
         x = torch.from_numpy(np.ascontiguousarray(face.transpose(2, 0, 1)))[None]
-        x = x.to(descriptor.device, descriptor.dtype)
+        x = x.to(descriptor.device, input_dtype(descriptor, self.model.precision))
         try:
             with (
                 self.watch or contextlib.nullcontext(),

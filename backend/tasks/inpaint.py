@@ -166,7 +166,13 @@ def fill(model: Any, rgb: np.ndarray, holes: np.ndarray, fixed: int | None) -> n
     import cv2
     import torch
 
-    from backend.inference import autocast_context, is_out_of_memory, pad_to, padded_size
+    from backend.inference import (
+        autocast_context,
+        input_dtype,
+        is_out_of_memory,
+        pad_to,
+        padded_size,
+    )
 
     d = model.descriptor
     h, w = holes.shape
@@ -180,7 +186,8 @@ def fill(model: Any, rgb: np.ndarray, holes: np.ndarray, fixed: int | None) -> n
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(d.device)
     m = torch.from_numpy(np.ascontiguousarray(mask))[None, None].to(d.device)
     ph, pw = padded_size(ih, iw, d.size_requirements)
-    x, m = pad_to(x, ph, pw).to(d.dtype), pad_to(m, ph, pw).to(d.dtype)
+    dtype = input_dtype(d, model.precision)
+    x, m = pad_to(x, ph, pw).to(dtype), pad_to(m, ph, pw).to(dtype)
     try:
         with torch.inference_mode(), autocast_context(d.device, model.precision):
             y = d(x, m)

@@ -31,7 +31,7 @@ from backend.tasks.spec import (
     TaskSpec,
     param,
 )
-from backend.tiling import tiled_apply
+from backend.tiling import balanced_tile, tiled_apply
 
 DEFAULT_MAX_OUTPUT_PIXELS = 600_000_000
 ALPHA_MODES = ("model", "resize")
@@ -184,6 +184,13 @@ def run(
         tile = params.tile or max(pixels.shape[:2])
     if model.descriptor.tiling.name != "SUPPORTED" and params.tile is None:
         tile = max(tile, *pixels.shape[:2])  # the model needs the whole image to work well
+    tile_hw = (tile, tile)
+    if params.tile is None:  # an automatic tile is a limit: no larger than the image needs
+        multiple = model.descriptor.size_requirements.multiple_of
+        tile_hw = (
+            balanced_tile(pixels.shape[0], tile, params.overlap, multiple),
+            balanced_tile(pixels.shape[1], tile, params.overlap, multiple),
+        )
 
     passes = 1 + (alpha is not None)
 
@@ -213,7 +220,11 @@ def run(
                 else:
                     progress(fraction, position["name"])
 
-    # 3 + 4. upscale, halving the tile on out-of-memory
+    # 3 + 4. upscale, halving the tile on out-of-memory. The tiles stream into one result of
+    # the final size (colour and alpha side by side, the mirrored border left out), so no
+    # second copy of it is made to crop the border or to join the alpha.
+    result = np.empty((height * model.scale, width * model.scale, pixels.shape[2]), pixels.dtype)
+    colours = colour.shape[2]
     while True:
         try:
             from backend.inference import TileRunner
@@ -223,42 +234,46 @@ def run(
             )
             if cancel:
                 cancel.raise_if_cancelled()
-            up_colour = tiled_apply(
-                colour, runner, model.scale, tile, params.overlap, progress=report(0, stage)
+            tiled_apply(
+                colour,
+                runner,
+                model.scale,
+                tile_hw,
+                params.overlap,
+                out=result[:, :, :colours],
+                progress=report(0, stage),
+                trim=border,
             )
-            up_alpha = None
-            if alpha is not None:
-                if params.alpha == "model":
-                    up_alpha = tiled_apply(
-                        alpha,
-                        runner,
-                        model.scale,
-                        tile,
-                        params.overlap,
-                        progress=report(1, "alpha"),
-                    )
-                else:
-                    up_alpha = resize(alpha, up_colour.shape[1], up_colour.shape[0])
+            if alpha is not None and params.alpha == "model":
+                tiled_apply(
+                    alpha,
+                    runner,
+                    model.scale,
+                    tile_hw,
+                    params.overlap,
+                    out=result[:, :, colours:],
+                    progress=report(1, "alpha"),
+                    trim=border,
+                )
             break
         except OutOfMemoryError:
             from backend.inference import free_device_memory
 
             free_device_memory(model.device)
-            if tile <= MIN_TILE:
+            if min(tile_hw) <= MIN_TILE:
                 raise
-            tile = max(MIN_TILE, tile // 2)
+            tile_hw = (max(MIN_TILE, tile_hw[0] // 2), max(MIN_TILE, tile_hw[1] // 2))
+    del colour, pixels  # the padded input's colour is not needed any more
 
-    # 5. crop the mirrored border, assemble and resize
-    if border:
-        crop = (slice(border * model.scale, -border * model.scale),) * 2
-        up_colour = up_colour[crop]
-        up_alpha = up_alpha[crop] if up_alpha is not None else None
-    if has_alpha_channel:
-        if up_alpha is None:
-            up_alpha = np.full((*up_colour.shape[:2], 1), max_value(pixels.dtype), pixels.dtype)
-        result = np.concatenate([up_colour, up_alpha], axis=2)
-    else:
-        result = up_colour
+    # 5. the alpha where it did not go through the model, and the resize
+    if has_alpha_channel and alpha is None:
+        result[:, :, colours:] = max_value(result.dtype)
+    elif alpha is not None and params.alpha != "model":
+        # resized with its mirrored border, then cropped: the edges see what they always saw
+        s, (h, w) = model.scale, alpha.shape[:2]
+        rows, cols = slice(border * s, (h - border) * s), slice(border * s, (w - border) * s)
+        result[:, :, colours:] = resize(alpha, w * s, h * s)[rows, cols]
+    del alpha
     if (out_w, out_h) != (result.shape[1], result.shape[0]):
         if progress:
             progress(0.999, "resizing")

@@ -73,3 +73,27 @@ def test_doctor_remeasure_forgets_and_measures_again(models_root: Path) -> None:
     shown = restora("doctor")
     assert shown.returncode == 0 and "measuring" not in shown.stderr
     assert "measured: " in shown.stdout
+
+
+def test_cpu_bf16_weights_cast_once_give_the_same_bits(models_root: Path) -> None:
+    """bf16 on a CPU keeps convolution weights in bf16 instead of letting autocast cast the
+    fp32 ones on every call: the same values reach the same kernels, so the same output."""
+    import torch
+
+    from backend.inference import prepare, run_tensor, set_memory_format
+    from backend.models.loading import load_descriptor
+    from tests.model_zoo import save_tiny
+
+    descriptor = load_descriptor(save_tiny("compact", models_root))
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    set_memory_format(descriptor, True)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = descriptor(x.contiguous(memory_format=torch.channels_last))
+    prepare(descriptor, torch.device("cpu"), "bf16", True)
+    convs = [m for m in descriptor.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.weight.dtype == torch.bfloat16 for m in convs)
+    got = run_tensor(descriptor, x, "bf16", True)
+    assert torch.equal(got, expected.float().clamp(0, 1))
+    fp32 = run_tensor(descriptor, x, "fp32")  # a measurement's fp32 run gets fp32 weights
+    assert all(m.weight.dtype == torch.float32 for m in convs)
+    assert fp32.dtype == torch.float32

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from backend.tiling import blend_weights, tile_spans, tiled_apply
+from backend.tiling import balanced_tile, blend_weights, tile_spans, tiled_apply
 
 
 @pytest.mark.parametrize("length", [1, 2, 63, 64, 65, 100, 127, 129, 300, 1000, 1037])
@@ -19,6 +19,25 @@ def test_spans_cover_axis_with_overlap(length: int, tile: int, overlap: int) -> 
     for a, b in itertools.pairwise(spans):
         assert a.end - b.start >= min(overlap, tile // 2)  # enough overlap to blend
         assert b.start > a.start
+
+
+@pytest.mark.parametrize("length", [2, 63, 100, 300, 528, 1000, 1037, 2500, 4112])
+@pytest.mark.parametrize(("tile", "overlap"), [(64, 16), (96, 48), (512, 32)])
+@pytest.mark.parametrize("multiple", [1, 16])
+def test_balanced_tile_covers_in_as_many_tiles_with_as_much_overlap(
+    length: int, tile: int, overlap: int, multiple: int
+) -> None:
+    side = balanced_tile(length, tile, overlap, multiple)
+    spans, full = tile_spans(length, side, overlap), tile_spans(length, tile, overlap)
+    assert side <= tile and len(spans) == len(full)
+    assert side == min(tile, length) or side % multiple == 0
+    for a, b in itertools.pairwise(spans):
+        assert a.end - b.start >= min(overlap, tile // 2)
+
+
+def test_balanced_tile_does_not_run_an_image_twice() -> None:
+    assert balanced_tile(528, 512, 32) < 300  # not two 512 px tiles overlapping by 496
+    assert balanced_tile(144, 512, 32) == 144
 
 
 @pytest.mark.parametrize("length", [65, 100, 200, 333])
@@ -94,3 +113,104 @@ def test_rrdb_model_tiles_without_seams(real_models, astronaut) -> None:
     diff = _tiled_vs_whole(real_models, "realesrgan-x4plus", img, 96, 32)
     assert diff.mean() <= 1.0
     _assert_no_seam(diff, 128, 96, 32)
+
+
+def _strip_assembly(colour: np.ndarray, fn, scale: int, tile: int, overlap: int) -> np.ndarray:
+    """The assembly tiled_apply replaced, kept as the reference: a float32 strip of a whole row
+    of tiles and its weights at full width, normalised once the next tile row starts."""
+    from backend.tiling import _quantize
+
+    height, width, channels = colour.shape
+    maxval = 65535.0 if colour.dtype == np.uint16 else 255.0
+    out = np.empty((height * scale, width * scale, channels), dtype=colour.dtype)
+    rows, cols = tile_spans(height, tile, overlap), tile_spans(width, tile, overlap)
+    col_weights = [blend_weights(cols, i, scale, width) for i in range(len(cols))]
+    out_w, strip_top = width * scale, 0
+    strip = np.zeros((0, out_w, channels), dtype=np.float32)
+    strip_w = np.zeros((0, out_w, 1), dtype=np.float32)
+    for r, row in enumerate(rows):
+        row_weights = blend_weights(rows, r, scale, height)[:, None, None]
+        grow = row.end * scale - (strip_top + strip.shape[0])
+        if grow > 0:
+            strip = np.concatenate([strip, np.zeros((grow, out_w, channels), np.float32)])
+            strip_w = np.concatenate([strip_w, np.zeros((grow, out_w, 1), np.float32)])
+        y0 = row.start * scale - strip_top
+        for c, col in enumerate(cols):
+            patch = colour[row.start : row.end, col.start : col.end].astype(np.float32) / maxval
+            if channels == 1:
+                patch = np.repeat(patch, 3, axis=2)
+            result = fn(patch)
+            if channels == 1:
+                result = result.mean(axis=2, keepdims=True)
+            weight = row_weights * col_weights[c][None, :, None]
+            xs, ys = slice(col.start * scale, col.end * scale), slice(y0, y0 + row.size * scale)
+            strip[ys, xs] += result * weight
+            strip_w[ys, xs] += weight
+        final_end = rows[r + 1].start * scale if r + 1 < len(rows) else height * scale
+        n_final = final_end - strip_top
+        if n_final > 0:
+            block = strip[:n_final] / np.maximum(strip_w[:n_final], 1e-8)
+            out[strip_top:final_end] = _quantize(block, maxval, out.dtype)
+            strip, strip_w = strip[n_final:], strip_w[n_final:]
+            strip_top = final_end
+    return out
+
+
+def _textured_x2(tile: np.ndarray) -> np.ndarray:
+    """Not pointwise: each tile's output depends on where it sits, so overlaps disagree and
+    the blend has something to do."""
+    up = tile.repeat(2, axis=0).repeat(2, axis=1)
+    ripple = np.sin(np.arange(up.shape[0])[:, None, None] * 0.37 + up.shape[1]) * 0.05
+    return np.clip(up + ripple, 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 3])
+# 1000 px in tiles of 96 overlapping by 48: three tiles cover some pixels along each axis
+@pytest.mark.parametrize(
+    ("shape", "tile", "overlap"), [((150, 211), 64, 16), ((300, 1000), 96, 48)]
+)
+def test_streamed_assembly_is_bit_identical_to_strips(
+    dtype: type, channels: int, shape: tuple[int, int], tile: int, overlap: int
+) -> None:
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, np.iinfo(dtype).max, size=(*shape, channels), dtype=dtype)
+    expected = _strip_assembly(img, _textured_x2, 2, tile, overlap)
+    assert np.array_equal(tiled_apply(img, _textured_x2, 2, tile, overlap), expected)
+    trimmed = tiled_apply(img, _textured_x2, 2, tile, overlap, trim=5)
+    assert trimmed.flags.c_contiguous  # the result itself, not a view of a larger one
+    assert np.array_equal(trimmed, expected[10:-10, 10:-10])
+
+
+def _nearest_x4(tile: np.ndarray) -> np.ndarray:
+    return tile.repeat(4, axis=0).repeat(4, axis=1)
+
+
+def _peak_bytes(run) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_tiled_peak_memory_is_thin_bands_not_strips() -> None:
+    """Besides the result, tiling holds one tile's float output and the bands of rows that two
+    tile rows share: a wide image in short tiles shows the difference from whole strips.
+    Counted in bytes allocated (numpy reports its buffers to tracemalloc), not timed."""
+    tile, overlap, scale = 64, 16, 4
+    img = np.random.default_rng(0).integers(0, 255, size=(160, 1200, 3), dtype=np.uint8)
+    out = np.empty((160 * scale, 1200 * scale, 3), np.uint8)  # allocated before counting
+    out_w = out.shape[1]
+    floats = 4 * (3 + 1)  # weighted colour and weight, float32
+    band = overlap * scale * out_w * floats
+    tile_out = (tile * scale) ** 2 * floats
+    peak = _peak_bytes(lambda: tiled_apply(img, _nearest_x4, scale, tile, overlap, out=out))
+    strips = _peak_bytes(lambda: _strip_assembly(img, _nearest_x4, scale, tile, overlap))
+    mb = [round(n / 1e6, 1) for n in (peak, strips, out.nbytes)]
+    print("peak {} MB, whole strips {} MB, the output {} MB".format(*mb))
+    assert peak <= 2 * band + 4 * tile_out  # the band in use, the next one and the tile
+    assert peak < 0.5 * (strips - out.nbytes)  # the strips held several times more
