@@ -92,49 +92,6 @@ def _tokenizer() -> object:
 # --- diffusers -> original key names (the inverse of diffusers' single-file conversion) ---
 
 
-def _unet_to_ldm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    renames = [
-        ("time_embedding.linear_1.", "time_embed.0."),
-        ("time_embedding.linear_2.", "time_embed.2."),
-        ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2."),
-        ("mid_block.attentions.0.", "middle_block.1."),
-        ("mid_block.resnets.0.", "middle_block.0."), ("mid_block.resnets.1.", "middle_block.2."),
-    ]  # fmt: skip
-    for i in range(4):
-        for j in range(2):
-            renames.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{3 * i + j + 1}.0."))
-            if i < 3:
-                renames.append(
-                    (f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{3 * i + j + 1}.1.")
-                )
-        for j in range(3):
-            renames.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{3 * i + j}.0."))
-            if i > 0:
-                renames.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{3 * i + j}.1."))
-        if i < 3:
-            renames.append(
-                (f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{3 * (i + 1)}.0.op.")
-            )
-            renames.append(
-                (f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{3 * i + 2}.{1 if i == 0 else 2}.")
-            )
-    resnet = [("norm1.", "in_layers.0."), ("conv1.", "in_layers.2."), ("norm2.", "out_layers.0."),
-              ("conv2.", "out_layers.3."), ("time_emb_proj.", "emb_layers.1."),
-              ("conv_shortcut.", "skip_connection.")]  # fmt: skip
-    out = {}
-    for key, value in sd.items():
-        new = key
-        for a, b in renames:
-            if new.startswith(a):
-                new = b + new[len(a) :]
-                break
-        if "resnets" in key:
-            for a, b in resnet:
-                new = new.replace(a, b)
-        out["model.diffusion_model." + new] = value
-    return out
-
-
 def _vae_to_ldm(sd: dict[str, torch.Tensor], levels: int = 4) -> dict[str, torch.Tensor]:
     renames = [("mid_block.attentions.0.", "mid.attn_1."), ("conv_norm_out.", "norm_out.")]
     for i in range(2):
@@ -182,7 +139,10 @@ def sd15_checkpoint(folder: Path, name: str = "tiny-sd15") -> Path:
     from safetensors.torch import save_file
 
     parts = sd15_parts()
-    sd = _unet_to_ldm(parts["unet"].state_dict())
+    unet = parts["unet"]
+    # SD 1.5's key names: the general converter at its four levels of two blocks
+    sd = unet_to_ldm(unet.state_dict(), tuple(unet.config.down_block_types),
+                     unet.config.layers_per_block, "model.diffusion_model.")
     sd.update(
         {"first_stage_model." + k: v for k, v in _vae_to_ldm(parts["vae"].state_dict()).items()}
     )
