@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend import cpu_fusion
 from backend.errors import OutOfMemoryError
 
 #: (descriptor, input batch) -> output batch
@@ -70,6 +71,8 @@ def prepare(descriptor: Any, device: torch.device, precision: str, channels_last
         descriptor.__dict__.pop("_restora_fp32", None)  # the model runs bf16 from now on
     set_memory_format(descriptor, channels_last)
     descriptor.eval()
+    if device.type == "cpu":
+        cpu_fusion.fuse(descriptor.model)
     return descriptor
 
 
@@ -132,6 +135,7 @@ def run_tensor(
     input (FBCNN's JPEG quality, DRUNet's noise level)."""
     device = descriptor.device
     if device.type == "cpu":
+        cpu_fusion.fuse(descriptor.model)
         set_weight_dtype(descriptor, torch.bfloat16 if precision == "bf16" else torch.float32)
     set_memory_format(descriptor, channels_last)
     h, w = x.shape[2], x.shape[3]
@@ -167,6 +171,27 @@ def free_device_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
+def leaf_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers that run: modules without children, and fused layers (backend.cpu_fusion)
+    as one each, without the original layers inside them."""
+    found: list[torch.nn.Module] = []
+    seen: set[int] = set()
+
+    def walk(m: torch.nn.Module) -> None:
+        if id(m) in seen:  # a layer two blocks share is watched once
+            return
+        seen.add(id(m))
+        children = list(m.children())
+        if not children or getattr(m, "restora_leaf", False):
+            found.append(m)
+            return
+        for c in children:
+            walk(c)
+
+    walk(model)
+    return found
+
+
 class LayerWatch:
     """Forward pre-hooks on the model's leaf layers, active while a tile runs.
 
@@ -176,7 +201,7 @@ class LayerWatch:
     """
 
     def __init__(self, model: torch.nn.Module, on_layer: Callable[[float], None]) -> None:
-        self.leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+        self.leaves = leaf_layers(model)
         self.on_layer = on_layer
         self.calls_per_tile = 0  # learned from the first tile (a layer may run several times)
         self._calls = 0
@@ -218,6 +243,8 @@ class TileRunner:
         self.call = call
         self.precision = precision
         self.channels_last = channels_last
+        if descriptor.device.type == "cpu":
+            cpu_fusion.fuse(descriptor.model)  # before the watch: it watches the fused layers
         self.watch = LayerWatch(descriptor.model, on_layer) if on_layer else None
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:

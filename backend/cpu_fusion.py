@@ -1,0 +1,352 @@
+"""On a CPU, a convolution and what follows it (its activation, a scaled residual add) in one
+oneDNN call, instead of one pass over memory each.
+
+Eager PyTorch runs `lrelu(conv(x))` as two kernels: the activation reads and writes the whole
+feature map again, and at two threads each of those small passes also waits for the second
+thread. oneDNN applies the activation (and an add of another tensor) while the convolution's
+output is still in cache: `torch.ops.mkldnn._convolution_pointwise`, the kernel PyTorch's own
+compiler emits for these patterns on a CPU, called here without compiling anything.
+
+`fuse(model)` rewrites a loaded network in place (idempotent): a Conv2d directly followed by a
+supported activation inside a Sequential or ModuleList becomes one FusedConv2d and an Identity,
+ESRGAN's residual dense blocks fold their `x5 * 0.2 + x` (and the RRDB's own `* 0.2 + x`)
+into the last convolution's weights and a fused add, and the Compact network adds its
+nearest-neighbour image inside its last convolution. The original layers stay inside the fused
+ones (their parameters are the same tensors), so precision casts and memory-format changes
+still reach them; oneDNN's own weight layout is made from them once per dtype and layout.
+Inside `unfused()` every fused layer runs its original layers instead (the benchmark records
+the network's own convolutions that way); a fused call that fails on some CPU falls back to the
+original layers for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+_state = threading.local()
+
+#: activation modules oneDNN applies inside the convolution: module type -> (attr, scalars of
+#: the module, algorithm); PyTorch's names (aten/src/ATen/native/mkldnn/Utils.cpp)
+UNARY: dict[type, Any] = {
+    nn.ReLU: lambda m: ("relu", [], ""),
+    nn.LeakyReLU: lambda m: ("leaky_relu", [float(m.negative_slope)], ""),
+    nn.SiLU: lambda m: ("swish", [], ""),
+    nn.GELU: lambda m: ("gelu", [], m.approximate),
+    nn.Hardtanh: lambda m: ("hardtanh", [float(m.min_val), float(m.max_val)], ""),
+    nn.ReLU6: lambda m: ("hardtanh", [0.0, 6.0], ""),
+    nn.Hardswish: lambda m: ("hardswish", [], ""),
+    nn.Sigmoid: lambda m: ("sigmoid", [], ""),
+    nn.Tanh: lambda m: ("tanh", [], ""),
+}
+
+
+def available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(
+        torch.ops.mkldnn, "_convolution_pointwise"
+    )
+
+
+@contextlib.contextmanager
+def unfused() -> Iterator[None]:
+    """Run every fused layer as its original layers while the block runs (this thread)."""
+    before = getattr(_state, "off", False)
+    _state.off = True
+    try:
+        yield
+    finally:
+        _state.off = before
+
+
+def _enabled() -> bool:
+    return not getattr(_state, "off", False)
+
+
+def _fusable_conv(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
+
+
+class _OneDNNCall(nn.Module):
+    """What the fused layers share: when the fused kernel may run, and its arguments."""
+
+    #: LayerWatch counts this layer as one leaf (its children do not run on the fused path)
+    restora_leaf = True
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.broken = False
+        self._pack_key: Any = None
+        self._pack: torch.Tensor | None = None
+        self.geometry = (
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+        )
+
+    def _packed(self, w: torch.Tensor, x: torch.Tensor, tag: Any = None) -> torch.Tensor:
+        """`w` in oneDNN's blocked layout for this convolution: made once per weight tensor,
+        dtype and layout (tiles of every size run on the same one; measured: a convolution
+        on prepacked weights ran as fast as PyTorch's own without an activation)."""
+        key = (tag, w.data_ptr(), w.dtype, w.stride())
+        if self._pack_key != key:
+            self._pack = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                w.detach().to_mkldnn(), *self.geometry, list(x.shape)
+            )
+            self._pack_key = key
+        return self._pack
+
+    def _input(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+        """`x` in the weight's dtype where the fused kernel applies to it, else None."""
+        if self.broken or not _enabled() or x.device.type != "cpu" or x.ndim != 4:
+            return None
+        if weight.dtype not in (torch.float32, torch.bfloat16) or torch.is_grad_enabled():
+            return None
+        if torch.is_autocast_enabled("cpu"):
+            # autocast would run the convolution in its dtype: fused only where the weights
+            # are already stored in it (backend.inference.set_weight_dtype)
+            if weight.dtype != torch.get_autocast_dtype("cpu") or not x.is_floating_point():
+                return None
+            return x.to(weight.dtype)
+        return x if x.dtype == weight.dtype else None
+
+    def _failed(self, exc: RuntimeError) -> None:
+        from backend.inference import is_out_of_memory
+
+        if is_out_of_memory(exc):
+            raise exc
+        self.broken = True  # this CPU or build lacks the kernel: the original layers from now
+
+
+class FusedConv2d(_OneDNNCall):
+    """conv followed by `act`, in one call. The activation module stays a child (its
+    parameters and repr); the Identity that takes its place in the container does nothing."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
+        super().__init__(conv)
+        self.act = act
+        self.attr, self.scalars, self.algorithm = UNARY[type(act)](act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.conv.weight
+        xin = self._input(x, w)
+        if xin is not None:
+            try:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    xin, self._packed(w, xin), self.conv.bias, *self.geometry,
+                    self.attr, self.scalars, self.algorithm,
+                )  # fmt: skip
+            except RuntimeError as exc:
+                self._failed(exc)
+        return self.act(self.conv(x))
+
+
+class ScaledResidualConv2d(_OneDNNCall):
+    """`scale * conv(x) + residual` in one call: `scale` is folded into a packed copy of the
+    weights and bias (made again when the layer's dtype or layout changes), the add is
+    oneDNN's."""
+
+    def __init__(self, conv: nn.Conv2d, scale: float) -> None:
+        super().__init__(conv)
+        self.scale = scale
+        self._bias_key: Any = None
+        self._bias: torch.Tensor | None = None
+
+    def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weights and bias times `scale` (scaled in fp32, then cast), packed."""
+        w, b = self.conv.weight, self.conv.bias
+        key = (self.scale, w.data_ptr(), w.dtype, w.stride())
+        if self._pack_key != key:
+            scaled = (w.detach().float() * self.scale).to(w.dtype)
+            self._pack = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                scaled.to_mkldnn(), *self.geometry, list(x.shape)
+            )
+            self._pack_key = key
+            self._bias = None if b is None else (b.detach().float() * self.scale).to(b.dtype)
+        return self._pack, self._bias
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        xin = self._input(x, self.conv.weight)
+        if (
+            xin is not None
+            and residual is not None
+            and residual.dtype != xin.dtype
+            and torch.is_autocast_enabled("cpu")
+        ):
+            residual = residual.to(xin.dtype)  # autocast's dtype, as the sum would get
+        if xin is not None and (
+            residual is None or (residual.dtype == xin.dtype and residual.device == xin.device)
+        ):
+            w, b = self._weights(xin)
+            try:
+                if residual is None:
+                    return torch.ops.mkldnn._convolution_pointwise(
+                        xin, w, b, *self.geometry, "none", [], ""
+                    )
+                fmt = torch.channels_last if _is_nhwc(xin) else torch.contiguous_format
+                return torch.ops.mkldnn._convolution_pointwise.binary(
+                    xin, residual.contiguous(memory_format=fmt), w, b, *self.geometry,
+                    "add", None, None, [], "",
+                )  # fmt: skip
+            except RuntimeError as exc:
+                self._failed(exc)
+        y = self.conv(x)
+        if self.scale != 1.0:
+            y = y * self.scale
+        return y if residual is None else y + residual
+
+    def extra_repr(self) -> str:
+        return f"{self.scale:g} * conv(x) + residual"
+
+
+def _is_nhwc(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class FusedDenseBlock(nn.Module):
+    """ESRGAN's ResidualDenseBlock_5C (without ESRGAN+'s extra paths) with its last step,
+    `x5 * 0.2 + x`, done by the last convolution. Children keep the block's names."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        for name in ("conv1", "conv2", "conv3", "conv4"):
+            setattr(self, name, getattr(block, name))
+        conv5 = _bare_conv(block.conv5)
+        # alone: x5 * 0.2 + x; inside an RRDB's third block: (x5 * 0.2 + x) * 0.2 + outer
+        self.conv5 = ScaledResidualConv2d(conv5, 0.2)
+        self.conv5_outer = ScaledResidualConv2d(conv5, 0.04)
+        self.conv1x1 = None
+
+    def forward(self, x: torch.Tensor, outer: torch.Tensor | None = None) -> torch.Tensor:
+        """x5 * 0.2 + x; with `outer` (the RRDB's input), (x5 * 0.2 + x) * 0.2 + outer."""
+        x1 = self.conv1(x)
+        x2 = self.conv2(torch.cat((x, x1), 1))
+        x3 = self.conv3(torch.cat((x, x1, x2), 1))
+        x4 = self.conv4(torch.cat((x, x1, x2, x3), 1))
+        z = torch.cat((x, x1, x2, x3, x4), 1)
+        if outer is None:
+            return self.conv5(z, x)
+        return self.conv5_outer(z, torch.add(outer, x, alpha=0.2))
+
+
+class FusedRRDB(nn.Module):
+    """ESRGAN's RRDB: its `out * 0.2 + x` is folded into the third dense block's last call."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.RDB1, self.RDB2, self.RDB3 = block.RDB1, block.RDB2, block.RDB3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.RDB3(self.RDB2(self.RDB1(x)), outer=x)
+
+
+def _compact_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SRVGGNetCompact's forward with its last steps fused: `pixel_shuffle(conv(z)) + nearest
+    upscale of x` is `pixel_shuffle(conv(z) + x repeated s*s times per channel)` (the shuffle
+    sends channel c*s*s + k of a pixel to the k-th output pixel of its block, channel c, which
+    the nearest upscale fills with x's channel c), so the add is the convolution's."""
+    if not _enabled():
+        return type(self).forward(self, x)
+    out = x
+    for layer in self.body[:-1]:
+        out = layer(out)
+    s = self.upscale
+    # built in NHWC, so that a channels-last run gets it in its own layout without a copy
+    base = x.permute(0, 2, 3, 1).repeat_interleave(s * s, dim=3).permute(0, 3, 1, 2)
+    return nn.functional.pixel_shuffle(self.body[-1](out, base), s)
+
+
+def _fuse_compact(m: nn.Module) -> bool:
+    body = getattr(m, "body", None)
+    if not (
+        type(m).__name__ == "SRVGGNetCompact"
+        and type(body) is nn.ModuleList
+        and len(body) > 1
+        and _fusable_conv(body[-1])
+        and type(getattr(m, "upsampler", None)) is nn.PixelShuffle
+        and m.upsampler.upscale_factor == getattr(m, "upscale", None)
+        and body[-1].out_channels == body[0].in_channels * m.upscale**2
+    ):
+        return False
+    body[-1] = ScaledResidualConv2d(body[-1], 1.0)
+    m.forward = types.MethodType(_compact_forward, m)
+    return True
+
+
+def _bare_conv(m: Any) -> Any:
+    """The Conv2d itself, also where a Sequential holds it alone (ESRGAN's conv_block)."""
+    if type(m) is nn.Sequential and len(m) == 1:
+        return m[0]
+    return m
+
+
+def _plain_dense_block(m: nn.Module) -> bool:
+    return (
+        type(m).__name__ == "ResidualDenseBlock_5C"
+        and getattr(m, "conv1x1", None) is None
+        and _fusable_conv(_bare_conv(getattr(m, "conv5", None)))
+    )
+
+
+#: ModuleLists that their network runs in order, each layer on the last one's output
+SEQUENTIAL_LISTS = {("SRVGGNetCompact", "body")}
+
+
+def _sequential_containers(model: nn.Module) -> list[nn.Module]:
+    found = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Sequential or (
+                type(child) is nn.ModuleList and (type(parent).__name__, name) in SEQUENTIAL_LISTS
+            ):
+                found.append(child)
+    if type(model) is nn.Sequential:
+        found.append(model)
+    return found
+
+
+def fuse(model: nn.Module) -> int:
+    """Rewrite `model` in place for fused CPU inference; returns how many layers were fused
+    (0 when this PyTorch has no oneDNN, on a second call, or while hooks are on the model:
+    then it is left as it is and fused on a later call)."""
+    if not available() or getattr(model, "_restora_fused", False):
+        return 0
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return 0  # a LayerWatch is on: fusing now would hide layers it watches; later
+    count = 0
+    # residual dense blocks first: their last convolution is not followed by an activation
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _plain_dense_block(child):
+                setattr(parent, name, FusedDenseBlock(child))
+                count += 1
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            blocks = [getattr(child, n, None) for n in ("RDB1", "RDB2", "RDB3")]
+            if type(child).__name__ == "RRDB" and all(
+                isinstance(b, FusedDenseBlock) for b in blocks
+            ):
+                setattr(parent, name, FusedRRDB(child))
+    for m in list(model.modules()):
+        count += _fuse_compact(m)
+    for container in _sequential_containers(model):
+        items = list(container)
+        for i in range(len(items) - 1):
+            conv, act = items[i], items[i + 1]
+            if _fusable_conv(conv) and type(act) in UNARY:
+                container[i] = FusedConv2d(conv, act)
+                container[i + 1] = nn.Identity()
+                count += 1
+    model._restora_fused = True
+    return count

@@ -1,0 +1,139 @@
+"""Fused CPU layers (backend/cpu_fusion.py) compute what the network's own layers compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend import cpu_fusion
+from backend.inference import LayerWatch, TileRunner, leaf_layers, run_tensor
+from backend.models.loading import load_descriptor
+from backend.models.registry import Registry
+from backend.models.runtime import load_model
+from backend.tasks import upscale
+from tests.conftest import psnr
+from tests.model_zoo import save_tiny
+
+pytestmark = pytest.mark.skipif(not cpu_fusion.available(), reason="PyTorch built without oneDNN")
+
+
+def fused_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, cpu_fusion._OneDNNCall)]
+
+
+def _leaky_compact() -> torch.nn.Module:
+    from spandrel.architectures.Compact import Compact
+
+    return Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=3, upscale=2, act_type="relu")
+
+
+@pytest.mark.parametrize("key", ["esrgan", "dncnn", "realcugan", "compact", "span"])
+def test_fp32_fused_output_equals_the_layers_one_by_one(key: str, models_root: Path) -> None:
+    descriptor = load_descriptor(save_tiny(key, models_root))
+    x = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(1))
+    with cpu_fusion.unfused():
+        expected = run_tensor(descriptor, x, "fp32")
+    got = run_tensor(descriptor, x, "fp32")
+    if key != "span":  # conv + ReLU / leaky ReLU pairs; Compact's last convolution and skip
+        assert fused_layers(descriptor.model)
+    assert torch.allclose(got, expected, atol=2e-5), (got - expected).abs().max()
+
+
+def test_a_modulelist_is_fused_only_where_its_network_runs_it_in_order(tmp_path: Path) -> None:
+    net = _leaky_compact().eval()
+    x = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = net(x)
+        # SRVGGNetCompact's body: 4 convolutions followed by ReLUs, and the last one with the skip
+        assert cpu_fusion.fuse(net) == 5
+        assert cpu_fusion.fuse(net) == 0  # a second call changes nothing
+        got = net(x)
+    assert torch.allclose(got, expected, atol=2e-5)
+    other = torch.nn.Module()
+    other.layers = torch.nn.ModuleList([torch.nn.Conv2d(3, 3, 3), torch.nn.ReLU()])
+    assert cpu_fusion.fuse(other) == 0  # a list another network may call in any order
+
+
+def test_real_esrgan_blocks_fold_their_residual_scales(real_models: Path, face_crop) -> None:
+    """realesrgan-x4plus: every dense block's `x5 * 0.2 + x` and every RRDB's `* 0.2 + x`
+    are done by the last convolution; fp32 agrees with the layers one by one, bf16 stays
+    within 40 dB of that fp32 (what chaiNNer computes)."""
+    entry = Registry([real_models]).find("realesrgan-x4plus")
+    img = face_crop[:40, :40]
+    fp32 = load_model(entry, "cpu", "fp32")
+    with cpu_fusion.unfused():
+        reference = upscale.run(img, fp32, upscale.UpscaleParams(tile=0))
+    fused = upscale.run(img, fp32, upscale.UpscaleParams(tile=0))
+    model = fp32.descriptor.model
+    assert sum(isinstance(m, cpu_fusion.FusedRRDB) for m in model.modules()) == 23
+    assert sum(isinstance(m, cpu_fusion.FusedDenseBlock) for m in model.modules()) == 69
+    assert np.abs(fused.astype(int) - reference.astype(int)).max() <= 1
+    bf16 = upscale.run(img, load_model(entry, "cpu", "bf16"), upscale.UpscaleParams(tile=0))
+    value = psnr(reference, bf16)
+    print(f"fused bf16 vs layer-by-layer fp32: {value:.1f} dB")
+    assert value > 40.0
+
+
+def test_progress_and_cancel_reach_inside_fused_layers(models_root: Path) -> None:
+    descriptor = load_descriptor(save_tiny("esrgan", models_root))
+    cpu_fusion.fuse(descriptor.model)
+    leaves = leaf_layers(descriptor.model)
+    fused = fused_layers(descriptor.model)
+    assert fused and all(f in leaves for f in fused)
+    assert not any(f.conv in leaves for f in fused)  # never run on the fused path: not watched
+
+    seen: list[float] = []
+    runner = TileRunner(descriptor, "fp32", on_layer=seen.append)
+    runner(np.random.default_rng(0).random((24, 24, 3), dtype=np.float32))
+    assert len(seen) == runner.watch.calls_per_tile and seen == sorted(seen)
+
+    class Stop(Exception):
+        pass
+
+    def cancel(fraction: float) -> None:
+        if fraction > 0.3:
+            raise Stop
+
+    with pytest.raises(Stop), LayerWatch(descriptor.model, cancel):
+        run_tensor(descriptor, torch.rand(1, 3, 24, 24), "fp32")
+
+
+def test_a_fused_call_that_fails_falls_back_to_the_layers(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    descriptor = load_descriptor(save_tiny("esrgan", models_root))
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+    with cpu_fusion.unfused():
+        expected = run_tensor(descriptor, x, "fp32")
+
+    class NoKernel:
+        def __call__(self, *args: object) -> None:
+            raise RuntimeError("could not create a primitive descriptor")
+
+        binary = __call__
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", NoKernel())
+    got = run_tensor(descriptor, x, "fp32")
+    assert torch.equal(got, expected)
+    layers = fused_layers(descriptor.model)
+    assert all(f.broken for f in layers if isinstance(f, cpu_fusion.FusedConv2d))
+    # each dense block runs one of its two scaled last convolutions (inside an RRDB or not)
+    assert any(f.broken for f in layers if isinstance(f, cpu_fusion.ScaledResidualConv2d))
+
+
+def test_out_of_memory_in_a_fused_call_is_not_hidden(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Running out of memory must reach the tiler (which halves the tile), not fall back."""
+    descriptor = load_descriptor(save_tiny("dncnn", models_root))
+
+    def no_memory(*args: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", no_memory)
+    with pytest.raises(RuntimeError, match="allocate memory"):
+        run_tensor(descriptor, torch.rand(1, 3, 16, 16), "fp32")
+    assert not any(layer.broken for layer in fused_layers(descriptor.model))
