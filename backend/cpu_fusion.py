@@ -22,6 +22,7 @@ original layers for good.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import types
 from collections.abc import Iterator
@@ -48,6 +49,9 @@ UNARY: dict[type, Any] = {
 
 
 def available() -> bool:
+    """oneDNN's fused kernels are in this PyTorch, and RESTORA_CPU_FUSION is not 0."""
+    if os.environ.get("RESTORA_CPU_FUSION", "1") == "0":
+        return False
     return torch.backends.mkldnn.is_available() and hasattr(
         torch.ops.mkldnn, "_convolution_pointwise"
     )

@@ -137,3 +137,10 @@ def test_out_of_memory_in_a_fused_call_is_not_hidden(
     with pytest.raises(RuntimeError, match="allocate memory"):
         run_tensor(descriptor, torch.rand(1, 3, 16, 16), "fp32")
     assert not any(layer.broken for layer in fused_layers(descriptor.model))
+
+
+def test_fusion_can_be_turned_off(models_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTORA_CPU_FUSION", "0")
+    descriptor = load_descriptor(save_tiny("esrgan", models_root))
+    run_tensor(descriptor, torch.rand(1, 3, 16, 16), "fp32")
+    assert not fused_layers(descriptor.model)
