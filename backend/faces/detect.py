@@ -52,6 +52,9 @@ MIN_INSIDE = 0.5
 #: most windows or faces per model call; calls use powers of two up to it, so the CPU backend
 #: prepares its kernels for a few batch sizes only, once
 WINDOW_BATCH = 16
+#: the same on the CPU, where a call of 8 keeps each layer's values closer to the cache: two
+#: calls of 8 windows took 42 ms against 44 ms for one of 16 (full-range, 2 threads, EPYC Zen 4)
+CPU_WINDOW_BATCH = 8
 
 #: face-mesh indices; "right" is the person's right, on the image's left. Measured on the
 #: astronaut photo: the eye contours' means fall on the pupils; point 4 is the nose tip (1 lies
@@ -238,6 +241,7 @@ class FaceDetector:
         }
         self.anchors = {key: ssd_anchors(spec) for key, spec in BLAZEFACE.items()}
         self.mesh_size = self.models["mesh"].input_shapes[0][1]
+        self.batch = CPU_WINDOW_BATCH if self.device.type == "cpu" else WINDOW_BATCH
 
     def detect(
         self,
@@ -318,7 +322,7 @@ class FaceDetector:
         spec = BLAZEFACE[model]
         logit = math.log(threshold / (1 - threshold))
         out_dets, out_scores = [], []
-        for first, count in batches(len(windows)):
+        for first, count in batches(len(windows), self.batch):
             batch = windows[first : first + count]
             tiles = np.stack([_cut(w.image, w.ox, w.oy, spec.size) for w in batch])
             x = torch.from_numpy(tiles).to(self.device).float().mul_(1 / 127.5).sub_(1)
@@ -352,7 +356,7 @@ class FaceDetector:
         """The face mesh of each detection: (468, 3) points in the image, and its confidence."""
         size = self.mesh_size
         out = []
-        for first, count in batches(len(dets)):
+        for first, count in batches(len(dets), self.batch):
             crops, affines = zip(
                 *(_upright_crop(rgb, d, size) for d in dets[first : first + count])
             )
