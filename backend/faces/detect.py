@@ -52,6 +52,9 @@ MIN_INSIDE = 0.5
 #: most windows or faces per model call; calls use powers of two up to it, so the CPU backend
 #: prepares its kernels for a few batch sizes only, once
 WINDOW_BATCH = 16
+#: the same on the CPU, where a call of 8 keeps each layer's values closer to the cache: two
+#: calls of 8 windows took 42 ms against 44 ms for one of 16 (full-range, 2 threads, EPYC Zen 4)
+CPU_WINDOW_BATCH = 8
 
 #: face-mesh indices; "right" is the person's right, on the image's left. Measured on the
 #: astronaut photo: the eye contours' means fall on the pupils; point 4 is the nose tip (1 lies
@@ -238,6 +241,7 @@ class FaceDetector:
         }
         self.anchors = {key: ssd_anchors(spec) for key, spec in BLAZEFACE.items()}
         self.mesh_size = self.models["mesh"].input_shapes[0][1]
+        self.batch = CPU_WINDOW_BATCH if self.device.type == "cpu" else WINDOW_BATCH
 
     def detect(
         self,
@@ -270,10 +274,16 @@ class FaceDetector:
 
         # 2. BlazeFace on the whole image and on the pyramid's windows
         sides = pyramid(height, width, min_size)
-        found = [self._level(rgb, "short", float(max(height, width)), 0.0, score_threshold)]
-        for k, side in enumerate(sides):
-            overlap = window_overlap(sides[k - 1], side) if k else 0.0
-            found.append(self._level(rgb, "full", side, overlap, score_threshold))
+        levels = [
+            _level_windows(rgb, "full", side, window_overlap(sides[k - 1], side) if k else 0.0)
+            for k, side in enumerate(sides)
+        ]
+        whole = _level_windows(rgb, "short", float(max(height, width)), 0.0)
+        found = [
+            self._search("short", whole, score_threshold),
+            # all levels' windows in the same batches: fewer, fuller model calls
+            self._search("full", [w for level in levels for w in level], score_threshold),
+        ]
         dets = np.concatenate([d for d, _ in found])
         scores = np.concatenate([s for _, s in found])
 
@@ -305,40 +315,28 @@ class FaceDetector:
             [f for f in faces if not f.skip_reason], [f for f in faces if f.skip_reason]
         )
 
-    def _level(
-        self, rgb: np.ndarray, model: str, side: float, overlap: float, threshold: float
+    def _search(
+        self, model: str, windows: list[_Window], threshold: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Detections of one pyramid level: windows of `side` image pixels, resized to the
-        model's input, `overlap` image pixels shared by neighbours. (N, 8, 2) and (N,)."""
+        """Detections in these windows, in image pixels: (N, 8, 2) and (N,)."""
         spec = BLAZEFACE[model]
-        height, width = rgb.shape[:2]
-        scale = spec.size / side
-        rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
-        interpolation = cv2.INTER_AREA if rw < width else cv2.INTER_LINEAR
-        resized = cv2.resize(rgb, (rw, rh), interpolation=interpolation)
-        sx, sy = rw / width, rh / height
-        stride = spec.size - overlap * scale
-        windows = [
-            (ox, oy)
-            for oy in window_offsets(rh, spec.size, stride)
-            for ox in window_offsets(rw, spec.size, stride)
-        ]
         logit = math.log(threshold / (1 - threshold))
         out_dets, out_scores = [], []
-        for first, count in batches(len(windows)):
+        for first, count in batches(len(windows), self.batch):
             batch = windows[first : first + count]
-            tiles = np.stack([_cut(resized, ox, oy, spec.size) for ox, oy in batch])
+            tiles = np.stack([_cut(w.image, w.ox, w.oy, spec.size) for w in batch])
             x = torch.from_numpy(tiles).to(self.device).float().mul_(1 / 127.5).sub_(1)
             raw_boxes, raw_scores = (t.float().cpu().numpy() for t in self.models[model](x))
-            for (ox, oy), boxes, logits in zip(batch, raw_boxes, raw_scores[..., 0]):
+            for win, boxes, logits in zip(batch, raw_boxes, raw_scores[..., 0]):
                 hit = logits > logit
                 if not hit.any():
                     continue
                 dets = self._decode(boxes[hit], self.anchors[model][hit], spec.size)
                 valid = np.all(dets[:, 1] > dets[:, 0], axis=1)
-                keep = valid & _whole_in_window(dets, ox, oy, rw, rh, spec.size)
-                dets = dets[keep] + np.array([ox, oy], np.float32)
-                out_dets.append(dets / np.array([sx, sy], np.float32))
+                rh, rw = win.image.shape[:2]
+                keep = valid & _whole_in_window(dets, win.ox, win.oy, rw, rh, spec.size)
+                dets = dets[keep] + np.array([win.ox, win.oy], np.float32)
+                out_dets.append(dets / np.array(win.scale, np.float32))
                 out_scores.append(_sigmoid(logits[hit][keep]))
         if not out_dets:
             return np.zeros((0, 8, 2), np.float32), np.zeros(0, np.float32)
@@ -358,7 +356,7 @@ class FaceDetector:
         """The face mesh of each detection: (468, 3) points in the image, and its confidence."""
         size = self.mesh_size
         out = []
-        for first, count in batches(len(dets)):
+        for first, count in batches(len(dets), self.batch):
             crops, affines = zip(
                 *(_upright_crop(rgb, d, size) for d in dets[first : first + count])
             )
@@ -370,6 +368,32 @@ class FaceDetector:
                 z = pts[:, 2:] * math.hypot(*affine[:, 0])
                 out.append((np.concatenate([xy, z], 1), float(_sigmoid(logit))))
         return out
+
+
+class _Window(NamedTuple):
+    """One model input of a pyramid level: `image` is the level's resized image, shared."""
+
+    image: np.ndarray
+    ox: int  # its top-left corner in `image`; negative where it is letterboxed
+    oy: int
+    scale: tuple[float, float]  # `image`'s size over the original's, x and y
+
+
+def _level_windows(rgb: np.ndarray, model: str, side: float, overlap: float) -> list[_Window]:
+    """The windows of one pyramid level: `side` image pixels each, resized to the model's
+    input, `overlap` image pixels shared by neighbours."""
+    spec = BLAZEFACE[model]
+    height, width = rgb.shape[:2]
+    scale = spec.size / side
+    rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
+    interpolation = cv2.INTER_AREA if rw < width else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (rw, rh), interpolation=interpolation)
+    stride = spec.size - overlap * scale
+    return [
+        _Window(resized, ox, oy, (rw / width, rh / height))
+        for oy in window_offsets(rh, spec.size, stride)
+        for ox in window_offsets(rw, spec.size, stride)
+    ]
 
 
 def shared_detector(device: str | torch.device = "auto") -> FaceDetector:

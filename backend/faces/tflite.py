@@ -305,6 +305,9 @@ def _to_internal(a: np.ndarray) -> np.ndarray:
 
 
 NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
+_conv_unary = torch.ops.mkldnn._convolution_pointwise.default
+_conv_binary = torch.ops.mkldnn._convolution_pointwise.binary
+_conv_binary_ = torch.ops.mkldnn._convolution_pointwise_.binary
 
 
 class _Step(nn.Module):
@@ -348,13 +351,19 @@ class TFLiteModule(nn.Module):
             _check_sizes(op, consts, [t.shape for t in tensors])
             steps.append(self._build(op, consts, rank))
         self.steps = nn.ModuleList(steps)
-        _plan_memory(steps, graph, set(consts))
+        _plan_memory(steps, graph.inputs, graph.outputs, set(consts))
         self.input_ids = graph.inputs
         self.output_ids = graph.outputs
         self.input_shapes = [tensors[i].shape for i in graph.inputs]
         self.output_names = [tensors[i].name for i in graph.outputs]
         self._rank = rank
         self._declared = {s.output: tensors[s.output].shape for s in steps}
+        self._shapes = [t.shape for t in tensors]
+        self._consts = frozenset(consts)
+        #: run float32 CPU calls through oneDNN with operators fused (_fused_plan); the
+        #: unfused path stays for other devices and dtypes, and for `verify`
+        self.fuse = True
+        self._plan: list[_ConvNode | _StepNode] | None = None  # built on first use
         if any(i in consts for i in graph.inputs):
             raise ModelFormatError("A graph input is a constant tensor.")
 
@@ -398,15 +407,73 @@ class TFLiteModule(nn.Module):
         return step
 
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        plan = self._fused() if self.fuse else None
+        if plan and self._fits(inputs):
+            return self._execute_fused(plan, inputs)
         return self._execute(inputs, check=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TFLiteModule:
+        self._plan = None  # the plan holds the buffers of the device and dtype it was made for
+        return super()._apply(fn, recurse)
+
+    def _fused(self) -> list[_ConvNode | _StepNode]:
+        """The fused plan, made on first use; empty where it does not apply (another device or
+        dtype, no oneDNN)."""
+        if self._plan is None:
+            buffers = list(self.buffers())
+            usable = torch.backends.mkldnn.is_available() and all(
+                b.device.type == "cpu" and b.dtype == torch.float32 for b in buffers
+            )
+            self._plan = _fused_plan(self) if usable else []
+        return self._plan
+
+    def _fits(self, inputs: tuple[torch.Tensor, ...]) -> bool:
+        """Whether these inputs may take the fused path: on the CPU, of the file's shapes (the
+        plan's padding is worked out for them), nothing to differentiate, oneDNN enabled."""
+        return (
+            len(inputs) == len(self.input_shapes)
+            and torch._C._get_mkldnn_enabled()
+            and all(
+                x.device.type == "cpu"
+                and not x.requires_grad
+                and tuple(x.shape[1:]) == tuple(shape[1:])
+                for x, shape in zip(inputs, self.input_shapes)
+            )
+        )
+
+    def _execute_fused(
+        self, plan: list[_ConvNode | _StepNode], inputs: tuple[torch.Tensor, ...]
+    ) -> list[torch.Tensor]:
+        env: dict[int, torch.Tensor] = {}
+        for index, x in zip(self.input_ids, inputs):
+            x = x.to(torch.float32)
+            env[index] = x.permute(0, 3, 1, 2) if x.ndim == 4 else x
+        for node in plan:
+            env[node.output] = node(env)
+            for index in node.release:
+                del env[index]
+        return [
+            env[i].permute(0, 2, 3, 1) if self._rank[i] == 4 else env[i] for i in self.output_ids
+        ]
 
     def verify(self) -> None:
         """Run once on zeros of the file's input shapes, checking every value's shape against
-        the file's: ModelFormatError names the first operator that does not fit."""
+        the file's: ModelFormatError names the first operator that does not fit. The fused
+        CPU path runs them too; where it fails or makes other shapes it is off for this
+        module."""
         if any(len(s) == 0 or min(s) < 1 or math.prod(s) > MAX_ELEMENTS for s in self.input_shapes):
             raise ModelFormatError(f"The model declares inputs of shapes {self.input_shapes}.")
+        zeros = tuple(torch.zeros(s) for s in self.input_shapes)
         with torch.inference_mode():
-            self._execute(tuple(torch.zeros(s) for s in self.input_shapes), check=True)
+            expected = self._execute(zeros, check=True)
+            if self.fuse and self._fits(zeros):
+                try:
+                    plan = self._fused()
+                    got = self._execute_fused(plan, zeros) if plan else expected
+                except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError):
+                    got = []  # oneDNN refused it: the unfused path runs this module
+                if [y.shape for y in got] != [y.shape for y in expected]:
+                    self._plan = []
 
     def _execute(self, inputs: tuple[torch.Tensor, ...], check: bool) -> list[torch.Tensor]:
         if len(inputs) != len(self.input_ids):
@@ -468,10 +535,13 @@ def _check_sizes(
         raise ModelFormatError(f"The model's {op.op} does not make the shape {out} it declares.")
 
 
-def _plan_memory(steps: list[_Step], graph: Graph, consts: set[int]) -> None:
-    """Check the order of the operators and find where each value is used for the last time,
-    so it is freed there and, where no view of it can survive, overwritten in place."""
-    produced, last, views = set(graph.inputs), {}, set()
+def _plan_memory(
+    steps: list[Any], inputs: tuple[int, ...], outputs: tuple[int, ...], consts: Any
+) -> None:
+    """Check the order of the operators (steps or fused nodes) and find where each value is
+    used for the last time, so it is freed there and, where no view of it can survive,
+    overwritten in place."""
+    produced, last, views = set(inputs), {}, set()
     for k, step in enumerate(steps):
         for index in step.inputs:
             if index >= 0 and index not in consts:
@@ -481,7 +551,7 @@ def _plan_memory(steps: list[_Step], graph: Graph, consts: set[int]) -> None:
         produced.add(step.output)
         if step.op in ("RESHAPE", "DEQUANTIZE"):  # may return a view of their input
             views.update((step.inputs[0], step.output))
-    keep = set(graph.inputs) | set(graph.outputs)
+    keep = set(inputs) | set(outputs)
     for k, step in enumerate(steps):
         step.release = tuple(
             i for i in dict.fromkeys(step.inputs) if last.get(i) == k and i not in keep
@@ -491,8 +561,13 @@ def _plan_memory(steps: list[_Step], graph: Graph, consts: set[int]) -> None:
         )
 
 
-def _run(step: _Step, env: dict[int, torch.Tensor]) -> torch.Tensor:
+def _run(
+    step: _Step, env: dict[int, torch.Tensor], scratch: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """One operator on its input values; `scratch` (default: the step's own) are the inputs
+    it may overwrite."""
     o, kind = step.options, step.op
+    scratch = step.scratch if scratch is None else scratch
     x = step.value(env, step.inputs[0])
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         w = step.value(env, step.inputs[1])
@@ -522,13 +597,13 @@ def _run(step: _Step, env: dict[int, torch.Tensor]) -> torch.Tensor:
         return _activation(y, o["activation"])
     if kind == "ADD":
         y = step.value(env, step.inputs[1])
-        if step.inputs[0] in step.scratch and x.shape == torch.broadcast_shapes(x.shape, y.shape):
+        if step.inputs[0] in scratch and x.shape == torch.broadcast_shapes(x.shape, y.shape):
             return _activation(x.add_(y), o["activation"])
-        if step.inputs[1] in step.scratch and y.shape == torch.broadcast_shapes(x.shape, y.shape):
+        if step.inputs[1] in scratch and y.shape == torch.broadcast_shapes(x.shape, y.shape):
             return _activation(y.add_(x), o["activation"])
         return _activation(x + y, o["activation"])
     if kind == "RELU":
-        return x.relu_() if step.inputs[0] in step.scratch else F.relu(x)
+        return x.relu_() if step.inputs[0] in scratch else F.relu(x)
     if kind == "PRELU":
         alpha = step.value(env, step.inputs[1])
         if step.rank4 and alpha.shape == (1, x.shape[1], 1, 1):  # per channel: torch's kernel
@@ -557,6 +632,220 @@ def _run(step: _Step, env: dict[int, torch.Tensor]) -> torch.Tensor:
     if kind == "RESIZE_BILINEAR":
         return resize_bilinear(x, o["arg"], o["align_corners"], o["half_pixel"])
     raise UnsupportedOperatorError(f"Operator {kind} is not supported.")
+
+
+# --- the fused CPU path ----------------------------------------------------------------------
+
+#: fused activations that oneDNN applies inside a convolution: (its name, its scalars)
+ONEDNN_UNARY = {0: ("none", []), 1: ("relu", []), 2: ("hardtanh", [-1.0, 1.0]),
+                3: ("hardtanh", [0.0, 6.0])}  # fmt: skip
+
+
+#: a 1x1 convolution over at most this many pixels (batch included) runs as one BLAS matrix
+#: product and separate in-place adds, which together cost less than one oneDNN call there
+#: (measured on the three face models: oneDNN's fixed cost per call is some 30 us)
+MATMUL_PIXELS = 4096
+
+
+class _StepNode:
+    """A plan's call that runs one operator as the unfused path does."""
+
+    __slots__ = ("inputs", "op", "output", "release", "scratch", "step")
+
+    def __init__(self, step: _Step) -> None:
+        self.step, self.op, self.inputs, self.output = step, step.op, step.inputs, step.output
+        self.release: tuple[int, ...] = ()
+        self.scratch: tuple[int, ...] = ()
+
+    def __call__(self, env: dict[int, torch.Tensor]) -> torch.Tensor:
+        return _run(self.step, env, self.scratch)
+
+
+class _ConvNode:
+    """A CONV_2D or DEPTHWISE_CONV_2D run by oneDNN on channels-last values with what follows
+    it folded into the same call: its activation or a RELU, or an ADD of a value of the same
+    shape (added into that value in place when it is not needed afterwards), then the ADD's
+    activation or a RELU."""
+
+    __slots__ = (
+        "bias", "dilation", "groups", "inputs", "matrix", "op", "other", "output", "packed",
+        "pad", "padding", "release", "scalars", "scratch", "stride", "unary", "weight", "x",
+    )  # fmt: skip
+
+    def __init__(self, step: _Step, groups: int, padding: list[int], pad: tuple[int, ...]) -> None:
+        o = step.options
+        self.op, self.x, self.output = "CONV", step.inputs[0], step.output
+        self.inputs: tuple[int, ...] = (self.x,)
+        self.weight = step.value({}, step.inputs[1])
+        has_bias = len(step.inputs) > 2 and step.inputs[2] >= 0
+        self.bias = step.value({}, step.inputs[2]) if has_bias else None
+        self.groups, self.padding, self.pad = groups, padding, pad
+        self.stride = [o["stride_h"], o["stride_w"]]
+        self.dilation = [o["dilation_h"], o["dilation_w"]]
+        self.unary, self.scalars = ONEDNN_UNARY[o["activation"]]
+        self.other = -1  # the value an ADD adds to it; -1: none
+        self.packed: dict[int, torch.Tensor] = {}  # by batch size
+        # a 1x1 convolution is a matrix product over the pixels: (C_in, C_out), or None
+        pointwise = groups == 1 and not pad and self.weight.shape[2:] == (1, 1)
+        pointwise = pointwise and self.stride == [1, 1] and padding == [0, 0]
+        self.matrix = self.weight.flatten(1).t() if pointwise else None
+        self.release: tuple[int, ...] = ()
+        self.scratch: tuple[int, ...] = ()
+
+    def then(self, step: _Step) -> None:
+        """Fold in the operator that takes this one's output, as _fused_plan has checked."""
+        if step.op == "RELU":
+            self.unary, self.scalars = "relu", []
+        else:  # ADD
+            self.other = step.inputs[1] if step.inputs[0] == self.output else step.inputs[0]
+            self.inputs = (self.x, self.other)
+            self.unary, self.scalars = ONEDNN_UNARY[step.options["activation"]]
+        self.output = step.output
+
+    def __call__(self, env: dict[int, torch.Tensor]) -> torch.Tensor:
+        x = env[self.x]
+        if self.matrix is not None and x.shape[0] * x.shape[2] * x.shape[3] <= MATMUL_PIXELS:
+            return self._matmul(x, env)
+        if self.pad:
+            x = F.pad(x, self.pad)
+        w = self.packed.get(x.shape[0])
+        if w is None:  # oneDNN's own layout for this input shape: no reordering per call
+            w = self.packed[x.shape[0]] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.to_mkldnn(),
+                self.padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+                list(x.shape),
+            )
+        conv = (w, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        if self.other < 0:
+            return _conv_unary(x, *conv, self.unary, self.scalars, "")
+        unary = None if self.unary == "none" else self.unary
+        if self.other in self.scratch:  # other = unary(other + conv(x))
+            return _conv_binary_(env[self.other], x, *conv, "add", None, unary, self.scalars, "")
+        return _conv_binary(x, env[self.other], *conv, "add", None, unary, self.scalars, "")
+
+    def _matmul(self, x: torch.Tensor, env: dict[int, torch.Tensor]) -> torch.Tensor:
+        """A 1x1 convolution of few pixels: one BLAS call costs less than one oneDNN call."""
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+        if self.other < 0:
+            y = (
+                rows @ self.matrix
+                if self.bias is None
+                else torch.addmm(self.bias, rows, self.matrix)
+            )
+        else:
+            other = env[self.other]
+            d = other.shape[1]
+            into = other.permute(0, 2, 3, 1).reshape(-1, d)
+            if self.other in self.scratch:
+                y = into.addmm_(rows, self.matrix)
+            else:
+                y = torch.addmm(into, rows, self.matrix)
+            if self.bias is not None:
+                y.add_(self.bias)
+        if self.unary == "relu":
+            y.relu_()
+        elif self.unary == "hardtanh":
+            y.clamp_(*self.scalars)
+        return y.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _fused_plan(module: TFLiteModule) -> list[_ConvNode | _StepNode]:
+    """The module's steps as fewer calls: each convolution by oneDNN, with the RELU, or the
+    ADD and then the RELU, that alone take its output folded in (run where the last of them
+    stood); every other operator as the unfused path runs it."""
+    steps: list[_Step] = list(module.steps)  # type: ignore[arg-type]
+    shapes, outputs = module._shapes, set(module.output_ids)
+    users: dict[int, list[int]] = {}
+    for k, step in enumerate(steps):
+        for index in dict.fromkeys(step.inputs):
+            users.setdefault(index, []).append(k)
+
+    def only_user(value: int, op: str) -> _Step | None:
+        """The step that alone takes `value`, once, if it is an `op`."""
+        found = users.get(value, [])
+        if value in outputs or len(found) != 1:
+            return None
+        step = steps[found[0]]
+        return step if step.op == op and step.inputs.count(value) == 1 else None
+
+    placed: dict[int, _ConvNode | _StepNode] = {}
+    absorbed: set[int] = set()
+    for k, step in enumerate(steps):
+        if k in absorbed:
+            continue
+        node = _conv_node(step, shapes)
+        if node is None:
+            placed[k] = _StepNode(step)
+            continue
+        last = k
+        for op in ("ADD", "RELU"):
+            if node.unary != "none":
+                break
+            nxt = only_user(node.output, op)
+            if nxt is None and op == "ADD":
+                continue
+            if nxt is None or (op == "ADD" and not _adds_alike(nxt, node.output, module)):
+                break
+            node.then(nxt)
+            last = steps.index(nxt)
+            absorbed.add(last)
+        placed[last] = node
+    plan = [placed[k] for k in sorted(placed)]
+    _plan_memory(plan, module.input_ids, module.output_ids, module._consts)
+    return plan
+
+
+def _adds_alike(add: _Step, value: int, module: TFLiteModule) -> bool:
+    """Whether `add` adds to `value` another computed value of the same shape (oneDNN's fused
+    add takes no broadcasting)."""
+    other = add.inputs[1] if add.inputs[0] == value else add.inputs[0]
+    shapes = module._shapes
+    return (
+        other >= 0
+        and other not in module._consts
+        and other != value
+        and len(shapes[value]) == 4
+        and shapes[other] == shapes[value] == shapes[add.output]
+    )
+
+
+def _conv_node(step: _Step, shapes: list[tuple[int, ...]]) -> _ConvNode | None:
+    """A CONV_2D or DEPTHWISE_CONV_2D as one oneDNN call, or None where it is not one: TF's
+    'SAME' padding with the odd pixel after becomes the first row or column cut off and
+    symmetric padding, checked against the output shape the file declares."""
+    if step.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not step.rank4:
+        return None
+    o = step.options
+    x_shape, out_shape = shapes[step.inputs[0]], shapes[step.output]
+    w = step.value({}, step.inputs[1])
+    if o["activation"] not in ONEDNN_UNARY or len(x_shape) != 4 or len(out_shape) != 4:
+        return None
+    groups = x_shape[3] if step.op == "DEPTHWISE_CONV_2D" else 1
+    if w.shape[0] % groups or w.shape[1] * groups != x_shape[3] or w.shape[0] != out_shape[3]:
+        return None
+    padding, pads = [], []
+    for size, kernel, stride, dilation, out in (
+        (x_shape[1], w.shape[2], o["stride_h"], o["dilation_h"], out_shape[1]),
+        (x_shape[2], w.shape[3], o["stride_w"], o["dilation_w"], out_shape[2]),
+    ):
+        if o["padding"] == VALID:
+            before = after = 0
+        elif o["padding"] == SAME:
+            before, after = same_padding(size, kernel, stride, dilation)
+        else:
+            return None
+        if (size + before + after - dilation * (kernel - 1) - 1) // stride + 1 != out:
+            return None
+        padding.append(before if before == after else 0)
+        pads.append((0, 0) if before == after else (before, after))
+    (top, bottom), (left, right) = pads
+    return _ConvNode(
+        step, groups, padding, (left, right, top, bottom) if any(pads[0] + pads[1]) else ()
+    )
 
 
 def resize_bilinear(

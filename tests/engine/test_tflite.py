@@ -76,6 +76,50 @@ def test_batch_runs_as_separate_images(astronaut: np.ndarray) -> None:
         torch.testing.assert_close(y_both[1:], y_one, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize(("name", "size", "value_range", "crop"), MODELS)
+def test_fused_cpu_path_matches_the_unfused_one(
+    astronaut: np.ndarray, name: str, size: int, value_range, crop
+) -> None:
+    """The fused CPU path (oneDNN convolutions with their ADD / RELU folded in, small 1x1
+    convolutions as matrix products) against the operator-by-operator one, on the photo and on
+    noise, at batch 1 and at the detector's largest batch: both oneDNN and the matrix-product
+    branch run."""
+    module = load_tflite(model_file(name, []))
+    assert module._fused(), "the fused path does not apply on this CPU"
+    photo = torch.from_numpy(_model_input(astronaut, size, value_range, crop))
+    low, high = value_range
+    noise = torch.rand(15, size, size, 3, generator=torch.Generator().manual_seed(3))
+    batch = torch.cat([photo, noise * (high - low) + low])
+    for x in (photo, batch):
+        with torch.inference_mode():
+            module.fuse = False
+            want = module(x)
+            module.fuse = True
+            got = module(x)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape
+            diff = float((a - b).abs().max())
+            assert diff <= 2e-4, f"{name} batch {len(x)}: max abs diff {diff}"
+
+
+def test_fused_path_stays_off_where_it_does_not_apply() -> None:
+    module = load_tflite(model_file(SHORT_RANGE, []))
+    x = torch.rand(2, 128, 128, 3)
+    with torch.inference_mode():
+        fused = module(x)
+        module.double()  # another dtype: the unfused path, the plan made anew if it comes back
+        assert module._fused() == []
+        unfused = module(x.double())
+        module.float()
+        assert module._fused()
+        # another input size: the plan's padding was worked out for the file's, so the
+        # unfused path runs it
+        other = torch.rand(1, 96, 96, 3)
+        assert not module._fits((other,))
+    for a, b in zip(fused, unfused):
+        torch.testing.assert_close(a.double(), b, atol=2e-4, rtol=0)
+
+
 def test_same_padding_puts_the_odd_pixel_after() -> None:
     assert same_padding(96, 3, 2) == (0, 1)  # stride-2 depthwise layers of BlazeFace
     assert same_padding(95, 3, 2) == (1, 1)
