@@ -9,6 +9,7 @@ returns the file's layout. Anything else in a file is refused with a typed error
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -305,9 +306,6 @@ def _to_internal(a: np.ndarray) -> np.ndarray:
 
 
 NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
-_conv_unary = torch.ops.mkldnn._convolution_pointwise.default
-_conv_binary = torch.ops.mkldnn._convolution_pointwise.binary
-_conv_binary_ = torch.ops.mkldnn._convolution_pointwise_.binary
 
 
 class _Step(nn.Module):
@@ -421,7 +419,9 @@ class TFLiteModule(nn.Module):
         dtype, no oneDNN)."""
         if self._plan is None:
             buffers = list(self.buffers())
-            usable = torch.backends.mkldnn.is_available() and all(
+            from backend import cpu_fusion  # oneDNN's fused kernels may be absent from a build
+
+            usable = cpu_fusion.available() and all(
                 b.device.type == "cpu" and b.dtype == torch.float32 for b in buffers
             )
             self._plan = _fused_plan(self) if usable else []
@@ -636,6 +636,19 @@ def _run(
 
 # --- the fused CPU path ----------------------------------------------------------------------
 
+
+@functools.cache
+def _onednn() -> tuple[Any, Any, Any]:
+    """oneDNN's fused convolutions (looked up on first use: a build may lack them, and then
+    the fused path is never planned): unary, binary, binary in place."""
+    ops = torch.ops.mkldnn
+    return (
+        ops._convolution_pointwise.default,
+        ops._convolution_pointwise.binary,
+        ops._convolution_pointwise_.binary,
+    )
+
+
 #: fused activations that oneDNN applies inside a convolution: (its name, its scalars)
 ONEDNN_UNARY = {0: ("none", []), 1: ("relu", []), 2: ("hardtanh", [-1.0, 1.0]),
                 3: ("hardtanh", [0.0, 6.0])}  # fmt: skip
@@ -720,11 +733,11 @@ class _ConvNode:
             )
         conv = (w, self.bias, self.padding, self.stride, self.dilation, self.groups)
         if self.other < 0:
-            return _conv_unary(x, *conv, self.unary, self.scalars, "")
+            return _onednn()[0](x, *conv, self.unary, self.scalars, "")
         unary = None if self.unary == "none" else self.unary
         if self.other in self.scratch:  # other = unary(other + conv(x))
-            return _conv_binary_(env[self.other], x, *conv, "add", None, unary, self.scalars, "")
-        return _conv_binary(x, env[self.other], *conv, "add", None, unary, self.scalars, "")
+            return _onednn()[2](env[self.other], x, *conv, "add", None, unary, self.scalars, "")
+        return _onednn()[1](x, env[self.other], *conv, "add", None, unary, self.scalars, "")
 
     def _matmul(self, x: torch.Tensor, env: dict[int, torch.Tensor]) -> torch.Tensor:
         """A 1x1 convolution of few pixels: one BLAS call costs less than one oneDNN call."""
