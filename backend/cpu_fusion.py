@@ -103,7 +103,7 @@ class _OneDNNCall(nn.Module):
         """`w` in oneDNN's blocked layout for this convolution: made once per weight tensor,
         dtype and layout (tiles of every size run on the same one; measured: a convolution
         on prepacked weights ran as fast as PyTorch's own without an activation)."""
-        key = (tag, w.data_ptr(), w.dtype, w.stride())
+        key = (tag, w.data_ptr(), w._version, w.dtype, w.stride())
         if self._pack_key != key:
             self._pack = torch._C._nn.mkldnn_reorder_conv2d_weight(
                 w.detach().to_mkldnn(), *self.geometry, list(x.shape)
@@ -170,7 +170,7 @@ class ScaledResidualConv2d(_OneDNNCall):
     def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weights and bias times `scale` (scaled in fp32, then cast), packed."""
         w, b = self.conv.weight, self.conv.bias
-        key = (self.scale, w.data_ptr(), w.dtype, w.stride())
+        key = (self.scale, w.data_ptr(), w._version, w.dtype, w.stride())
         if self._pack_key != key:
             scaled = (w.detach().float() * self.scale).to(w.dtype)
             self._pack = torch._C._nn.mkldnn_reorder_conv2d_weight(

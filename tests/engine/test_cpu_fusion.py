@@ -144,3 +144,15 @@ def test_fusion_can_be_turned_off(models_root: Path, monkeypatch: pytest.MonkeyP
     descriptor = load_descriptor(save_tiny("esrgan", models_root))
     run_tensor(descriptor, torch.rand(1, 3, 16, 16), "fp32")
     assert not fused_layers(descriptor.model)
+
+
+def test_weights_changed_in_place_are_packed_again(models_root: Path) -> None:
+    descriptor = load_descriptor(save_tiny("dncnn", models_root))
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    run_tensor(descriptor, x, "fp32")
+    with torch.no_grad():
+        for p in descriptor.model.parameters():
+            p.mul_(0.5)
+    with cpu_fusion.unfused():
+        expected = run_tensor(descriptor, x, "fp32")
+    assert torch.allclose(run_tensor(descriptor, x, "fp32"), expected, atol=2e-5)
