@@ -209,13 +209,12 @@ def encode(
     `flatten_for` makes of the pixels (alpha on white, 8 bits)."""
     pixels, _notes = flatten_for(pixels, fmt)
     channels = pixels.shape[2]
-    if fmt == "PNG" and pixels.nbytes > STREAMED_PNG_BYTES:
+    streamed = _streamed_png(pixels, fmt)
+    if streamed is not None:
         from backend.png_stream import write_png
 
-        if pixels.dtype == np.uint16 and channels == 2:
-            pixels = to_uint8(pixels)  # as below: no 16-bit gray + alpha
         out = io.BytesIO()
-        write_png(out, pixels, compress_level)  # no Pillow copy of the image beside the file
+        write_png(out, streamed, compress_level)  # no Pillow copy of the image beside the file
         return out.getvalue()
     if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF") and channels != 2:
         import cv2
@@ -240,6 +239,17 @@ def encode(
     return out.getvalue()
 
 
+def _streamed_png(pixels: np.ndarray, fmt: str) -> np.ndarray | None:
+    """The pixels to encode band by band (backend/png_stream.py): a PNG over
+    STREAMED_PNG_BYTES, 16-bit gray + alpha made 8-bit as for a smaller one. None: the
+    format or the size goes through one in-memory encoding."""
+    if fmt != "PNG" or pixels.nbytes <= STREAMED_PNG_BYTES:
+        return None
+    if pixels.dtype == np.uint16 and pixels.shape[2] == 2:
+        return to_uint8(pixels)
+    return pixels
+
+
 def write_image(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
@@ -251,18 +261,16 @@ def write_image(
     p = Path(path)
     fmt = format_for(p)
     pixels, notes = flatten_for(pixels, fmt)
-    streamed = fmt == "PNG" and pixels.nbytes > STREAMED_PNG_BYTES
-    if streamed and pixels.dtype == np.uint16 and pixels.shape[2] == 2:
-        pixels = to_uint8(pixels)  # what encode() writes: files hold no 16-bit gray + alpha
-    data = b"" if streamed else encode(pixels, fmt, compress_level, quality)
+    streamed = _streamed_png(pixels, fmt)
+    data = b"" if streamed is not None else encode(pixels, fmt, compress_level, quality)
     tmp = p.with_name(f".{p.name}.part")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            if streamed:
+            if streamed is not None:
                 from backend.png_stream import write_png
 
-                write_png(f, pixels, compress_level)
+                write_png(f, streamed, compress_level)
             else:
                 f.write(data)
         os.replace(tmp, p)
