@@ -57,6 +57,22 @@ def available() -> bool:
     )
 
 
+def pack_weight(
+    weight: torch.Tensor,
+    padding: list[int],
+    stride: list[int],
+    dilation: list[int],
+    groups: int,
+    input_shape: list[int],
+) -> torch.Tensor:
+    """`weight` in oneDNN's own blocked layout for this convolution, so that no call reorders
+    it (measured: a convolution on packed weights ran as fast as PyTorch's own without an
+    activation). Inputs of other shapes run on it too."""
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(
+        weight.detach().to_mkldnn(), padding, stride, dilation, groups, input_shape
+    )
+
+
 @contextlib.contextmanager
 def unfused() -> Iterator[None]:
     """Run every fused layer as its original layers while the block runs (this thread)."""
@@ -99,15 +115,14 @@ class _OneDNNCall(nn.Module):
             conv.groups,
         )
 
-    def _packed(self, w: torch.Tensor, x: torch.Tensor, tag: Any = None) -> torch.Tensor:
-        """`w` in oneDNN's blocked layout for this convolution: made once per weight tensor,
-        dtype and layout (tiles of every size run on the same one; measured: a convolution
-        on prepacked weights ran as fast as PyTorch's own without an activation)."""
-        key = (tag, w.data_ptr(), w._version, w.dtype, w.stride())
+    def _packed(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The layer's weight times `scale` (scaled in fp32, then cast), packed once per
+        weight tensor, version, dtype and layout: tiles of every size run on it."""
+        w = self.conv.weight
+        key = (scale, w.data_ptr(), w._version, w.dtype, w.stride())
         if self._pack_key != key:
-            self._pack = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                w.detach().to_mkldnn(), *self.geometry, list(x.shape)
-            )
+            scaled = w if scale == 1.0 else (w.detach().float() * scale).to(w.dtype)
+            self._pack = pack_weight(scaled, *self.geometry, list(x.shape))
             self._pack_key = key
         return self._pack
 
@@ -148,7 +163,7 @@ class FusedConv2d(_OneDNNCall):
         if xin is not None:
             try:
                 return torch.ops.mkldnn._convolution_pointwise(
-                    xin, self._packed(w, xin), self.conv.bias, *self.geometry,
+                    xin, self._packed(xin), self.conv.bias, *self.geometry,
                     self.attr, self.scalars, self.algorithm,
                 )  # fmt: skip
             except RuntimeError as exc:
@@ -157,51 +172,33 @@ class FusedConv2d(_OneDNNCall):
 
 
 class ScaledResidualConv2d(_OneDNNCall):
-    """`scale * conv(x) + residual` in one call: `scale` is folded into a packed copy of the
-    weights and bias (made again when the layer's dtype or layout changes), the add is
-    oneDNN's."""
+    """`scale * conv(x) + residual` in one call: `scale` is folded into the packed weights
+    and the bias, the add is oneDNN's."""
 
     def __init__(self, conv: nn.Conv2d, scale: float) -> None:
         super().__init__(conv)
         self.scale = scale
-        self._bias_key: Any = None
-        self._bias: torch.Tensor | None = None
-
-    def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The weights and bias times `scale` (scaled in fp32, then cast), packed."""
-        w, b = self.conv.weight, self.conv.bias
-        key = (self.scale, w.data_ptr(), w._version, w.dtype, w.stride())
-        if self._pack_key != key:
-            scaled = (w.detach().float() * self.scale).to(w.dtype)
-            self._pack = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                scaled.to_mkldnn(), *self.geometry, list(x.shape)
-            )
-            self._pack_key = key
-            self._bias = None if b is None else (b.detach().float() * self.scale).to(b.dtype)
-        return self._pack, self._bias
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         xin = self._input(x, self.conv.weight)
-        if (
-            xin is not None
-            and residual is not None
-            and residual.dtype != xin.dtype
-            and torch.is_autocast_enabled("cpu")
-        ):
-            residual = residual.to(xin.dtype)  # autocast's dtype, as the sum would get
-        if xin is not None and (
-            residual is None or (residual.dtype == xin.dtype and residual.device == xin.device)
-        ):
-            w, b = self._weights(xin)
+        if xin is not None and residual is not None and residual.dtype != xin.dtype:
+            if torch.is_autocast_enabled("cpu"):
+                residual = residual.to(xin.dtype)  # autocast's dtype, as the sum would get
+            else:
+                xin = None  # PyTorch's own dtype promotion, on the layers
+        if xin is not None:
+            b = self.conv.bias
+            if b is not None and self.scale != 1.0:
+                b = (b.detach().float() * self.scale).to(b.dtype)
             try:
                 if residual is None:
                     return torch.ops.mkldnn._convolution_pointwise(
-                        xin, w, b, *self.geometry, "none", [], ""
+                        xin, self._packed(xin, self.scale), b, *self.geometry, "none", [], ""
                     )
                 fmt = torch.channels_last if _is_nhwc(xin) else torch.contiguous_format
                 return torch.ops.mkldnn._convolution_pointwise.binary(
-                    xin, residual.contiguous(memory_format=fmt), w, b, *self.geometry,
-                    "add", None, None, [], "",
+                    xin, residual.contiguous(memory_format=fmt), self._packed(xin, self.scale),
+                    b, *self.geometry, "add", None, None, [], "",
                 )  # fmt: skip
             except RuntimeError as exc:
                 self._failed(exc)

@@ -9,7 +9,6 @@ returns the file's layout. Anything else in a file is refused with a typed error
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend import cpu_fusion
 from backend.errors import ModelFormatError, UnsupportedOperatorError
 
 FILE_IDENTIFIER = b"TFL3"
@@ -419,8 +419,6 @@ class TFLiteModule(nn.Module):
         dtype, no oneDNN)."""
         if self._plan is None:
             buffers = list(self.buffers())
-            from backend import cpu_fusion  # oneDNN's fused kernels may be absent from a build
-
             usable = cpu_fusion.available() and all(
                 b.device.type == "cpu" and b.dtype == torch.float32 for b in buffers
             )
@@ -637,18 +635,6 @@ def _run(
 # --- the fused CPU path ----------------------------------------------------------------------
 
 
-@functools.cache
-def _onednn() -> tuple[Any, Any, Any]:
-    """oneDNN's fused convolutions (looked up on first use: a build may lack them, and then
-    the fused path is never planned): unary, binary, binary in place."""
-    ops = torch.ops.mkldnn
-    return (
-        ops._convolution_pointwise.default,
-        ops._convolution_pointwise.binary,
-        ops._convolution_pointwise_.binary,
-    )
-
-
 #: fused activations that oneDNN applies inside a convolution: (its name, its scalars)
 ONEDNN_UNARY = {0: ("none", []), 1: ("relu", []), 2: ("hardtanh", [-1.0, 1.0]),
                 3: ("hardtanh", [0.0, 6.0])}  # fmt: skip
@@ -723,21 +709,22 @@ class _ConvNode:
             x = F.pad(x, self.pad)
         w = self.packed.get(x.shape[0])
         if w is None:  # oneDNN's own layout for this input shape: no reordering per call
-            w = self.packed[x.shape[0]] = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                self.weight.to_mkldnn(),
-                self.padding,
-                self.stride,
-                self.dilation,
-                self.groups,
-                list(x.shape),
+            w = self.packed[x.shape[0]] = cpu_fusion.pack_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape)
             )
         conv = (w, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        ops = torch.ops.mkldnn
         if self.other < 0:
-            return _onednn()[0](x, *conv, self.unary, self.scalars, "")
+            return ops._convolution_pointwise(x, *conv, self.unary, self.scalars, "")
         unary = None if self.unary == "none" else self.unary
         if self.other in self.scratch:  # other = unary(other + conv(x))
-            return _onednn()[2](env[self.other], x, *conv, "add", None, unary, self.scalars, "")
-        return _onednn()[1](x, env[self.other], *conv, "add", None, unary, self.scalars, "")
+            into = env[self.other]
+            return ops._convolution_pointwise_.binary(
+                into, x, *conv, "add", None, unary, self.scalars, ""
+            )
+        return ops._convolution_pointwise.binary(
+            x, env[self.other], *conv, "add", None, unary, self.scalars, ""
+        )
 
     def _matmul(self, x: torch.Tensor, env: dict[int, torch.Tensor]) -> torch.Tensor:
         """A 1x1 convolution of few pixels: one BLAS call costs less than one oneDNN call."""
@@ -828,8 +815,8 @@ def _adds_alike(add: _Step, value: int, module: TFLiteModule) -> bool:
 
 def _conv_node(step: _Step, shapes: list[tuple[int, ...]]) -> _ConvNode | None:
     """A CONV_2D or DEPTHWISE_CONV_2D as one oneDNN call, or None where it is not one: TF's
-    'SAME' padding with the odd pixel after becomes the first row or column cut off and
-    symmetric padding, checked against the output shape the file declares."""
+    'SAME' padding is the convolution's own where it is symmetric, an F.pad before it where
+    the odd pixel goes after; either is checked against the output shape the file declares."""
     if step.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not step.rank4:
         return None
     o = step.options
