@@ -288,6 +288,36 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     return total // 2, total - total // 2
 
 
+def pad_constant(x: torch.Tensor, pads: tuple[int, ...], value: float = 0.0) -> torch.Tensor:
+    """F.pad's constant mode for non-negative pads, in x's memory format: each element of the
+    result is written once (F.pad fills the whole result, then copies x over it: on the
+    detectors' batches of 96x96x32 maps that first pass was a quarter of a detection)."""
+    if len(pads) % 2 or len(pads) > 2 * x.ndim or min(pads, default=0) < 0:
+        return F.pad(x, pads, value=value)
+    before = [0] * x.ndim
+    after = [0] * x.ndim
+    for k in range(len(pads) // 2):  # pads run from the last dimension back
+        before[x.ndim - 1 - k], after[x.ndim - 1 - k] = pads[2 * k], pads[2 * k + 1]
+    shape = [n + a + b for n, a, b in zip(x.shape, before, after)]
+    nhwc = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if nhwc and not x.is_contiguous() else torch.contiguous_format
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    inner = out
+    for dim, (a, n) in enumerate(zip(before, x.shape)):
+        inner = inner.narrow(dim, a, n)
+    inner.copy_(x)
+    # the border: for each padded dimension, the slabs before and after, over the extent of
+    # the dimensions already handled (so no element is filled twice)
+    region = out
+    for dim, (a, b, n) in enumerate(zip(before, after, x.shape)):
+        if a:
+            region.narrow(dim, 0, a).fill_(value)
+        if b:
+            region.narrow(dim, a + n, b).fill_(value)
+        region = region.narrow(dim, a, n)
+    return out
+
+
 def _pads(x: torch.Tensor, o: dict[str, Any], kh: int, kw: int) -> tuple[int, int, int, int]:
     if o["padding"] == VALID:
         return 0, 0, 0, 0
@@ -582,7 +612,7 @@ def _run(
         if left == right and top == bottom:
             padding = (top, left)
         else:
-            x = F.pad(x, (left, right, top, bottom))
+            x = pad_constant(x, (left, right, top, bottom))
         y = F.conv2d(x, w, b, (o["stride_h"], o["stride_w"]), padding,
                      (o["dilation_h"], o["dilation_w"]), groups)  # fmt: skip
         return _activation(y, o["activation"])
@@ -590,7 +620,7 @@ def _run(
         kh, kw = o["filter_h"], o["filter_w"]
         left, right, top, bottom = _pads(x, o, kh, kw)
         if left or right or top or bottom:  # TFLite skips padded cells: pad with -inf
-            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+            x = pad_constant(x, (left, right, top, bottom), float("-inf"))
         y = F.max_pool2d(x, (kh, kw), (o["stride_h"], o["stride_w"]))
         return _activation(y, o["activation"])
     if kind == "ADD":
@@ -613,7 +643,7 @@ def _run(
         pairs = np.array(o["arg"]).reshape(-1, 2)
         if step.rank4:
             pairs = pairs[[0, 3, 1, 2]]
-        return F.pad(x, tuple(int(v) for v in pairs[::-1].reshape(-1)))
+        return pad_constant(x, tuple(int(v) for v in pairs[::-1].reshape(-1)))
     if kind == "RESHAPE":
         shape = list(o["arg"] if "arg" in o else o["new_shape"])
         if step.rank4:
@@ -671,11 +701,21 @@ class _ConvNode:
         "pad", "padding", "release", "scalars", "scratch", "stride", "unary", "weight", "x",
     )  # fmt: skip
 
-    def __init__(self, step: _Step, groups: int, padding: list[int], pad: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        step: _Step,
+        groups: int,
+        padding: list[int],
+        pad: tuple[int, ...],
+        grow: tuple[int, int] = (0, 0),
+    ) -> None:
         o = step.options
         self.op, self.x, self.output = "CONV", step.inputs[0], step.output
         self.inputs: tuple[int, ...] = (self.x,)
-        self.weight = step.value({}, step.inputs[1])
+        weight = step.value({}, step.inputs[1])
+        if any(grow):  # zero taps in front: see _conv_node
+            weight = F.pad(weight, (grow[1], 0, grow[0], 0))
+        self.weight = weight
         has_bias = len(step.inputs) > 2 and step.inputs[2] >= 0
         self.bias = step.value({}, step.inputs[2]) if has_bias else None
         self.groups, self.padding, self.pad = groups, padding, pad
@@ -706,7 +746,7 @@ class _ConvNode:
         if self.matrix is not None and x.shape[0] * x.shape[2] * x.shape[3] <= MATMUL_PIXELS:
             return self._matmul(x, env)
         if self.pad:
-            x = F.pad(x, self.pad)
+            x = pad_constant(x, self.pad)
         w = self.packed.get(x.shape[0])
         if w is None:  # oneDNN's own layout for this input shape: no reordering per call
             w = self.packed[x.shape[0]] = cpu_fusion.pack_weight(
@@ -814,9 +854,13 @@ def _adds_alike(add: _Step, value: int, module: TFLiteModule) -> bool:
 
 
 def _conv_node(step: _Step, shapes: list[tuple[int, ...]]) -> _ConvNode | None:
-    """A CONV_2D or DEPTHWISE_CONV_2D as one oneDNN call, or None where it is not one: TF's
-    'SAME' padding is the convolution's own where it is symmetric, an F.pad before it where
-    the odd pixel goes after; either is checked against the output shape the file declares."""
+    """A CONV_2D or DEPTHWISE_CONV_2D as one oneDNN call, or None where it is not one. TF's
+    'SAME' padding is the convolution's own where it is symmetric. Where the odd pixel goes
+    after (a stride-2 layer on an even size), the kernel grows by a row or column of zeros in
+    front and the padding is the larger side's on both: every output pixel then reads the
+    inputs TF's padding gives it, with no padded copy of the input made per call (those copies
+    were a quarter of a detection). An F.pad remains where neither fits. Either is checked
+    against the output shape the file declares."""
     if step.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not step.rank4:
         return None
     o = step.options
@@ -827,7 +871,7 @@ def _conv_node(step: _Step, shapes: list[tuple[int, ...]]) -> _ConvNode | None:
     groups = x_shape[3] if step.op == "DEPTHWISE_CONV_2D" else 1
     if w.shape[0] % groups or w.shape[1] * groups != x_shape[3] or w.shape[0] != out_shape[3]:
         return None
-    padding, pads = [], []
+    padding, pads, grow = [], [], []
     for size, kernel, stride, dilation, out in (
         (x_shape[1], w.shape[2], o["stride_h"], o["dilation_h"], out_shape[1]),
         (x_shape[2], w.shape[3], o["stride_w"], o["dilation_w"], out_shape[2]),
@@ -840,11 +884,21 @@ def _conv_node(step: _Step, shapes: list[tuple[int, ...]]) -> _ConvNode | None:
             return None
         if (size + before + after - dilation * (kernel - 1) - 1) // stride + 1 != out:
             return None
-        padding.append(before if before == after else 0)
-        pads.append((0, 0) if before == after else (before, after))
+        grows = (
+            after == before + 1
+            and dilation == 1
+            and (size + 2 * after - kernel - 1) // stride + 1 == out
+        )
+        grow.append(grows)
+        padding.append(after if grows else before if before == after else 0)
+        pads.append((0, 0) if grows or before == after else (before, after))
     (top, bottom), (left, right) = pads
     return _ConvNode(
-        step, groups, padding, (left, right, top, bottom) if any(pads[0] + pads[1]) else ()
+        step,
+        groups,
+        padding,
+        (left, right, top, bottom) if any(pads[0] + pads[1]) else (),
+        (int(grow[0]), int(grow[1])),
     )
 
 

@@ -17,7 +17,14 @@ from ai_edge_litert.interpreter import Interpreter
 
 from backend.errors import ModelFormatError, UnsupportedOperatorError
 from backend.faces.detect import FACE_MESH, FULL_RANGE, SHORT_RANGE, model_file
-from backend.faces.tflite import load_tflite, read_tflite, resize_bilinear, same_padding
+from backend.faces.tflite import (
+    _ConvNode,
+    load_tflite,
+    pad_constant,
+    read_tflite,
+    resize_bilinear,
+    same_padding,
+)
 
 #: file, input side, value range, and the part of the astronaut photo it is shown
 MODELS = [
@@ -126,6 +133,31 @@ def test_same_padding_puts_the_odd_pixel_after() -> None:
     assert same_padding(128, 5, 2) == (1, 2)
     assert same_padding(12, 3, 1) == (1, 1)
     assert same_padding(12, 3, 1, dilation=2) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "pads", [(0, 1, 0, 1), (1, 2, 1, 2), (0, 0, 0, 0, 0, 16), (2, 0), (0, 0, 0, 0, 0, 0, 1, 1)]
+)
+@pytest.mark.parametrize("nhwc", [True, False])
+@pytest.mark.parametrize("value", [0.0, float("-inf")])
+def test_pad_constant_is_f_pad(pads: tuple[int, ...], nhwc: bool, value: float) -> None:
+    x = torch.rand(2, 5, 6, 7)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = pad_constant(x, pads, value)
+    assert torch.equal(got, torch.nn.functional.pad(x, pads, value=value))
+    assert got.is_contiguous(memory_format=torch.channels_last) == nhwc
+
+
+@pytest.mark.parametrize("name", [SHORT_RANGE, FULL_RANGE, FACE_MESH])
+def test_stride_2_layers_take_no_padded_copy(name: str) -> None:
+    """TF's 'SAME' padding on stride-2 layers puts the odd pixel after: the fused plan gives
+    those layers a kernel grown by zero taps in front instead of padding each input (the
+    agreement with the unfused path and LiteRT is checked above)."""
+    plan = load_tflite(model_file(name, []))._fused()
+    convs = [node for node in plan if isinstance(node, _ConvNode)]
+    assert any(node.stride == [2, 2] for node in convs)
+    assert all(node.pad == () for node in convs)
 
 
 def _tf_resize(x: np.ndarray, out: int, align_corners: bool, half_pixel: bool) -> np.ndarray:
