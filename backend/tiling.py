@@ -8,6 +8,11 @@ are those of the pixels a later tile still adds to (the band of output rows shar
 next row of tiles, at full width, and the columns shared with the next tile in the row). A
 4096x4096 x4 upscale therefore needs the result itself, one tile's float output and two thin
 bands, never a float copy of a whole strip of tiles.
+
+The passes over a tile's output (weighting, normalising, rounding into the result) run as
+PyTorch's in-place operations on views of the same arrays: the same float32 arithmetic as
+NumPy's, so the same bits, but vectorised over the strided views the models return and on
+all of PyTorch's threads (in NumPy they were 8% of a fast model's 1024 px upscale).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 #: A function from a float32 (h, w, 3) tile in [0, 1] to its upscaled float32 (h*s, w*s, 3).
 TileFn = Callable[[np.ndarray], np.ndarray]
@@ -134,7 +140,7 @@ def tiled_apply(
             if channels == 1:
                 result = result.mean(axis=2, keepdims=True)
             weight = row_weights * col_weights[c][None, :, None]
-            result *= weight
+            _t(result).mul_(_t(weight))
             left, right = col.start * scale, col.end * scale
             split = final_end - top
             next_band.add(result[split:], weight[split:], left)
@@ -187,8 +193,8 @@ class _Band:
     def add(self, acc: np.ndarray, wsum: np.ndarray, left: int) -> None:
         """Add a tile's weighted rows of this band, the tile starting at column `left`."""
         if len(acc):
-            self.acc[:, left : left + acc.shape[1]] += acc
-            self.wsum[:, left : left + acc.shape[1]] += wsum
+            _t(self.acc[:, left : left + acc.shape[1]]).add_(_t(acc))
+            _t(self.wsum[:, left : left + acc.shape[1]]).add_(_t(wsum))
 
 
 def _add_earlier(
@@ -203,13 +209,13 @@ def _add_earlier(
     seen = 0
     if pending is not None and pending.acc.shape[1]:
         seen = pending.acc.shape[1]
-        acc[:, :seen] += pending.acc
-        wsum[:, :seen] += pending.wsum
+        _t(acc[:, :seen]).add_(_t(pending.acc))
+        _t(wsum[:, :seen]).add_(_t(pending.wsum))
     rows = min(band.end - band.start, acc.shape[0])  # the band starts at this tile row's top
     if rows > 0:
         cols = slice(left + seen, left + acc.shape[1])
-        acc[:rows, seen:] += band.acc[:rows, cols]
-        wsum[:rows, seen:] += band.wsum[:rows, cols]
+        _t(acc[:rows, seen:]).add_(_t(band.acc[:rows, cols]))
+        _t(wsum[:rows, seen:]).add_(_t(band.wsum[:rows, cols]))
 
 
 class _Sink:
@@ -225,15 +231,13 @@ class _Sink:
         x0, x1 = max(left, t), min(left + acc.shape[1], t + w)
         if y0 >= y1 or x0 >= x1:
             return
-        block = acc[y0 - top : y1 - top, x0 - left : x1 - left]
-        weight = wsum[y0 - top : y1 - top, x0 - left : x1 - left]
-        np.maximum(weight, 1e-8, out=weight)
-        block /= weight
-        self.out[y0 - t : y1 - t, x0 - t : x1 - t] = _quantize(block, self.maxval, self.out.dtype)
+        block = _t(acc[y0 - top : y1 - top, x0 - left : x1 - left])
+        weight = _t(wsum[y0 - top : y1 - top, x0 - left : x1 - left]).clamp_(min=1e-8)
+        block.div_(weight).clamp_(0.0, 1.0).mul_(self.maxval).add_(0.5)
+        # the cast to the integer result truncates, as NumPy's astype does
+        _t(self.out[y0 - t : y1 - t, x0 - t : x1 - t]).copy_(block)
 
 
-def _quantize(block: np.ndarray, maxval: float, dtype: np.dtype) -> np.ndarray:
-    np.clip(block, 0.0, 1.0, out=block)
-    block *= maxval
-    block += 0.5
-    return block.astype(dtype)
+def _t(a: np.ndarray) -> torch.Tensor:
+    """A tensor over the same memory (no copy)."""
+    return torch.from_numpy(a)

@@ -117,9 +117,8 @@ def test_rrdb_model_tiles_without_seams(real_models, astronaut) -> None:
 
 def _strip_assembly(colour: np.ndarray, fn, scale: int, tile: int, overlap: int) -> np.ndarray:
     """The assembly tiled_apply replaced, kept as the reference: a float32 strip of a whole row
-    of tiles and its weights at full width, normalised once the next tile row starts."""
-    from backend.tiling import _quantize
-
+    of tiles and its weights at full width, normalised once the next tile row starts, all in
+    NumPy."""
     height, width, channels = colour.shape
     maxval = 65535.0 if colour.dtype == np.uint16 else 255.0
     out = np.empty((height * scale, width * scale, channels), dtype=colour.dtype)
@@ -154,6 +153,13 @@ def _strip_assembly(colour: np.ndarray, fn, scale: int, tile: int, overlap: int)
             strip, strip_w = strip[n_final:], strip_w[n_final:]
             strip_top = final_end
     return out
+
+
+def _quantize(block: np.ndarray, maxval: float, dtype: type) -> np.ndarray:
+    np.clip(block, 0.0, 1.0, out=block)
+    block *= maxval
+    block += 0.5
+    return block.astype(dtype)
 
 
 def _textured_x2(tile: np.ndarray) -> np.ndarray:
