@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
 #: A function from a float32 (h, w, 3) tile in [0, 1] to its upscaled float32 (h*s, w*s, 3).
 TileFn = Callable[[np.ndarray], np.ndarray]
@@ -238,6 +238,9 @@ class _Sink:
         _t(self.out[y0 - t : y1 - t, x0 - t : x1 - t]).copy_(block)
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    """A tensor over the same memory (no copy)."""
+def _t(a: np.ndarray) -> Any:
+    """A torch.Tensor over the same memory (no copy). torch is imported here, not with the
+    module: tasks import the tiler, and a task module's import stays light."""
+    import torch
+
     return torch.from_numpy(a)
