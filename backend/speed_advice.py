@@ -15,18 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 #: seconds per input megapixel on the CPU they were measured on, an AMD EPYC with 2 threads,
-#: by the offline defaults' names. From the README's Performance tables: realesrgan-x4plus
-#: from bench/upscale.py (fp32, whole image at 128 px, load 1: 5.08 s; the slower of the two
-#: precisions Restora may pick here, so the note errs on the long side), ClearReality4x and
-#: realcugan-x4-conservative
-#: from bench/ncnn_models.py (Restora's choice); realesr-animevideov3-x4 is ClearReality4x's
-#: figure times their ratio in bench/quality.py, whose own seconds were taken on a more
-#: heavily loaded machine
+#: quiet, by the offline defaults' names; each model's fp32 figure, the slower of the two
+#: precisions Restora may pick on a CPU, so the note errs on the long side (bf16, where this
+#: machine's measurement picks it, is 2-2.5x faster). From the README's Performance tables:
+#: realesrgan-x4plus and realesr-animevideov3-x4 from bench/upscale.py (whole image at 128 px:
+#: 5.02 s and 0.133 s), ClearReality4x and realcugan-x4-conservative from bench/ncnn_models.py
 MEASURED_SECONDS_PER_MP: dict[str, float] = {
     "realesrgan-x4plus": 310.0,
-    "ClearReality4x": 21.6,
-    "realesr-animevideov3-x4": 14.0,
-    "realcugan-x4-conservative": 57.9,
+    "ClearReality4x": 8.0,
+    "realesr-animevideov3-x4": 8.1,
+    "realcugan-x4-conservative": 24.2,
 }
 MEASURED_THREADS = 2
 #: a file of one's own: the figure of the default with the same architecture (for RRDBNet
