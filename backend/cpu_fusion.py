@@ -188,10 +188,8 @@ class FusedConv2d(_OneDNNCall):
         xin = self._input(x, w)
         if xin is not None:
             try:
-                if into is not None and self.attr in IN_PLACE_AFTER:
-                    # oneDNN's in-place call fuses only a ReLU: the others follow in place
-                    fused = "relu" if self.attr == "relu" else None
-                    return IN_PLACE_AFTER[self.attr](self._conv_into(xin, into, fused), self)
+                if into is not None and self.attr == "relu":  # in-place takes only relu
+                    return self._conv_into(xin, into, "relu")
                 return torch.ops.mkldnn._convolution_pointwise(
                     xin, self._packed(xin), self.conv.bias, *self.geometry,
                     self.attr, self.scalars, self.algorithm,
@@ -199,15 +197,6 @@ class FusedConv2d(_OneDNNCall):
             except RuntimeError as exc:
                 self._failed(exc)
         return self.act(self.conv(x))
-
-
-#: activations a FusedConv2d writing into a buffer applies: after oneDNN's in-place call
-#: (which fuses ReLU itself), in place on the buffer
-IN_PLACE_AFTER: dict[str, Any] = {
-    "relu": lambda y, _layer: y,
-    "leaky_relu": lambda y, layer: nn.functional.leaky_relu_(y, layer.scalars[0]),
-    "hardtanh": lambda y, layer: y.clamp_(*layer.scalars),
-}
 
 
 class FusedConvPReLU(_OneDNNCall):
@@ -339,9 +328,9 @@ def _compact_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = x
     buffers = _Buffers()
     for layer in self.body[:-1]:
-        if isinstance(layer, BUFFERED):
-            into, spare = buffers.for_layer(layer, out)
-            out = layer(out) if into is None else layer(out, into, spare)
+        if isinstance(layer, FusedConv2d | FusedConvPReLU):
+            into, spare = buffers.pair(layer, out)
+            out = layer(out, into, spare)
         else:
             out = layer(out)
     s = self.upscale
@@ -362,106 +351,31 @@ class _Buffers:
     """Two feature-map buffers a chain of layers takes turns writing into: a layer's output
     goes into the buffer its input is not in, and the one its input is in (read by then) is
     its spare. Made on first use, in the layout and dtype the layer computes in, for maps of
-    at least LARGE_MAP_BYTES, and made anew for a map of another shape unless the layer's
-    input is in them; (None, None) where a layer's output is smaller or cannot have them (it
-    then allocates as usual)."""
+    at least LARGE_MAP_BYTES; (None, None) where a layer's output is smaller or would not fit
+    them (it then allocates as usual)."""
 
     def __init__(self) -> None:
         self.maps: list[torch.Tensor] = []
 
-    def for_layer(
-        self, layer: nn.Module, x: torch.Tensor
+    def pair(
+        self, layer: _OneDNNCall, x: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if isinstance(layer, BufferedUpsample):
-            shape, dtype = layer.out_shape(x), x.dtype
-            if shape is None:
-                return None, None
-        elif isinstance(layer, FusedConv2d) and layer.attr not in IN_PLACE_AFTER:
+        xin = layer._input(x, layer.conv.weight)
+        if xin is None:
             return None, None
-        else:
-            xin = layer._input(x, layer.conv.weight)
-            if xin is None:
-                return None, None
-            shape, dtype = layer.out_shape(xin), xin.dtype
-        if math.prod(shape) * dtype.itemsize < LARGE_MAP_BYTES or x.ndim != 4:
+        shape = layer.out_shape(xin)
+        if math.prod(shape) * xin.element_size() < LARGE_MAP_BYTES:
             return None, None
-        fmt = torch.channels_last if _is_nhwc(x) else torch.contiguous_format
-        # by storage: a layer may hand on a view of its input (Identity, a slice)
-        held = x.untyped_storage().data_ptr()
-        inside = [m.untyped_storage().data_ptr() == held for m in self.maps]
-        fits = bool(self.maps) and all(
-            m.shape == shape and m.dtype == dtype and m.is_contiguous(memory_format=fmt)
-            for m in self.maps
-        )
-        if not fits:
-            if any(inside):
-                return None, None
-            self.maps = []  # the old pair is released before the new one is made
+        fmt = torch.channels_last if _is_nhwc(xin) else torch.contiguous_format
+        if not self.maps:
             self.maps = [
-                torch.empty(shape, dtype=dtype, device=x.device, memory_format=fmt)
+                torch.empty(shape, dtype=xin.dtype, device=xin.device, memory_format=fmt)
                 for _ in range(2)
             ]
-            inside = [False, False]
         a, b = self.maps
-        return (b, a) if inside[0] else (a, b)
-
-
-class BufferedUpsample(nn.Module):
-    """nn.Upsample's nearest mode by integer factors, able to write into a buffer
-    (_Buffers); every other use runs the original module."""
-
-    restora_leaf = True
-
-    def __init__(self, up: nn.Upsample) -> None:
-        super().__init__()
-        self.up = up
-
-    def out_shape(self, x: torch.Tensor) -> tuple[int, ...] | None:
-        factor = self.up.scale_factor
-        factors = factor if isinstance(factor, tuple) else (factor, factor)
-        if x.ndim != 4 or self.up.size is not None or len(factors) != 2:
-            return None
-        if any(f is None or float(f) != int(f) or f < 1 for f in factors):
-            return None
-        fh, fw = (int(f) for f in factors)
-        return (x.shape[0], x.shape[1], x.shape[2] * fh, x.shape[3] * fw)
-
-    def forward(
-        self, x: torch.Tensor, into: torch.Tensor | None = None, spare: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if into is not None and _enabled() and not torch.is_grad_enabled():
-            size = list(into.shape[2:])
-            return torch._C._nn.upsample_nearest2d(x, size, out=into)
-        return self.up(x)
-
-
-def _nearest_upsample(m: nn.Module) -> bool:
-    return (
-        type(m) is nn.Upsample
-        and m.mode == "nearest"
-        and m.size is None
-        and not m.recompute_scale_factor
-    )
-
-
-#: the layers a buffered chain gives buffers to
-BUFFERED = (FusedConv2d, FusedConvPReLU, BufferedUpsample)
-
-
-def _buffered_sequential_forward(self: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """nn.Sequential's forward, with the layers that can write their large outputs into two
-    buffers (_Buffers) doing so: a Sequential runs each layer on the last one's output only,
-    so a map is dead once the next layer has read it."""
-    if not _enabled():
-        return nn.Sequential.forward(self, x)
-    buffers = _Buffers()
-    for layer in self:
-        if isinstance(layer, BUFFERED):
-            into, spare = buffers.for_layer(layer, x)
-            x = layer(x) if into is None else layer(x, into, spare)
-        else:
-            x = layer(x)
-    return x
+        if a.shape != shape or a.dtype != xin.dtype or not a.is_contiguous(memory_format=fmt):
+            return None, None
+        return (b, a) if x.data_ptr() == a.data_ptr() else (a, b)
 
 
 def _fuse_compact(m: nn.Module) -> bool:
@@ -549,13 +463,5 @@ def fuse(model: nn.Module) -> int:
                 continue
             container[i + 1] = nn.Identity()
             count += 1
-    for container in _sequential_containers(model):
-        if type(container) is not nn.Sequential:
-            continue
-        for i, layer in enumerate(list(container)):
-            if _nearest_upsample(layer):
-                container[i] = BufferedUpsample(layer)
-        if any(isinstance(layer, BUFFERED) for layer in container):
-            container.forward = types.MethodType(_buffered_sequential_forward, container)
     model._restora_fused = True
     return count
