@@ -11,19 +11,17 @@ compiler emits for these patterns on a CPU, called here without compiling anythi
 supported activation inside a Sequential or ModuleList becomes one FusedConv2d and an Identity,
 ESRGAN's residual dense blocks fold their `x5 * 0.2 + x` (and the RRDB's own `* 0.2 + x`)
 into the last convolution's weights and a fused add, and the Compact network adds its
-nearest-neighbour image inside its last convolution and, where its feature maps are large,
-keeps them in two buffers it reuses instead of fresh memory per layer (_Buffers). The
-original layers stay inside the fused ones (their parameters are the same tensors), so
-precision casts and memory-format changes still reach them; oneDNN's own weight layout is
-made from them once per dtype and layout. Inside `unfused()` every fused layer runs its
-original layers instead (the benchmark records the network's own convolutions that way); a
-fused call that fails on some CPU falls back to the original layers for good.
+nearest-neighbour image inside its last convolution. The original layers stay inside the
+fused ones (their parameters are the same tensors), so precision casts and memory-format
+changes still reach them; oneDNN's own weight layout is made from them once per dtype and
+layout. Inside `unfused()` every fused layer runs its original layers instead (the benchmark
+records the network's own convolutions that way); a fused call that fails on some CPU falls
+back to the original layers for good.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import types
@@ -142,24 +140,6 @@ class _OneDNNCall(nn.Module):
             return x.to(weight.dtype)
         return x if x.dtype == weight.dtype else None
 
-    def _conv_into(self, xin: torch.Tensor, into: torch.Tensor, unary: str | None) -> torch.Tensor:
-        """conv(x) (then `unary`) written into `into`: oneDNN's in-place call adds the
-        convolution to what `into` holds, so it is zeroed first (a memset over memory already
-        mapped costs far less than mapping fresh pages)."""
-        into.zero_()
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            into, xin, self._packed(xin), self.conv.bias, *self.geometry,
-            "add", None, unary, [], "",
-        )  # fmt: skip
-
-    def out_shape(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The convolution's output shape for input `x`."""
-        (ph, pw), (sh, sw), (dh, dw), _ = self.geometry
-        kh, kw = self.conv.kernel_size
-        h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        return (x.shape[0], self.conv.out_channels, h, w)
-
     def _failed(self, exc: RuntimeError) -> None:
         from backend.inference import is_out_of_memory
 
@@ -170,26 +150,18 @@ class _OneDNNCall(nn.Module):
 
 class FusedConv2d(_OneDNNCall):
     """conv followed by `act`, in one call. The activation module stays a child (its
-    parameters and repr); the Identity that takes its place in the container does nothing.
-
-    `into` (see _Buffers) is a zeroed-or-not tensor of the output's shape, dtype and layout to
-    write the result into instead of fresh memory; `spare` one of the same kind it may
-    overwrite."""
+    parameters and repr); the Identity that takes its place in the container does nothing."""
 
     def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
         super().__init__(conv)
         self.act = act
         self.attr, self.scalars, self.algorithm = UNARY[type(act)](act)
 
-    def forward(
-        self, x: torch.Tensor, into: torch.Tensor | None = None, spare: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight
         xin = self._input(x, w)
         if xin is not None:
             try:
-                if into is not None and self.attr == "relu":  # in-place takes only relu
-                    return self._conv_into(xin, into, "relu")
                 return torch.ops.mkldnn._convolution_pointwise(
                     xin, self._packed(xin), self.conv.bias, *self.geometry,
                     self.attr, self.scalars, self.algorithm,
@@ -200,37 +172,25 @@ class FusedConv2d(_OneDNNCall):
 
 
 class FusedConvPReLU(_OneDNNCall):
-    """conv followed by a PReLU. oneDNN fuses no per-channel slope into a convolution, so the
-    PReLU stays a pass of its own; what this layer can save is memory. Given `into` and
-    `spare` (_Buffers) the convolution writes into `into` and the PReLU runs in place there,
-    `spare` holding what it needs: max(y, a*y) where every slope is at most 1, else
-    relu(y) + a*min(y, 0); both give PReLU's own bits (one rounding of a*y, y itself where
-    y > 0)."""
+    """conv followed by a PReLU: oneDNN fuses no per-channel slope into a convolution, so the
+    PReLU stays a pass of its own after the convolution on packed weights. (Writing both into
+    two reused buffers, to spare the kernel mapping each large map afresh, was tried: over a
+    whole 512 px image the extra zeroing and in-place PReLU passes cost as much as the saved
+    page faults, 1-5% slower in alternating processes.)"""
 
     def __init__(self, conv: nn.Conv2d, act: nn.PReLU) -> None:
         super().__init__(conv)
         self.act = act
 
-    def forward(
-        self, x: torch.Tensor, into: torch.Tensor | None = None, spare: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight
         xin = self._input(x, w)
         if xin is not None:
-            slope = self.act.weight.to(xin.dtype)
             try:
-                if into is None or spare is None:
-                    y = torch.ops.mkldnn._convolution_pointwise(
-                        xin, self._packed(xin), self.conv.bias, *self.geometry, "none", [], ""
-                    )
-                    return nn.functional.prelu(y, slope)
-                y = self._conv_into(xin, into, None)
-                a = slope.view(1, -1, 1, 1) if slope.numel() > 1 else slope
-                if bool((slope <= 1).all()):
-                    torch.mul(y, a, out=spare)
-                    return torch.maximum(y, spare, out=y)
-                torch.clamp(y, max=0, out=spare)
-                return y.clamp_(min=0).addcmul_(spare, a)
+                y = torch.ops.mkldnn._convolution_pointwise(
+                    xin, self._packed(xin), self.conv.bias, *self.geometry, "none", [], ""
+                )
+                return nn.functional.prelu(y, self.act.weight.to(xin.dtype))
             except RuntimeError as exc:
                 self._failed(exc)
         return self.act(self.conv(x))
@@ -321,61 +281,16 @@ def _compact_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """SRVGGNetCompact's forward with its last steps fused: `pixel_shuffle(conv(z)) + nearest
     upscale of x` is `pixel_shuffle(conv(z) + x repeated s*s times per channel)` (the shuffle
     sends channel c*s*s + k of a pixel to the k-th output pixel of its block, channel c, which
-    the nearest upscale fills with x's channel c), so the add is the convolution's. The body's
-    feature maps live in two buffers, each layer writing into the one its input is not in."""
+    the nearest upscale fills with x's channel c), so the add is the convolution's."""
     if not _enabled():
         return type(self).forward(self, x)
     out = x
-    buffers = _Buffers()
     for layer in self.body[:-1]:
-        if isinstance(layer, FusedConv2d | FusedConvPReLU):
-            into, spare = buffers.pair(layer, out)
-            out = layer(out, into, spare)
-        else:
-            out = layer(out)
+        out = layer(out)
     s = self.upscale
     # built in NHWC, so that a channels-last run gets it in its own layout without a copy
     base = x.permute(0, 2, 3, 1).repeat_interleave(s * s, dim=3).permute(0, 3, 1, 2)
     return nn.functional.pixel_shuffle(self.body[-1](out, base), s)
-
-
-#: feature maps from this size up are written into _Buffers. glibc maps an allocation this
-#: large (its mmap threshold's ceiling on 64-bit) afresh from the kernel and unmaps it on free,
-#: so each layer's new output is faulted in and zeroed page by page: at 512 px a Compact pass
-#: took 21,000 faults and 0.3 s of system time in 1.1 s. Smaller ones come from the heap
-#: reused, where one fresh pass of PReLU beats the in-place ones (0.2 ms vs 0.3-0.4 at 128 px).
-LARGE_MAP_BYTES = 32 << 20
-
-
-class _Buffers:
-    """Two feature-map buffers a chain of layers takes turns writing into: a layer's output
-    goes into the buffer its input is not in, and the one its input is in (read by then) is
-    its spare. Made on first use, in the layout and dtype the layer computes in, for maps of
-    at least LARGE_MAP_BYTES; (None, None) where a layer's output is smaller or would not fit
-    them (it then allocates as usual)."""
-
-    def __init__(self) -> None:
-        self.maps: list[torch.Tensor] = []
-
-    def pair(
-        self, layer: _OneDNNCall, x: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        xin = layer._input(x, layer.conv.weight)
-        if xin is None:
-            return None, None
-        shape = layer.out_shape(xin)
-        if math.prod(shape) * xin.element_size() < LARGE_MAP_BYTES:
-            return None, None
-        fmt = torch.channels_last if _is_nhwc(xin) else torch.contiguous_format
-        if not self.maps:
-            self.maps = [
-                torch.empty(shape, dtype=xin.dtype, device=xin.device, memory_format=fmt)
-                for _ in range(2)
-            ]
-        a, b = self.maps
-        if a.shape != shape or a.dtype != xin.dtype or not a.is_contiguous(memory_format=fmt):
-            return None, None
-        return (b, a) if x.data_ptr() == a.data_ptr() else (a, b)
 
 
 def _fuse_compact(m: nn.Module) -> bool:

@@ -168,38 +168,3 @@ def test_weights_changed_in_place_are_packed_again(models_root: Path) -> None:
     with cpu_fusion.unfused():
         expected = run_tensor(descriptor, x, "fp32")
     assert torch.allclose(run_tensor(descriptor, x, "fp32"), expected, atol=2e-5)
-
-
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_large_compact_maps_reuse_two_buffers_with_the_same_bits(
-    precision: str, models_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Maps of LARGE_MAP_BYTES and up are written into two buffers, the PReLU in place there
-    (slopes above 1 and below 0 included): the same bits as one fresh tensor per layer, and
-    every convolution + PReLU of the body is given a buffer."""
-    descriptor = load_descriptor(save_tiny("compact", models_root))
-    cpu_fusion.fuse(descriptor.model)
-    pairs = [m for m in descriptor.model.body if isinstance(m, cpu_fusion.FusedConvPReLU)]
-    assert pairs
-    with torch.no_grad():
-        slopes = pairs[0].act.weight
-        slopes.copy_(torch.linspace(-1.5, 1.8, slopes.numel()).view_as(slopes))
-    x = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(4))
-    fresh = run_tensor(descriptor, x, precision, channels_last=True)
-    given: list[bool] = []
-    handles = [
-        m.register_forward_pre_hook(lambda _m, inputs: given.append(inputs[1] is not None))
-        for m in pairs
-    ]
-    monkeypatch.setattr(cpu_fusion, "LARGE_MAP_BYTES", 0)
-    try:
-        buffered = run_tensor(descriptor, x, precision, channels_last=True)
-    finally:
-        for h in handles:
-            h.remove()
-    assert given == [True] * len(pairs)
-    assert torch.equal(buffered, fresh)
-    if precision == "fp32":
-        with cpu_fusion.unfused():
-            layers = run_tensor(descriptor, x, precision, channels_last=True)
-        assert torch.allclose(buffered, layers, atol=2e-5)
