@@ -859,8 +859,8 @@ def _conv_node(step: _Step, shapes: list[tuple[int, ...]]) -> _ConvNode | None:
     after (a stride-2 layer on an even size), the kernel grows by a row or column of zeros in
     front and the padding is the larger side's on both: every output pixel then reads the
     inputs TF's padding gives it, with no padded copy of the input made per call (those copies
-    were a quarter of a detection). An F.pad remains where neither fits. Either is checked
-    against the output shape the file declares."""
+    were a quarter of a detection). A padded copy (pad_constant) remains where neither fits.
+    Either is checked against the output shape the file declares."""
     if step.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not step.rank4:
         return None
     o = step.options
