@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.words import duration
+
 #: seconds per input megapixel on the CPU they were measured on, an AMD EPYC with 2 threads,
 #: quiet, by the offline defaults' names; each model's fp32 figure, the slower of the two
 #: precisions Restora may pick on a CPU, so the note errs on the long side (bf16, where this
@@ -70,14 +72,6 @@ class SpeedNote:
             "faster_seconds": round(self.faster_seconds, 1),
             "message": self.message,
         }
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def seconds_per_mp(name: str, architecture: str) -> float | None:

@@ -13,8 +13,10 @@ if __name__ + ".shared" not in sys.modules:
     import shared
     import shared.geometry
     import shared.protocol
+    import shared.words
 
     # the same module objects under both names: one Task class, one Bounds class
     sys.modules[__name__ + ".shared"] = shared
     sys.modules[__name__ + ".shared.geometry"] = shared.geometry
     sys.modules[__name__ + ".shared.protocol"] = shared.protocol
+    sys.modules[__name__ + ".shared.words"] = shared.words

@@ -1,12 +1,16 @@
 """What a finished job says besides its layer: the seed that reproduces it and, for a task
 that redraws (diffusion), how far the result moved from the input, so an artist sees at once
 whether a refine stayed faithful; how many reference images the model looked at, and the
-task's own note (a model that takes one picture left the references out). Both editors show
+task's own note (a model that takes one picture left the references out); and, after an
+automatic upscale that took long on a CPU, the fast model that is installed and how long it
+would take (the backend's speed note), so the next run can be quicker. Both editors show
 these words."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..shared.words import duration
 
 #: the PSNR the backend reports for an unchanged image
 IDENTICAL_DB = 99.0
@@ -39,4 +43,14 @@ def result_notes(details: dict[str, Any]) -> list[str]:
         # a chain's stages that did not run; the folder it looked in is for the README
         why = [f"{stage} ({str(note).split(' (')[0]})" for stage, note in skipped.items()]
         notes.append(f"Skipped: {', '.join(why)}.")
+    speed = details.get("speed_note")
+    if isinstance(speed, dict) and speed.get("faster_model") and speed.get("model"):
+        try:
+            slow, fast = float(speed["seconds"]), float(speed["faster_seconds"])
+        except (KeyError, TypeError, ValueError):
+            return notes  # a note this plug-in cannot read says nothing
+        notes.append(f"Faster: {speed['faster_model']}, a fast model that is installed, takes "
+                     f"about {duration(fast)} here, against about {duration(slow)} for "
+                     f"{speed['model']}; choose it in the model list.")
     return notes
+

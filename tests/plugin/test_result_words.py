@@ -31,3 +31,14 @@ def test_references_used_and_the_tasks_own_note() -> None:
     unused = "InstructPix2Pix takes one picture: the reference images were not used."
     assert result_notes({"references": 0, "note": unused}) == [unused]
     assert result_notes({"references": True, "note": "  "}) == []
+
+
+def test_the_backends_speed_note_names_the_fast_model() -> None:
+    # what backend.speed_advice.SpeedNote.to_dict sends after a long automatic upscale
+    note = {"model": "realesrgan-x4plus", "seconds": 312.4, "faster_model": "ClearReality4x",
+            "faster_seconds": 8.2, "message": "..."}
+    assert result_notes({"speed_note": note}) == [
+        "Faster: ClearReality4x, a fast model that is installed, takes about 8 s here, against "
+        "about 5 min for realesrgan-x4plus; choose it in the model list."]
+    assert result_notes({"speed_note": {**note, "seconds": "soon"}}) == []
+    assert result_notes({"speed_note": {"model": "x"}}) == []
