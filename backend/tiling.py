@@ -139,6 +139,13 @@ def tiled_apply(
             del patch
             if channels == 1:
                 result = result.mean(axis=2, keepdims=True)
+            if total == 1:  # the whole image in one tile: weights of 1, nothing to blend
+                sink.finish(result, None, 0, 0)
+                del result
+                done += 1
+                if progress:
+                    progress(done, total)
+                continue
             weight = row_weights * col_weights[c][None, :, None]
             _t(result).mul_(_t(weight))
             left, right = col.start * scale, col.end * scale
@@ -224,16 +231,19 @@ class _Sink:
     def __init__(self, out: np.ndarray, trim: int, maxval: float) -> None:
         self.out, self.trim, self.maxval = out, trim, maxval
 
-    def finish(self, acc: np.ndarray, wsum: np.ndarray, top: int, left: int) -> None:
-        """Normalise (in place) the sums of output rows from `top`, columns from `left`."""
+    def finish(self, acc: np.ndarray, wsum: np.ndarray | None, top: int, left: int) -> None:
+        """Normalise (in place) the sums of output rows from `top`, columns from `left`;
+        `wsum` None: they are final already (a lone tile's weights are all 1, and x * 1 / 1
+        is x: the same bits without two passes over the tile)."""
         t, (h, w) = self.trim, self.out.shape[:2]
         y0, y1 = max(top, t), min(top + acc.shape[0], t + h)
         x0, x1 = max(left, t), min(left + acc.shape[1], t + w)
         if y0 >= y1 or x0 >= x1:
             return
         block = _t(acc[y0 - top : y1 - top, x0 - left : x1 - left])
-        weight = _t(wsum[y0 - top : y1 - top, x0 - left : x1 - left]).clamp_(min=1e-8)
-        block.div_(weight).clamp_(0.0, 1.0).mul_(self.maxval).add_(0.5)
+        if wsum is not None:
+            block.div_(_t(wsum[y0 - top : y1 - top, x0 - left : x1 - left]).clamp_(min=1e-8))
+        block.clamp_(0.0, 1.0).mul_(self.maxval).add_(0.5)
         # the cast to the integer result truncates, as NumPy's astype does
         _t(self.out[y0 - t : y1 - t, x0 - t : x1 - t]).copy_(block)
 

@@ -172,9 +172,11 @@ def _textured_x2(tile: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("channels", [1, 3])
-# 1000 px in tiles of 96 overlapping by 48: three tiles cover some pixels along each axis
+# 1000 px in tiles of 96 overlapping by 48: three tiles cover some pixels along each axis;
+# 150x211 in one tile of 256 takes the lone tile's path (no weights, no division)
 @pytest.mark.parametrize(
-    ("shape", "tile", "overlap"), [((150, 211), 64, 16), ((300, 1000), 96, 48)]
+    ("shape", "tile", "overlap"),
+    [((150, 211), 64, 16), ((300, 1000), 96, 48), ((150, 211), 256, 16)],
 )
 def test_streamed_assembly_is_bit_identical_to_strips(
     dtype: type, channels: int, shape: tuple[int, int], tile: int, overlap: int
