@@ -175,6 +175,7 @@ class Job:
     expires: float = float("inf")
     cancel: CancelToken = field(default_factory=CancelToken)
     last_progress_event: float = 0.0
+    note: str = ""  # JobStatus.note
 
     def status(self, position: int | None = None) -> JobStatus:
         return JobStatus(
@@ -191,6 +192,7 @@ class Job:
             position=position,
             error=self.error,
             result=self.result,
+            note=self.note,
             created=self.created,
             started=self.started,
             finished=self.finished,
@@ -570,6 +572,10 @@ class JobManager:
         ctx = TaskContext(lambda p: self._progress(job, p), job.cancel)
         ctx.registry = self.registry
         note = self._speed_note(job, inp.inputs.image)
+        if note is not None:  # said at once, while there is time to cancel and choose again
+            with self._lock:
+                job.note = note.message
+                self._publish(EventType.PROGRESS, job.status())
         result = executor.run_task(
             job.spec, inp.inputs, job.params, inp.entries, self.models, ctx, job.feather
         )

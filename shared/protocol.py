@@ -315,6 +315,9 @@ class JobStatus(Message):
     position: int | None = None  # jobs ahead of this one while it is queued
     error: ErrorBody | None = None
     result: ResultInfo | None = None
+    #: a sentence for the person waiting, from the job's start: e.g. that an installed fast
+    #: model would take a fraction of the time (the result's details carry it too)
+    note: str = ""
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
@@ -338,6 +341,7 @@ class JobEvent(Message):
     position: int | None = None
     error: ErrorBody | None = None
     result: ResultInfo | None = None
+    note: str = ""  # JobStatus.note
 
 
 @dataclass

@@ -69,6 +69,7 @@ class EventHub:
                 position=status.position,
                 error=status.error,
                 result=status.result,
+                note=status.note,
             )
             self._history.append(event)
             if self._loop is not None and not self._closed:

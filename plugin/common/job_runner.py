@@ -319,7 +319,8 @@ class JobRunner:
                         if event.job != self.job_id:
                             continue
                         if self._handle(event.type, event.state, event.progress,
-                                        stage_text(event.stage, event.step, event.steps),
+                                        stage_text(event.stage, event.step, event.steps,
+                                                   event.note),
                                         event.position, event.error, event.result):
                             return
                 if self._cancel.is_set():
@@ -331,7 +332,8 @@ class JobRunner:
                 self._recover(instance)
                 status = self._status_after_reconnect()
                 if self._handle(EventType.PROGRESS, status.state, status.progress,
-                                stage_text(status.stage, status.step, status.steps),
+                                stage_text(status.stage, status.step, status.steps,
+                                           status.note),
                                 status.position, status.error, status.result):
                     return
             finally:
@@ -430,11 +432,13 @@ class JobRunner:
         self.dispatch(lambda: self.listener.on_progress(fraction, stage))
 
 
-def stage_text(stage: str, step: int | None, steps: int | None) -> str:
-    """The stage with its step count when the backend gives one: "upscaling: step 3 of 12"."""
-    if step is None or not steps:
-        return stage
-    return f"{stage or 'working'}: step {step} of {steps}"
+def stage_text(stage: str, step: int | None, steps: int | None, note: str = "") -> str:
+    """The stage with its step count when the backend gives one: "upscaling: step 3 of 12";
+    the backend's note for the person waiting (a faster model) on a line of its own, which
+    progress_line puts after the time."""
+    text = stage if step is None or not steps else f"{stage or 'working'}: step {step} of {steps}"
+    note = " ".join(note.split())  # one line, whatever the backend sent
+    return f"{text or 'working'}\n{note}" if note else text
 
 
 def _outputs(final: ResultInfo) -> list[ResultOutput]:

@@ -71,7 +71,10 @@ class ProgressClock:
 
 def progress_line(stage: str, clock: ProgressClock | None) -> str:
     """The line under a progress bar: "upscaling: step 3 of 12 · 0:12 elapsed, about 0:30
-    left"."""
-    if clock is None:
-        return stage
-    return f"{stage} · {clock.describe()}" if stage else clock.describe()
+    left". The stage's further lines (the backend's note, see job_runner.stage_text) follow
+    the time, so a narrow panel that cuts the line still shows how long the job has run."""
+    first, *notes = stage.split("\n")
+    line = first
+    if clock is not None:
+        line = f"{first} · {clock.describe()}" if first else clock.describe()
+    return " · ".join([line, *notes])

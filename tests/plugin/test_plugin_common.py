@@ -238,6 +238,10 @@ def test_task_cache_round_trip_and_broken_files(tmp_path) -> None:
 def test_progress_says_the_step() -> None:
     assert stage_text("upscaling", 3, 12) == "upscaling: step 3 of 12"
     assert stage_text("upscaling", None, None) == "upscaling"
+    # the backend's note for the person waiting: a line of its own, after the time
+    noted = stage_text("upscaling", 3, 12, "x4plus would take\nabout 5 min; fast, 8 s.")
+    assert noted == "upscaling: step 3 of 12\nx4plus would take about 5 min; fast, 8 s."
+    assert stage_text("", None, None, "a note") == "working\na note"
 
 
 def test_layer_names_say_task_model_and_scale() -> None:

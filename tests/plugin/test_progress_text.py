@@ -35,6 +35,11 @@ def test_estimate_waits_for_real_progress_then_follows_the_rate() -> None:
     assert clock.remaining() == 14.0
     assert progress_line("upscaling: step 3 of 10", clock) == (
         "upscaling: step 3 of 10 · 0:14 elapsed, about 0:14 left")
+    # the backend's note (job_runner.stage_text's second line) comes after the time
+    assert progress_line("upscaling: step 3 of 10\nA fast model takes 8 s.", clock) == (
+        "upscaling: step 3 of 10 · 0:14 elapsed, about 0:14 left · A fast model takes 8 s.")
+    assert progress_line("upscaling\nA fast model takes 8 s.", None) == (
+        "upscaling · A fast model takes 8 s.")
     now.t += 4  # no news for four seconds: the estimate counts down
     assert clock.remaining() == 10.0
 

@@ -1,5 +1,6 @@
-"""An automatic upscale on a CPU that would take long: the job's result details carry the note
-naming the fast model that is installed, and a job that named its model gets none."""
+"""An automatic upscale on a CPU that would take long: from the job's start its status and
+events carry the note naming the fast model that is installed (while there is time to cancel),
+its result details carry it too, and a job that named its model gets none."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def test_an_automatic_upscale_that_would_take_long_names_the_fast_model(
         client = Client(live.url)
         try:
             image = random_image(side, side, seed=5)
-            auto = client.wait(client.submit(image, model=None)["id"])
+            auto_id = client.submit(image, model=None)["id"]
+            events = client.events(
+                lambda e: e["job"] == auto_id and e["type"] in ("finished", "failed"), after=0
+            )
+            auto = client.wait(auto_id)
             named = client.wait(client.submit(image, model="realesrgan-x4plus")["id"])
         finally:
             client.close()
@@ -42,5 +47,11 @@ def test_an_automatic_upscale_that_would_take_long_names_the_fast_model(
     assert note["faster_model"] == "realesr-general-x4v3"
     assert note["seconds"] > 60 and note["faster_seconds"] < note["seconds"] / 3
     assert "realesr-general-x4v3" in note["message"]
+    # said before the upscale's first tile: a progress event of the running job carries it
+    running = [e for e in events if e["job"] == auto_id and e["state"] == "running"]
+    noted = [k for k, e in enumerate(running) if e["note"] == note["message"]]
+    assert noted and any(e["stage"] == "upscaling" for e in running[noted[0]:]), running
+    assert not any(e["stage"] == "upscaling" for e in running[: noted[0]])
+    assert auto["note"] == note["message"]
     assert named["state"] == "finished"
-    assert "speed_note" not in named["result"]["details"]
+    assert "speed_note" not in named["result"]["details"] and named["note"] == ""
