@@ -100,10 +100,14 @@ def child(out: str, argv: list[str]) -> int:
     stamps = {"start": time.time()}
     sys.meta_path.insert(0, _StageHooks(stamps))
     sys.path.insert(0, os.environ.get("RESTORA_BENCH_REPO", str(REPO)))
-    from backend.cli import main
+    import backend.cli as cli
 
     try:
-        return main(argv)
+        if not hasattr(cli, "run"):  # an older checkout: its command called main alone
+            return cli.main(argv)
+        sys.argv = ["restora", *argv]
+        cli.run()  # what the `restora` command runs, its exit included
+        return 0
     finally:
         stamps["end"] = time.time()
         Path(out).write_text(json.dumps(stamps))

@@ -13,7 +13,7 @@ import sys
 from backend import __version__
 from backend.cli.common import ProgressBar, error
 
-__all__ = ["ProgressBar", "build_parser", "main"]
+__all__ = ["ProgressBar", "build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,3 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The `restora` command (and `python -m backend.cli`): main, then the exit.
+
+    Before exiting, every object alive is moved out of the garbage collector's reach: at
+    shutdown the interpreter otherwise collects over all of PyTorch's and spandrel's objects,
+    which took 1.2 s after an upscale here (0.25 s frozen), longer than a small image's
+    tile. Nothing is skipped: files are closed and exit handlers run as before, and the
+    memory goes back with the process. Not in `main`, which tests call in one long process."""
+    code = main()
+    import gc
+
+    gc.freeze()
+    sys.exit(code)

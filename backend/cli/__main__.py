@@ -1,7 +1,5 @@
 """`python -m backend.cli`: the same as the `restora` command."""
 
-import sys
+from backend.cli import run
 
-from backend.cli import main
-
-sys.exit(main())
+run()
