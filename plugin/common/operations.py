@@ -105,11 +105,15 @@ def _offered(catalog: Catalog, task: str) -> TaskInfo:
 
 
 def _model(settings: Settings, task: str, catalog: Catalog) -> str | None:
-    """The user's model when the backend has it, else its default; None for a task that
-    runs no model."""
+    """The model to name in the job: the user's when the backend has it; None for
+    Recommended (or a model the backend no longer has) and for a task that runs no model.
+    Unnamed, the backend runs its default (the catalog's default_model, which the docker
+    and dialog show as "Recommended: ...") and knows the choice was left to it, so it can
+    advise a faster installed model (its speed note)."""
     if not catalog.takes_model(task):
         return None
-    return catalog.resolve_model(task, settings.model_for(task))
+    wanted = settings.model_for(task)
+    return wanted if catalog.resolve_model(task, wanted) == wanted else None
 
 
 def _declared(catalog: Catalog, task: str, model: str | None) -> set[str]:

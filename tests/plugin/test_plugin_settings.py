@@ -107,7 +107,9 @@ def test_only_declared_options_are_sent(catalog: Catalog) -> None:
     restore = prepare_restore(editor, s, "upscale", catalog).input
     assert restore.params == {"tile": 0}  # and no size option in place
     faces = prepare_task(editor, s, "face-restore", catalog).input
-    assert faces.params == {} and faces.model == "gfpgan"
+    # no face model chosen: Recommended, left to the backend, whose default is GFPGAN
+    assert faces.params == {} and faces.model is None
+    assert catalog.default_model("face-restore") == "gfpgan"
     # without the backend's task list nothing is read: what to send is not known yet
     with pytest.raises(PluginError, match="has not reached its backend"):
         prepare_whole_image(FakeEditor(checker(width=32, height=24)), s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend import speed_advice
@@ -55,3 +56,43 @@ def test_an_automatic_upscale_that_would_take_long_names_the_fast_model(
     assert auto["note"] == note["message"]
     assert named["state"] == "finished"
     assert "speed_note" not in named["result"]["details"] and named["note"] == ""
+
+
+def test_the_editors_recommended_model_gets_the_note_while_it_runs_and_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plug-ins' own path: a job prepared with Recommended (no model chosen) names no
+    model, so the backend advises; the progress the editors show carries the note after the
+    time, and the result's words name the fast model."""
+    import torch
+
+    from plugin.common.catalog import fetch_catalog
+    from plugin.common.client import Client as PluginClient
+    from plugin.common.job_runner import JobRunner, Outcome
+    from plugin.common.operations import prepare_whole_image
+    from plugin.common.progress import progress_line
+    from plugin.common.result_words import result_notes
+    from plugin.common.settings import Settings
+    from tests.plugin_fixtures import FakeEditor, Recorder
+
+    side = slow_photo_models(tmp_path / "models" / "upscale_models")
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(speed_advice, "MEASURED_THREADS", torch.get_num_threads())
+    settings = test_settings(ModelsSetup(tmp_path / "models", tmp_path / "home"))
+    with live_server(settings) as live:
+        client = PluginClient(live.url)
+        catalog = fetch_catalog(client)
+        image = random_image(side, side, seed=6)
+        rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+        prepared = prepare_whole_image(FakeEditor(rgba), Settings(), "upscale", catalog)
+        assert prepared.input.model is None  # Recommended: left to the backend
+        rec = Recorder()
+        runner = JobRunner(client, prepared.input, rec).start()
+        assert runner.wait(120) and runner.outcome == Outcome.FINISHED, rec.failed
+    result = rec.finished[0]
+    assert result.model == catalog.default_model("upscale") == "realesrgan-x4plus"
+    noted = [stage for _, stage in rec.progress if "realesr-general-x4v3" in stage]
+    assert noted, rec.progress
+    line = progress_line(noted[-1], None)
+    assert line.startswith(noted[-1].split("\n")[0] + " · ") and "would take about" in line
+    assert any(n.startswith("Faster: realesr-general-x4v3") for n in result_notes(result.details))
