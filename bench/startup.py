@@ -106,8 +106,7 @@ def child(out: str, argv: list[str]) -> int:
         if not hasattr(cli, "run"):  # an older checkout: its command called main alone
             return cli.main(argv)
         sys.argv = ["restora", *argv]
-        cli.run()  # what the `restora` command runs, its exit included
-        return 0
+        cli.run()  # what the `restora` command runs, its exit (SystemExit) included
     finally:
         stamps["end"] = time.time()
         Path(out).write_text(json.dumps(stamps))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from backend import __version__
 from backend.cli.common import ProgressBar, error
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run() -> None:
+def run() -> NoReturn:
     """The `restora` command (and `python -m backend.cli`): main, then the exit.
 
     Before exiting, every object alive is moved out of the garbage collector's reach: at
