@@ -5,6 +5,7 @@ its result details carry it too, and a job that named its model gets none."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,16 +21,22 @@ from tests.server_fixtures import (
 )
 
 
-def test_an_automatic_upscale_that_would_take_long_names_the_fast_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def slow_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Any]:
+    """Server settings over the slow default photo model and the fast one, with the shipped
+    figures as they are whatever this machine's thread count; and the side of a square image
+    that brings the note."""
     import torch
 
     side = slow_photo_models(tmp_path / "models" / "upscale_models")
     monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
-    # the shipped figures as they are, whatever this machine's thread count
     monkeypatch.setattr(speed_advice, "MEASURED_THREADS", torch.get_num_threads())
-    settings = test_settings(ModelsSetup(tmp_path / "models", tmp_path / "home"))
+    return side, test_settings(ModelsSetup(tmp_path / "models", tmp_path / "home"))
+
+
+def test_an_automatic_upscale_that_would_take_long_names_the_fast_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    side, settings = slow_backend(tmp_path, monkeypatch)
     with live_server(settings) as live:
         client = Client(live.url)
         try:
@@ -64,8 +71,6 @@ def test_the_editors_recommended_model_gets_the_note_while_it_runs_and_after(
     """The plug-ins' own path: a job prepared with Recommended (no model chosen) names no
     model, so the backend advises; the progress the editors show carries the note after the
     time, and the result's words name the fast model."""
-    import torch
-
     from plugin.common.catalog import fetch_catalog
     from plugin.common.client import Client as PluginClient
     from plugin.common.job_runner import JobRunner, Outcome
@@ -75,10 +80,7 @@ def test_the_editors_recommended_model_gets_the_note_while_it_runs_and_after(
     from plugin.common.settings import Settings
     from tests.plugin_fixtures import FakeEditor, Recorder
 
-    side = slow_photo_models(tmp_path / "models" / "upscale_models")
-    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(speed_advice, "MEASURED_THREADS", torch.get_num_threads())
-    settings = test_settings(ModelsSetup(tmp_path / "models", tmp_path / "home"))
+    side, settings = slow_backend(tmp_path, monkeypatch)
     with live_server(settings) as live:
         client = PluginClient(live.url)
         catalog = fetch_catalog(client)
