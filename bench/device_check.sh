@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one run, for a lent GPU machine:
+#   bash bench/device_wheels.sh            # here, before: the wheels that machine lacks
+#   bash bench/device_check.sh [WHEELS]    # there; figures go to $OUT (or /tmp/restora-gpu)
+# RESTORA_GPU_SIZE (default 2048) and RESTORA_GPU_RUNS (default 3) size the benchmark; about
+# 4-6 minutes on one H200-class GPU at the defaults, most of it HAT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+wheels="${1:-.device-wheels}"
+out="${OUT:-/tmp/restora-gpu}"
+mkdir -p "$out"
+# RESTORA_GPU_PYTHON: a Python that already has everything (to check this script on a CPU).
+# Otherwise the machine's own python3 (its torch may live in a venv of its own, which a new
+# venv would not see) with the carried wheels in a folder put on PYTHONPATH.
+py="${RESTORA_GPU_PYTHON:-}"
+if [ -z "$py" ]; then
+  py=python3
+  site=/tmp/restora-gpu-site
+  "$py" -m pip install -q --disable-pip-version-check --no-deps --no-index --upgrade \
+    --target "$site" "$wheels"/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+    'cudnn', torch.backends.cudnn.version())"
+} 2>&1 | tee "$out/machine.txt"
+# shellcheck disable=SC2086  # RESTORA_GPU_ARGS: further options, word-split on purpose
+"$py" bench/gpu_upscale.py --size "${RESTORA_GPU_SIZE:-2048}" --runs "${RESTORA_GPU_RUNS:-3}" \
+  ${RESTORA_GPU_ARGS:-} --out "$out/gpu_upscale.json" 2>&1 | tee "$out/gpu_upscale.txt"
