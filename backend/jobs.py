@@ -574,7 +574,7 @@ class JobManager:
         note = self._speed_note(job, inp.inputs.image)
         if note is not None:  # said at once, while there is time to cancel and choose again
             with self._lock:
-                job.note = note.message
+                job.note = note.brief
                 self._publish(EventType.PROGRESS, job.status())
         result = executor.run_task(
             job.spec, inp.inputs, job.params, inp.entries, self.models, ctx, job.feather

@@ -63,6 +63,15 @@ class SpeedNote:
             f"about {duration(self.faster_seconds)}."
         )
 
+    @property
+    def brief(self) -> str:
+        """The note in a few words, for an editor's progress line beside the time (a docked
+        panel has room for two or three short lines)."""
+        return (
+            f"Faster: {self.faster}, about {duration(self.faster_seconds)} here against about "
+            f"{duration(self.seconds)}."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """What a job's result details carry, for the editors to show."""
         return {
@@ -71,6 +80,7 @@ class SpeedNote:
             "faster_model": self.faster,
             "faster_seconds": round(self.faster_seconds, 1),
             "message": self.message,
+            "brief": self.brief,
         }
 
 

@@ -315,8 +315,8 @@ class JobStatus(Message):
     position: int | None = None  # jobs ahead of this one while it is queued
     error: ErrorBody | None = None
     result: ResultInfo | None = None
-    #: a sentence for the person waiting, from the job's start: e.g. that an installed fast
-    #: model would take a fraction of the time (the result's details carry it too)
+    #: a few words for the person waiting, from the job's start: e.g. that an installed fast
+    #: model would take a fraction of the time (the result's details carry it at length)
     note: str = ""
     created: float = 0.0
     started: float | None = None

@@ -49,8 +49,8 @@ def result_notes(details: dict[str, Any]) -> list[str]:
             slow, fast = float(speed["seconds"]), float(speed["faster_seconds"])
         except (KeyError, TypeError, ValueError):
             return notes  # a note this plug-in cannot read says nothing
-        notes.append(f"Faster: {speed['faster_model']}, a fast model that is installed, takes "
-                     f"about {duration(fast)} here, against about {duration(slow)} for "
-                     f"{speed['model']}; choose it in the model list.")
+        # short: the line above names the model that ran, and a docked panel is narrow
+        notes.append(f"Faster: {speed['faster_model']}, about {duration(fast)} here against "
+                     f"about {duration(slow)}; choose it in the model list.")
     return notes
 

@@ -216,6 +216,9 @@ class RestoraDocker(DockWidget):
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
         self.stage = W.QLabel()
+        # wrapped, not cut: a speed note or a result's "Faster: ..." runs to two or three lines
+        # at a docked width, and its end (which model, how long) is what the painter needs
+        self.stage.setWordWrap(True)
         self.stage.setSizePolicy(W.QSizePolicy.Policy.Ignored, W.QSizePolicy.Policy.Preferred)
         self.queue = W.QLabel()
         self.queue.setSizePolicy(W.QSizePolicy.Policy.Ignored, W.QSizePolicy.Policy.Preferred)

@@ -68,6 +68,8 @@ def test_a_slow_photo_model_on_a_cpu_names_the_fast_photo_model() -> None:
     assert note.faster_seconds == pytest.approx(20.0)
     assert "about 7 min" in note.message and "about 20 s" in note.message
     assert note.to_dict()["faster_model"] == "ClearReality4x"
+    # the editors' progress line: the fast model and both times, in under 70 characters here
+    assert note.brief == "Faster: ClearReality4x, about 20 s here against about 7 min."
 
 
 def test_a_short_wait_a_gpu_or_no_faster_model_says_nothing() -> None:

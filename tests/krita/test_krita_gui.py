@@ -172,6 +172,19 @@ def test_the_docker_fits_a_laptop_screen(gui: dict[str, Any]) -> None:
         assert (shots / name).stat().st_size > 10_000, name  # a real picture, not a blank
 
 
+def test_a_long_result_note_wraps_in_the_docker(gui: dict[str, Any]) -> None:
+    """The speed note's "Faster: <model> ... choose it in the model list." is read to its end:
+    at the docked width of a laptop screen the stage line wraps, is given the height all its
+    lines need, and the controls below it still fit."""
+    r = gui["long_note"]
+    assert "choose it in the model list." in r["text"]
+    assert r["needed"] <= r["height"], r  # no line is cut off at the bottom
+    assert r["height"] >= 2 * r["line"], r  # wider than the docker: wrapped, not cut
+    layout = r["layout"]
+    assert layout["hidden"] == [] and layout["off_screen"] == [] and layout["clipped"] == []
+    assert (Path(gui["_shots"]) / "krita-docker-note.png").stat().st_size > 10_000
+
+
 def test_the_reference_lists_follow_the_active_documents_layers(gui: dict[str, Any]) -> None:
     """Edit by instruction in the docker of the real Krita: the first reference list offers
     the active document's other paint layers and lists a new one at the next tick, and the

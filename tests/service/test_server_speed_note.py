@@ -57,10 +57,11 @@ def test_an_automatic_upscale_that_would_take_long_names_the_fast_model(
     assert "realesr-general-x4v3" in note["message"]
     # said before the upscale's first tile: a progress event of the running job carries it
     running = [e for e in events if e["job"] == auto_id and e["state"] == "running"]
-    noted = [k for k, e in enumerate(running) if e["note"] == note["message"]]
+    assert note["brief"].startswith("Faster: realesr-general-x4v3, about ")
+    noted = [k for k, e in enumerate(running) if e["note"] == note["brief"]]
     assert noted and any(e["stage"] == "upscaling" for e in running[noted[0]:]), running
     assert not any(e["stage"] == "upscaling" for e in running[: noted[0]])
-    assert auto["note"] == note["message"]
+    assert auto["note"] == note["brief"]
     assert named["state"] == "finished"
     assert "speed_note" not in named["result"]["details"] and named["note"] == ""
 
@@ -96,5 +97,5 @@ def test_the_editors_recommended_model_gets_the_note_while_it_runs_and_after(
     noted = [stage for _, stage in rec.progress if "realesr-general-x4v3" in stage]
     assert noted, rec.progress
     line = progress_line(noted[-1], None)
-    assert line.startswith(noted[-1].split("\n")[0] + " · ") and "would take about" in line
+    assert line.startswith(noted[-1].split("\n")[0] + " · ") and "here against about" in line
     assert any(n.startswith("Faster: realesr-general-x4v3") for n in result_notes(result.details))
