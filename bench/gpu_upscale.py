@@ -291,9 +291,14 @@ def bench_network(key: str, args: argparse.Namespace, models_root: Path, rate: f
     img = photo(args.size)
     mp = args.size * args.size / 1e6
     auto = model.auto_tile(free_memory(device))
+    # what the automatic tile is sized by: compare it with the measured peak below (an
+    # estimate far under it means out-of-memory retries on smaller GPUs)
+    side_run = min(auto, args.size + 2 * upscale.BORDER)
+    estimate_mb = side_run * side_run * model.bytes_per_input_pixel() / 1e6
     print(
         f"\n{key} ({entry.architecture}, {path.name}): {model.precision_label} "
-        f"({model.precision_reason}); automatic tile {auto} (at most)",
+        f"({model.precision_reason}); automatic tile {auto} (at most); Restora's memory "
+        f"estimate for a {side_run} px tile {estimate_mb:.0f} MB",
         flush=True,
     )
     side = 64  # a multiple of every window here (8, 16)
@@ -338,7 +343,15 @@ def bench_network(key: str, args: argparse.Namespace, models_root: Path, rate: f
         return upscale.run(img, model, upscale.UpscaleParams())
 
     s, out, peak = timed(run, device, args.runs)
-    rows.append(row("Restora, automatic", s, out, peak, model.precision_label))
+    rows.append(
+        row(
+            "Restora, automatic",
+            s,
+            out,
+            peak,
+            f"{model.precision_label}; estimate {estimate_mb:.0f} MB",
+        )
+    )
     if NETWORKS[key][2]:
         model.channels_last = True
         s, out, peak = timed(run, device, args.runs)
@@ -419,6 +432,7 @@ def main() -> int:
         print(
             f"{r.model:8} {r.config.ljust(width)}  {r.seconds:7.3f}  {r.mp_per_s:6.3f}  "
             f"{r.speedup:7.2f}x  {r.peak_mb:7.0f}  {r.of_peak:7.0%}  {r.psnr_db:6.1f}"
+            + (f"  ({r.note})" if r.note else "")
         )
     return 0
 
