@@ -2,8 +2,8 @@
 # Every GPU check and benchmark in one run, for a lent GPU machine:
 #   bash bench/device_wheels.sh            # here, before: the wheels that machine lacks
 #   bash bench/device_check.sh [WHEELS]    # there; figures go to $OUT (or /tmp/restora-gpu)
-# RESTORA_GPU_SIZE (default 2048) and RESTORA_GPU_RUNS (default 3) size the benchmark; about
-# 4-6 minutes on one H200-class GPU at the defaults, most of it HAT.
+# RESTORA_GPU_SIZE (default 2048) and RESTORA_GPU_RUNS (default 3) size the benchmark. Not yet
+# run on a GPU: the limits below keep both steps within one 10-minute call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wheels="${1:-.device-wheels}"
@@ -26,6 +26,19 @@ fi
   "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
     'cudnn', torch.backends.cudnn.version())"
 } 2>&1 | tee "$out/machine.txt"
-# shellcheck disable=SC2086  # RESTORA_GPU_ARGS: further options, word-split on purpose
-"$py" bench/gpu_upscale.py --size "${RESTORA_GPU_SIZE:-2048}" --runs "${RESTORA_GPU_RUNS:-3}" \
-  ${RESTORA_GPU_ARGS:-} --out "$out/gpu_upscale.json" 2>&1 | tee "$out/gpu_upscale.txt"
+# 1. every task's GPU path (bench/gpu_checks.py), 2. the upscale benchmark; each stops at its
+# time limit (seconds) with what it found so far already written.  RESTORA_GPU_STEPS picks.
+steps="${RESTORA_GPU_STEPS:-checks bench}"
+status=0
+if [[ " $steps " == *" checks "* ]]; then
+  # shellcheck disable=SC2086  # RESTORA_GPU_CHECK_ARGS: further options, split on purpose
+  timeout "${RESTORA_GPU_CHECKS_LIMIT:-240}" "$py" bench/gpu_checks.py ${RESTORA_GPU_CHECK_ARGS:-} \
+    --out "$out/gpu_checks.json" 2>&1 | tee "$out/gpu_checks.txt" || status=1
+fi
+if [[ " $steps " == *" bench "* ]]; then
+  # shellcheck disable=SC2086  # RESTORA_GPU_ARGS: further options, split on purpose
+  timeout "${RESTORA_GPU_BENCH_LIMIT:-330}" "$py" bench/gpu_upscale.py \
+    --size "${RESTORA_GPU_SIZE:-2048}" --runs "${RESTORA_GPU_RUNS:-3}" ${RESTORA_GPU_ARGS:-} \
+    --out "$out/gpu_upscale.json" 2>&1 | tee "$out/gpu_upscale.txt" || status=1
+fi
+exit "$status"

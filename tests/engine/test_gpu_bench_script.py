@@ -44,3 +44,25 @@ def test_gpu_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
         assert r["seconds"] > 0 and r["mp_per_s"] > 0
     # compact's real size: 32 convolutions of 64 channels, about 2.4 MFLOP per input pixel
     assert "2.4 MFLOP per input pixel" in done.stdout
+
+
+def test_gpu_checks_run_each_command_on_both_devices_and_compare(tmp_path: Path) -> None:
+    """bench/gpu_checks.py on a CPU against a CPU: the models are built in the users' folders,
+    `restora <task> ... -d <device>` runs twice in one process, and the two images agree."""
+    out = tmp_path / "checks.json"
+    args = ["--device", "cpu", "--reference", "cpu", "--only", "upscale compact,denoise dncnn"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_checks.py"), *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RESTORA_HOME": str(tmp_path / "home")},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {r["check"]: r for r in json.loads(out.read_text())["checks"]}
+    assert set(rows) == {"upscale compact", "denoise dncnn"}
+    for r in rows.values():
+        assert r["ok"] and r["reference_ok"], r
+        assert r["psnr_db"] == 999.0, r  # the same command on the same device: the same image
+        assert " on cpu, " in r["said"], r  # the configuration line the command printed
+    assert "0 of 2 checks failed on cpu" in done.stdout
