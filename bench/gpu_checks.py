@@ -11,8 +11,8 @@ their real sizes, colorization and inpainting, SD 1.5 img2img and its tiled upsc
 SD 2.1, and Qwen-Image-Edit. Per check: whether the command succeeded on each device, its
 seconds (the command's own call, in this process, after the libraries are loaded), the
 configuration it printed, and the PSNR between the two devices' images (fp16 on the GPU
-against the CPU's choice; the samplers' noise is drawn on the CPU from the seed, so the
-diffusion results are comparable too). A failing check prints the end of what the command said
+against the CPU's choice; the diffusion tasks draw their noise on the CPU from the seed, so
+their results are comparable too). A failing check prints the end of what the command said
 and the run goes on; the exit status is the number of checks that failed on the device.
 
 `--device cpu --reference cpu --only upscale` runs it on a CPU, to check the script.
