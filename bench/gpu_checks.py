@@ -221,6 +221,11 @@ def main() -> int:
         help="groups (upscale,denoise,faces,old-photo,diffusion,edit) or "
         "checks ('upscale compact')",
     )
+    parser.add_argument(
+        "--precision",
+        help="asked of the --device runs (-p), e.g. fp16 on a CPU: the GPU's "
+        "half-precision code paths without a GPU",
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
 
@@ -268,6 +273,8 @@ def main() -> int:
                     device,
                     *[a.replace("{mask}", str(files["mask"])) for a in check.command[1:]],
                 ]
+                if args.precision and not results:  # the device's run, not the reference's
+                    argv += ["-p", args.precision]
                 results[device if not results else "reference"] = run_cli(argv, out)
             mine = results[args.device]
             ref = results.get("reference")
