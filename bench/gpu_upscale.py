@@ -192,6 +192,20 @@ def timed(fn: Callable[[], np.ndarray], device: Any, runs: int) -> tuple[float, 
     return statistics.median(times), out, mem["peak_mb"]
 
 
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """fp32 that is fp32: CUDA runs fp32 convolutions in TF32 (a 10-bit mantissa) by
+    default, which would make the reference itself a reduced precision."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     diff = a.astype(np.float64) - b.astype(np.float64)
     mse = float(np.mean(diff * diff))
@@ -312,7 +326,8 @@ def bench_network(key: str, args: argparse.Namespace, models_root: Path, rate: f
     reference, ref_name = base_out, "chaiNNer-style"
     if args.reference:
         fp32 = load_model(entry, args.device, "fp32", notify=lambda _m: None)
-        reference = upscale.run(img, fp32, upscale.UpscaleParams())
+        with full_fp32():
+            reference = upscale.run(img, fp32, upscale.UpscaleParams())
         ref_name = "fp32"
         fp32.descriptor.to("cpu")  # its GPU memory back before the timed rows
         if device.type == "cuda":
