@@ -66,3 +66,25 @@ def test_gpu_checks_run_each_command_on_both_devices_and_compare(tmp_path: Path)
         assert r["psnr_db"] == 999.0, r  # the same command on the same device: the same image
         assert " on cpu, " in r["said"], r  # the configuration line the command printed
     assert "0 of 2 checks failed on cpu" in done.stdout
+
+
+def test_gpu_diffusion_benchmark_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
+    """bench/gpu_diffusion.py with the tests' tiny SD 1.5 on a CPU: Restora's refine and
+    diffusers' own img2img on the same diffusers folder, then tiled refine, each timed."""
+    out = tmp_path / "diffusion.json"
+    args = ["--device", "cpu", "--tiny", "--size", "64", "--tiled", "64", "--steps", "2"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_diffusion.py"), *args, "--runs", "1",
+         "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RESTORA_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"Restora refine", "diffusers img2img", "Restora tiled refine x2"}
+    for what in ("Restora refine", "diffusers img2img"):
+        # two sampler steps: one gap between them, timed
+        assert 0 < rows[what]["step_seconds"] < rows[what]["seconds"], rows[what]
+    assert rows["Restora tiled refine x2"]["seconds"] > 0
