@@ -185,6 +185,22 @@ def cpu_model() -> str:
     return platform.machine()
 
 
+#: CPU flags (Linux's names) of instructions that compute in bf16 rather than emulate it
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_bf16_instructions() -> set[str]:
+    """Which of BF16_FLAGS this CPU has (none where /proc/cpuinfo cannot tell: fp32 there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split()) & BF16_FLAGS
+    except OSError:
+        pass
+    return set()
+
+
 #: CPU configurations tried, as (name, dtype, channels_last); the first is the baseline.
 CPU_CANDIDATES = (("fp32", "fp32", False), ("fp32+nhwc", "fp32", True), ("bf16+nhwc", "bf16", True))
 

@@ -120,21 +120,12 @@ def run_dtype(device: torch.device, precision: str) -> tuple[torch.dtype, str]:
         return torch.float16, "cuda: no bf16 on this GPU"
     if device.type == "mps":
         return torch.float16, "mps"
-    flags = _cpu_flags()
-    if flags & {"amx_bf16", "avx512_bf16"}:
-        return torch.bfloat16, f"cpu with {', '.join(sorted(flags & {'amx_bf16', 'avx512_bf16'}))}"
+    from backend.devices import cpu_bf16_instructions
+
+    flags = cpu_bf16_instructions()
+    if flags:
+        return torch.bfloat16, f"cpu with {', '.join(sorted(flags))}"
     return torch.float32, "cpu without bf16 instructions"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def load(entry: Any, device: str, precision: str) -> HypirModel:

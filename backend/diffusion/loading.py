@@ -161,11 +161,17 @@ def apply_tier(pipe: Any, tier: str, device: torch.device) -> None:
 
 
 def run_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """fp16 on CUDA and MPS, fp32 on a CPU (half precision is emulated there: slower)."""
+    """fp16 on CUDA and MPS; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16 or
+    AMX: measured on a Zen 4 with SD 1.5 at 512 px, a UNet step 8.6 -> 4.3 s, a VAE decode
+    15.0 -> 3.9 s), else fp32 (half precision is emulated there: slower)."""
     named = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     if precision in named:
         return named[precision]
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    from backend.devices import cpu_bf16_instructions
+
+    return torch.bfloat16 if cpu_bf16_instructions() else torch.float32
 
 
 def load(entry: Any, device: torch.device, dtype: torch.dtype) -> DiffusionModel:

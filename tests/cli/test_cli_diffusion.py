@@ -45,6 +45,11 @@ def test_refine_writes_the_result_and_prints_the_seed_and_how_far_it_moved(
     result = restora(*args)
     assert result.returncode == 0, result.stderr
     assert "seed 11" in result.stderr and "PSNR" in result.stderr and "SSIM" in result.stderr
+    from backend.devices import cpu_bf16_instructions
+
+    # auto on a CPU: bf16 where it has bf16 instructions, else fp32
+    expected = "bf16" if cpu_bf16_instructions() else "fp32"
+    assert f"(SD1.5) on cpu, {expected}" in result.stderr, result.stderr
     refined = np.asarray(Image.open(out))
     assert refined.shape == (48, 64, 3) and np.any(refined != np.asarray(Image.open(photo)))
 
