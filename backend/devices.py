@@ -10,6 +10,7 @@ so a burst of load elsewhere skews every candidate alike instead of condemning o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -189,16 +190,17 @@ def cpu_model() -> str:
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
-def cpu_bf16_instructions() -> set[str]:
+@functools.cache  # read once: every diffusion and HYPIR load asks
+def cpu_bf16_instructions() -> frozenset[str]:
     """Which of BF16_FLAGS this CPU has (none where /proc/cpuinfo cannot tell: fp32 there)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split()) & BF16_FLAGS
+                    return frozenset(line.split(":", 1)[1].split()) & BF16_FLAGS
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 #: CPU configurations tried, as (name, dtype, channels_last); the first is the baseline.

@@ -38,6 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.gpu_common import psnr  # noqa: E402
+
 
 @dataclass
 class Check:
@@ -203,12 +205,11 @@ def run_cli(argv: list[str], out: Path) -> Outcome:
     return Outcome(True, seconds, said, cv2.imread(str(out), cv2.IMREAD_UNCHANGED))
 
 
-def psnr(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+def agreement(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    """PSNR of the two devices' images; None where either has none or they differ in size."""
     if a is None or b is None or a.shape != b.shape:
         return None
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = float(np.mean(diff * diff))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr(a, b)
 
 
 def main() -> int:
@@ -278,7 +279,7 @@ def main() -> int:
                 results[device if not results else "reference"] = run_cli(argv, out)
             mine = results[args.device]
             ref = results.get("reference")
-            agree = psnr(mine.image, ref.image) if ref is not None else None
+            agree = agreement(mine.image, ref.image) if ref is not None else None
             failed += not mine.ok
             shown = "inf" if agree == math.inf else f"{agree:.1f} dB" if agree else "-"
             print(

@@ -38,6 +38,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.gpu_common import peak_mb, reset_peak, synchronize  # noqa: E402
+from bench.gpu_common import sample_photo as photo  # noqa: E402
+
 CONFIGS = REPO / "backend" / "diffusion" / "configs"
 
 
@@ -76,38 +79,6 @@ def real_sd15(root: Path, device: Any) -> Path:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return path
-
-
-def photo(side: int) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(REPO / "docs" / "sample.png"), cv2.IMREAD_COLOR)
-    img = cv2.resize(img, (side, side), interpolation=cv2.INTER_CUBIC)
-    return np.ascontiguousarray(img[:, :, ::-1])
-
-
-def synchronize(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_mb(device: Any) -> float:
-    import torch
-
-    if device.type != "cuda":
-        return 0.0
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 1e6
 
 
 def main() -> int:
@@ -154,8 +125,8 @@ def main() -> int:
         entry = registry.find(folder.name)
         cache = ModelCache(device=args.device, precision="auto", max_models=None)
         cache.get(entry)
-        common = {"seed": 1, "face_protection": "off", "steps": args.steps}
-        common["strength"] = args.strength
+        common = {"seed": 1, "face_protection": "off", "steps": args.steps,
+                  "strength": args.strength}  # fmt: skip
 
         def restora(spec: Any, params: dict[str, Any], image: np.ndarray) -> tuple[float, float]:
             """Seconds of the whole task and the median seconds between sampler steps."""
@@ -214,42 +185,33 @@ def main() -> int:
 
         from backend.tasks.refine import native_shape
 
+        # the photo at refine's working size is what the baseline is given (a square photo,
+        # so a square working size)
         model = cache.get(entry)
-        for side in (args.size,):
-            image = photo(side)
-            nh, nw = native_shape(side, side, model.native_size, model.vae_factor)
-            working = photo(nh) if nh == nw else image  # the baseline's input: refine's size
-            figures: dict[str, list[tuple[float, float]]] = {"restora": [], "diffusers": []}
-            peaks: dict[str, float] = {}
-            for which, fn in (
-                ("restora", lambda img=image: restora(refine.SPEC, {}, img)),
-                ("diffusers", lambda img=working: diffusers_run(img)),
-            ):
-                fn()  # warm-up: kernel choice, allocation
-                reset_peak(device)
-                for _ in range(args.runs):
-                    figures[which].append(fn())
-                peaks[which] = peak_mb(device)
-            for which in ("restora", "diffusers"):
-                total = statistics.median(t for t, _ in figures[which])
-                step = statistics.median(s for _, s in figures[which])
-                label = "Restora refine" if which == "restora" else "diffusers img2img"
-                print(
-                    f"  {side}x{side} (worked at {nh}x{nw}), {args.steps} steps: {label}: "
-                    f"{total:.3f} s, {step * 1e3:.1f} ms per step, peak {peaks[which]:.0f} MB",
-                    flush=True,
-                )
-                found["rows"].append(
-                    {
-                        "size": side,
-                        "what": label,
-                        "seconds": total,
-                        "step_seconds": step,
-                        "peak_mb": peaks[which],
-                    }
-                )
-                if args.out:  # as it goes, so a run cut short still leaves its figures
-                    args.out.write_text(json.dumps(found, indent=1))
+        side = args.size
+        image = photo(side)
+        nh, nw = native_shape(side, side, model.native_size, model.vae_factor)
+        for label, fn in (
+            ("Restora refine", lambda: restora(refine.SPEC, {}, image)),
+            ("diffusers img2img", lambda: diffusers_run(photo(nh))),
+        ):
+            fn()  # warm-up: kernel choice, allocation
+            reset_peak(device)
+            figures = [fn() for _ in range(args.runs)]
+            peak = peak_mb(device)
+            total = statistics.median(t for t, _ in figures)
+            step = statistics.median(s for _, s in figures)
+            print(
+                f"  {side}x{side} (worked at {nh}x{nw}), {args.steps} steps: {label}: "
+                f"{total:.3f} s, {step * 1e3:.1f} ms per step, peak {peak:.0f} MB",
+                flush=True,
+            )
+            found["rows"].append(
+                {"size": side, "what": label, "seconds": total, "step_seconds": step,
+                 "peak_mb": peak}
+            )  # fmt: skip
+            if args.out:  # as it goes, so a run cut short still leaves its figures
+                args.out.write_text(json.dumps(found, indent=1))
         plain.to("cpu")  # its GPU memory back before the tiled run
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -52,6 +51,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.gpu_common import peak_mb, psnr, reset_peak, synchronize  # noqa: E402
+from bench.gpu_common import sample_photo as photo  # noqa: E402
 
 # --- the networks, at their released sizes ------------------------------------------------------
 
@@ -139,57 +140,21 @@ def save_network(key: str, models_root: Path) -> Path:
     return path
 
 
-def photo(size: int) -> np.ndarray:
-    """A photo-like RGB image: the repository's sample photo, resized (no extra package)."""
-    import cv2
-
-    img = cv2.imread(str(REPO / "docs" / "sample.png"), cv2.IMREAD_COLOR)
-    if img is None:
-        raise SystemExit("docs/sample.png is missing")
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
-    return np.ascontiguousarray(img[:, :, ::-1])
-
-
 # --- measuring ----------------------------------------------------------------------------------
-
-
-def synchronize(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def peak_memory(device: Any, into: dict[str, float]) -> Iterator[None]:
-    """The peak of what PyTorch allocated on the GPU while the block ran, MB (0 on a CPU)."""
-    import torch
-
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    yield
-    if device.type == "cuda":
-        synchronize(device)
-        into["peak_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
-    else:
-        into["peak_mb"] = 0.0
 
 
 def timed(fn: Callable[[], np.ndarray], device: Any, runs: int) -> tuple[float, np.ndarray, float]:
     """Median seconds of `runs` calls after one warm-up, the last output, and the peak MB."""
-    fn()
-    times, mem = [], {}
-    out = None
-    with peak_memory(device, mem):
-        for _ in range(runs):
-            synchronize(device)
-            start = time.perf_counter()
-            out = fn()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-    assert out is not None
-    return statistics.median(times), out, mem["peak_mb"]
+    out = fn()
+    reset_peak(device)
+    times = []
+    for _ in range(runs):
+        synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out, peak_mb(device)
 
 
 @contextlib.contextmanager
@@ -204,12 +169,6 @@ def full_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = float(np.mean(diff * diff))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def matmul_rate(device: Any, dtype: Any, side: int = 8192, runs: int = 10) -> float:
