@@ -1,6 +1,6 @@
-"""A virtual X display (Xvfb) for the tests that run a whole editor: Krita on the host, GIMP 3
-in its Debian 13 root (a chroot shares the host's network namespace, so it reaches the
-server's abstract socket).
+"""A virtual X display (Xvfb) for the tests that run a whole editor (Krita's GUI test; the GIMP
+tests still start theirs in tests/gimp/harness.py, and could share this one: a chroot shares
+the host's network namespace, so GIMP in its root reaches the server's abstract socket).
 
 Xvfb picks its own free display number (-displayfd), so runs beside other X users never race
 for one, and the display is opened from here before it is handed out: a display number that
@@ -34,6 +34,7 @@ class Display:
         self.name = name
         self.server = server
         self._log = log
+        self.opened = False  # an X client has connected to it
 
     def alive(self) -> bool:
         return self.server.poll() is None
@@ -68,7 +69,7 @@ def can_open(name: str) -> bool:
     return True
 
 
-def _start(xvfb: str, size: tuple[int, int], log_path: str) -> Display | None:
+def _start(xvfb: str, size: tuple[int, int], log_path: str) -> Display:
     read_end, write_end = os.pipe()
     with open(log_path, "wb") as log:
         server = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0",
@@ -85,10 +86,11 @@ def _start(xvfb: str, size: tuple[int, int], log_path: str) -> Display | None:
         deadline = time.monotonic() + 10
         while display.alive() and time.monotonic() < deadline:
             if can_open(display.name):
+                display.opened = True
                 return display
             time.sleep(0.1)
     stop(display)
-    return None
+    return display
 
 
 def stop(display: Display) -> None:
@@ -110,11 +112,11 @@ def virtual_display(size: tuple[int, int]) -> Iterator[Display]:
     for attempt in range(ATTEMPTS):
         log_path = os.path.join(logs, f"xvfb-{attempt}.log")
         display = _start(xvfb, size, log_path)
-        if display is not None:
+        if display.opened:
             break
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            failures.append(f.read()[-1500:])
+        failures.append(display.messages())
     else:
+        shutil.rmtree(logs, ignore_errors=True)
         pytest.fail(f"Xvfb did not give a display that could be opened ({ATTEMPTS} tries); it "
                     "said:\n" + "\n---\n".join(failures), pytrace=False)
     try:
