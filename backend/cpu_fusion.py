@@ -105,7 +105,9 @@ class _OneDNNCall(nn.Module):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
-        self.broken = False
+        #: dtypes whose fused kernel failed here (a CPU without bf16 kernels, say): those run
+        #: the original layers from then on; the others stay fused
+        self.broken: set[torch.dtype] = set()
         self._pack_key: Any = None
         self._pack: torch.Tensor | None = None
         self.geometry = (
@@ -128,7 +130,7 @@ class _OneDNNCall(nn.Module):
 
     def _input(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
         """`x` in the weight's dtype where the fused kernel applies to it, else None."""
-        if self.broken or not _enabled() or x.device.type != "cpu" or x.ndim != 4:
+        if not _enabled() or x.device.type != "cpu" or x.ndim != 4 or weight.dtype in self.broken:
             return None
         if weight.dtype not in (torch.float32, torch.bfloat16) or torch.is_grad_enabled():
             return None
@@ -140,12 +142,12 @@ class _OneDNNCall(nn.Module):
             return x.to(weight.dtype)
         return x if x.dtype == weight.dtype else None
 
-    def _failed(self, exc: RuntimeError) -> None:
+    def _failed(self, exc: RuntimeError, dtype: torch.dtype) -> None:
         from backend.inference import is_out_of_memory
 
         if is_out_of_memory(exc):
             raise exc
-        self.broken = True  # this CPU or build lacks the kernel: the original layers from now
+        self.broken.add(dtype)  # this CPU or build lacks the kernel for it
 
 
 class FusedConv2d(_OneDNNCall):
@@ -167,7 +169,7 @@ class FusedConv2d(_OneDNNCall):
                     self.attr, self.scalars, self.algorithm,
                 )  # fmt: skip
             except RuntimeError as exc:
-                self._failed(exc)
+                self._failed(exc, xin.dtype)
         return self.act(self.conv(x))
 
 
@@ -192,7 +194,7 @@ class FusedConvPReLU(_OneDNNCall):
                 )
                 return nn.functional.prelu(y, self.act.weight.to(xin.dtype))
             except RuntimeError as exc:
-                self._failed(exc)
+                self._failed(exc, xin.dtype)
         return self.act(self.conv(x))
 
 
@@ -226,7 +228,7 @@ class ScaledResidualConv2d(_OneDNNCall):
                     b, *self.geometry, "add", None, None, [], "",
                 )  # fmt: skip
             except RuntimeError as exc:
-                self._failed(exc)
+                self._failed(exc, xin.dtype)
         y = self.conv(x)
         if self.scale != 1.0:
             y = y * self.scale

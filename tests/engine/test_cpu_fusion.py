@@ -136,6 +136,41 @@ def test_a_fused_call_that_fails_falls_back_to_the_layers(
     assert any(f.broken for f in layers if isinstance(f, cpu_fusion.ScaledResidualConv2d))
 
 
+def test_a_kernel_missing_for_bf16_leaves_fp32_fused(
+    models_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU without oneDNN's bf16 kernels (AVX2 only): the first load on the machine tries
+    bf16 while it measures, and the failure must not turn fusion off for the fp32 it then
+    runs, or that load's results would differ from every later load's (they did, by one
+    16-bit level, between the server's model and a fresh load)."""
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))  # no measurement cached yet
+    real = torch.ops.mkldnn._convolution_pointwise
+
+    class NoBf16Kernel:
+        def __call__(self, x: torch.Tensor, *args: object) -> torch.Tensor:
+            if x.dtype == torch.bfloat16:
+                raise RuntimeError("could not create a primitive descriptor")
+            return real(x, *args)
+
+        def binary(self, x: torch.Tensor, *args: object) -> torch.Tensor:
+            if x.dtype == torch.bfloat16:
+                raise RuntimeError("could not create a primitive descriptor")
+            return real.binary(x, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", NoBf16Kernel())
+    save_tiny("esrgan", models_root)
+    entry = Registry([models_root]).find("tiny-esrgan")
+    img = (np.random.default_rng(4).random((20, 24, 3)) * 255).astype(np.uint8)
+    first = load_model(entry, "cpu")  # measures, bf16 included
+    assert "measured" in first.precision_reason and first.descriptor.dtype == torch.float32
+    layers = fused_layers(first.descriptor.model)
+    assert any(torch.bfloat16 in f.broken for f in layers)
+    assert not any(torch.float32 in f.broken for f in layers)
+    later = load_model(entry, "cpu")  # the measurement cached
+    params = upscale.UpscaleParams(tile=0)
+    np.testing.assert_array_equal(upscale.run(img, first, params), upscale.run(img, later, params))
+
+
 def test_out_of_memory_in_a_fused_call_is_not_hidden(
     models_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
