@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from backend import executor, masking
+from backend.allocator import release_free_memory
 from backend.errors import (
     CancelledError,
     InvalidParameterError,
@@ -514,6 +515,9 @@ class JobManager:
             with self._lock:
                 self._running = None
                 self._sweep()
+                idle = not self._queue
+            if idle:  # the heap kept the job's freed layers for its next tile; idle, the
+                release_free_memory()  # process holds what it uses (backend/allocator.py)
 
     def _start_device(self) -> None:
         from backend.devices import resolve_device

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+from backend.allocator import release_free_memory
 from backend.errors import OutOfMemoryError
 
 log = logging.getLogger("restora.models")
@@ -92,6 +93,7 @@ def release_memory(device: Any) -> None:
     """Collect what was dropped, then hand the allocator's cached blocks back to the driver
     (without it, freed CUDA or MPS memory stays reserved by this process)."""
     gc.collect()
+    release_free_memory()
     kind = getattr(device, "type", str(device).split(":")[0])
     if kind in ("cuda", "mps"):
         import torch
