@@ -16,6 +16,7 @@ import torch
 from ai_edge_litert.interpreter import Interpreter
 
 from backend.errors import ModelFormatError, UnsupportedOperatorError
+from backend.faces import tflite
 from backend.faces.detect import FACE_MESH, FULL_RANGE, SHORT_RANGE, model_file
 from backend.faces.tflite import (
     _ConvNode,
@@ -107,6 +108,36 @@ def test_fused_cpu_path_matches_the_unfused_one(
             assert a.shape == b.shape
             diff = float((a - b).abs().max())
             assert diff <= 2e-4, f"{name} batch {len(x)}: max abs diff {diff}"
+
+
+@pytest.mark.parametrize(("name", "size", "value_range", "crop"), MODELS)
+def test_first_stage_runs_a_few_windows_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, name: str, size: int, value_range, crop
+) -> None:
+    """The fused plan's first stage (every layer that reads its largest maps) runs
+    STAGE_BATCH windows at a time and the rest the whole batch at once: the outputs are those
+    of the whole batch through every layer, an uneven last chunk included."""
+    module = load_tflite(model_file(name, []))
+    plan = module._fused()
+    cut = module._cut
+    assert 0 < cut < len(plan)
+    largest = max(module._shapes[n.output][1] for n in plan if len(module._shapes[n.output]) == 4)
+    assert largest == size // 2  # a stride-2 first layer: the first stage is at half the input
+    # nothing after the cut reads a map of that size; the node before it does
+    sides = [[module._shapes[i][1] for i in n.inputs if i in {m.output for m in plan}]
+             for n in plan]  # fmt: skip
+    assert largest in sides[cut - 1]
+    assert all(largest not in s for s in sides[cut:])
+    x = torch.rand(5, size, size, 3, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        monkeypatch.setattr(tflite, "STAGE_BATCH", 2)
+        chunked = module(x)
+        monkeypatch.setattr(tflite, "STAGE_BATCH", 5)  # not above the batch: no chunks
+        whole = module(x)
+    for a, b in zip(chunked, whole):
+        assert a.shape == b.shape and a.shape[0] == 5
+        # oneDNN picks its kernels by batch size: the port's agreement bound, not bits
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
 
 
 def test_fused_path_stays_off_where_it_does_not_apply() -> None:
