@@ -1,9 +1,11 @@
 """Feature maps in memory that is already mapped: a layer's output costs no page faults.
 
-PyTorch's CPU allocator takes every tensor from the C allocator. glibc maps a request of
-128 KB and up afresh from the kernel and unmaps it on free, so each layer's output, tile
-after tile, is faulted in page by page, and the kernel zeroes each page before the layer may
-write it. Two changes, both made when `backend` is imported, before PyTorch allocates:
+PyTorch's CPU allocator takes every tensor from the C allocator. glibc maps a request above
+its mmap threshold (128 KB at first; it rises on its own to the size of a freed mapping, so
+whether a size is reused depends on what was freed before) afresh from the kernel and unmaps
+it on free, so each layer's output, tile after tile, is faulted in page by page, and the
+kernel zeroes each page before the layer may write it. Two changes, both made when `backend`
+is imported, before PyTorch allocates:
 
 - Huge pages (PyTorch's THP_MEM_ALLOC_ENABLE): a request of 2 MB and up is 2 MB aligned and
   advised for transparent huge pages, so a fresh mapping is faulted 2 MB at a time. One
