@@ -51,10 +51,8 @@ TRIM_THRESHOLD = 64 * 1024 * 1024
 
 
 def use_huge_pages() -> bool:
-    """Set PyTorch's variable unless the user set it or RESTORA_HUGE_PAGES=0, and keep freed
-    blocks in the heap (`keep_heap_blocks`); returns whether the variable is set. Both take
-    effect if PyTorch has not allocated a tensor yet."""
-    keep_heap_blocks()
+    """Set PyTorch's variable unless the user set it or RESTORA_HUGE_PAGES=0; returns whether
+    it is set. It takes effect if PyTorch has not allocated a tensor yet."""
     if os.environ.get("RESTORA_HUGE_PAGES", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     os.environ.setdefault(VARIABLE, "1")

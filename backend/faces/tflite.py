@@ -869,7 +869,7 @@ def _first_stage_end(plan: list[_ConvNode | _StepNode], module: TFLiteModule) ->
     size (a detector's first stage, 96x96 of a 192x192 input), where every value still alive
     is a rank-4 map with the batch first, so the stage's results can be joined batch-wise;
     0 where there is no such place or it is the plan's end."""
-    shapes, consts = module._shapes, module._consts
+    shapes = module._shapes
     produced = {node.output for node in plan}
 
     def pixels(index: int) -> int:
@@ -877,15 +877,15 @@ def _first_stage_end(plan: list[_ConvNode | _StepNode], module: TFLiteModule) ->
         return shape[1] * shape[2] if index in produced and len(shape) == 4 else 0
 
     top = max((pixels(i) for i in produced), default=0)
-    readers = [k for k, n in enumerate(plan) if top and any(pixels(i) == top for i in n.inputs)]
-    cut = readers[-1] + 1 if readers else 0
+    readers = [k for k, n in enumerate(plan) if any(pixels(i) == top for i in n.inputs)]
+    cut = readers[-1] + 1 if top and readers else 0
     if not 0 < cut < len(plan):
         return 0
     alive = set(module.input_ids)
     for node in plan[:cut]:
         alive.add(node.output)
         alive.difference_update(node.release)
-    return cut if all(module._rank[i] == 4 and i not in consts for i in alive) else 0
+    return cut if all(module._rank[i] == 4 for i in alive) else 0
 
 
 def _adds_alike(add: _Step, value: int, module: TFLiteModule) -> bool:

@@ -124,8 +124,8 @@ def test_first_stage_runs_a_few_windows_at_a_time(
     largest = max(module._shapes[n.output][1] for n in plan if len(module._shapes[n.output]) == 4)
     assert largest == size // 2  # a stride-2 first layer: the first stage is at half the input
     # nothing after the cut reads a map of that size; the node before it does
-    sides = [[module._shapes[i][1] for i in n.inputs if i in {m.output for m in plan}]
-             for n in plan]  # fmt: skip
+    produced = {n.output for n in plan}
+    sides = [[module._shapes[i][1] for i in n.inputs if i in produced] for n in plan]
     assert largest in sides[cut - 1]
     assert all(largest not in s for s in sides[cut:])
     x = torch.rand(5, size, size, 3, generator=torch.Generator().manual_seed(5))
