@@ -205,6 +205,8 @@ class ScaledResidualConv2d(_OneDNNCall):
     def __init__(self, conv: nn.Conv2d, scale: float) -> None:
         super().__init__(conv)
         self.scale = scale
+        self._bias_key: Any = None
+        self._scaled_bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         xin = self._input(x, self.conv.weight)
@@ -214,9 +216,7 @@ class ScaledResidualConv2d(_OneDNNCall):
             else:
                 xin = None  # PyTorch's own dtype promotion, on the layers
         if xin is not None:
-            b = self.conv.bias
-            if b is not None and self.scale != 1.0:
-                b = (b.detach().float() * self.scale).to(b.dtype)
+            b = self._bias()
             try:
                 if residual is None:
                     return torch.ops.mkldnn._convolution_pointwise(
@@ -233,6 +233,18 @@ class ScaledResidualConv2d(_OneDNNCall):
         if self.scale != 1.0:
             y = y * self.scale
         return y if residual is None else y + residual
+
+    def _bias(self) -> torch.Tensor | None:
+        """The bias times `scale`, made once per bias tensor, version and dtype (it was made
+        anew at each of RRDBNet's 69 calls per tile)."""
+        b = self.conv.bias
+        if b is None or self.scale == 1.0:
+            return b
+        key = (b.data_ptr(), b._version, b.dtype)
+        if self._bias_key != key:
+            self._scaled_bias = (b.detach().float() * self.scale).to(b.dtype)
+            self._bias_key = key
+        return self._scaled_bias
 
     def extra_repr(self) -> str:
         return f"{self.scale:g} * conv(x) + residual"
