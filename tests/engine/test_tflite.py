@@ -191,6 +191,22 @@ def test_stride_2_layers_take_no_padded_copy(name: str) -> None:
     assert all(node.pad == () for node in convs)
 
 
+@pytest.mark.parametrize("name", [SHORT_RANGE, FULL_RANGE, FACE_MESH])
+def test_zero_channel_pads_fold_into_the_shortcut_add(name: str) -> None:
+    """Each of these models widens a block's shortcut with a PAD of zero channels before its
+    ADD: the fused plan runs no PAD, the convolution before the ADD adds the narrower value
+    to its first channels instead (agreement with the unfused path, at batch 1 and 16 so
+    both the matrix-product and the oneDNN branch run: above)."""
+    module = load_tflite(model_file(name, []))
+    pads = [s for s in module.steps if s.op == "PAD"]
+    assert pads
+    plan = module._fused()
+    assert not [node for node in plan if node.op == "PAD"]
+    widened = [node for node in plan if isinstance(node, _ConvNode) and node.narrow]
+    assert len(widened) == len(pads)
+    assert all(0 < node.narrow < node.weight.shape[0] for node in widened)
+
+
 def _tf_resize(x: np.ndarray, out: int, align_corners: bool, half_pixel: bool) -> np.ndarray:
     """TFLite's reference bilinear resize of one (H, W) plane, written from its definition."""
     size = x.shape[0]
