@@ -184,12 +184,15 @@ def window_offsets(length: int, window: int, stride: float) -> list[int]:
 
 
 def batches(total: int, most: int = WINDOW_BATCH) -> list[tuple[int, int]]:
-    """(start, count) chunks of `total` items, each count a power of two up to `most`."""
-    out, start = [], 0
-    while start < total:
-        count = min(most, 1 << ((total - start).bit_length() - 1))
-        out.append((start, count))
-        start += count
+    """(start, count) chunks of `total` items: `most` each, a remainder of at most half of
+    that joining the last chunk. Per window a model call costs less the larger the batch
+    (full-range, 2 threads, EPYC Zen 4: 10.2 ms alone, 6.5 in 2, 4.8 in 8, 4.5 in 10), so the
+    10 windows of a 512 px photo run as one call, not 8 + 2 (1.17-1.19x faster detection in
+    alternating runs)."""
+    out = [(start, min(most, total - start)) for start in range(0, total, most)]
+    if len(out) > 1 and out[-1][1] <= most // 2:
+        start, count = out[-2]
+        out[-2:] = [(start, count + out[-1][1])]
     return out
 
 

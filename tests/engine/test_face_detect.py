@@ -154,13 +154,18 @@ def test_pyramid_windows_cover_the_image() -> None:
         assert all(0 < b - a <= 140 for a, b in itertools.pairwise(starts))
 
 
-def test_batches_are_powers_of_two_covering_everything() -> None:
-    for total in (0, 1, 5, 13, 16, 37):
+def test_batches_cover_everything_without_a_small_last_call() -> None:
+    for total in (0, 1, 5, 13, 16, 20, 24, 25, 37):
         chunks = batches(total, 16)
         assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(chunks))
         assert not chunks or chunks[0][0] == 0
         assert sum(n for _, n in chunks) == total
-        assert all(n & (n - 1) == 0 and n <= 16 for _, n in chunks)
+        assert all(n == 16 for _, n in chunks[:-1])
+        if len(chunks) > 1:  # a small remainder rides with the last full chunk
+            assert 8 < chunks[-1][1] <= 24
+    assert batches(10, 8) == [(0, 10)]
+    assert batches(35, 8) == [(0, 8), (8, 8), (16, 8), (24, 11)]
+    assert batches(13, 8) == [(0, 8), (8, 5)]
 
 
 def test_a_users_copy_of_a_model_comes_first(tmp_path: Path) -> None:
