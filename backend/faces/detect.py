@@ -49,8 +49,9 @@ NMS_IOU = 0.3
 MESH_ROI_SCALE = 1.5
 #: a face whose box has less than this fraction inside the image is skipped
 MIN_INSIDE = 0.5
-#: most windows or faces per model call; calls use powers of two up to it, so the CPU backend
-#: prepares its kernels for a few batch sizes only, once
+#: windows or faces per model call (see batches: the last call may take up to half again);
+#: the CPU backend prepares its kernels once per batch size it meets (20-40 ms each for the
+#: full-range model), and the chunking keeps those sizes few
 WINDOW_BATCH = 16
 #: the same on the CPU, where a call of 8 keeps each layer's values closer to the cache: two
 #: calls of 8 windows took 42 ms against 44 ms for one of 16 (full-range, 2 threads, EPYC Zen 4)
