@@ -9,7 +9,7 @@ and with Google's interpreter (ai-edge-litert, XNNPACK, the same number of threa
 the files themselves, the baseline, measured in the same run. Images: scikit-image's astronaut
 at 512 and enlarged to 1024, then pasted at half size into larger noisy canvases (3:2) where
 the pyramid's windows must find her. A second table times each model alone. Figures are
-medians.
+medians of runs that alternate between the two.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.timing import median_seconds  # noqa: E402
+from bench.timing import interleaved_medians  # noqa: E402
 
 
 def photo(side: int) -> np.ndarray:
@@ -99,8 +99,9 @@ def main() -> int:
         img = photo(width)
         mp = img.shape[0] * img.shape[1] / 1e6
         found = [len(d.detect(img)) for d in (ours, google)]
-        t_ours = median_seconds(lambda img=img: ours.detect(img), args.runs)
-        t_google = median_seconds(lambda img=img: google.detect(img), args.runs)
+        t_ours, t_google = interleaved_medians(
+            [lambda img=img: ours.detect(img), lambda img=img: google.detect(img)], args.runs
+        )
         rows.append((f"{img.shape[1]}x{img.shape[0]}", mp, found, t_ours, t_google))
         print(f"  {rows[-1][0]}: {t_ours:.3f} s vs {t_google:.3f} s", file=sys.stderr, flush=True)
 
@@ -116,8 +117,10 @@ def main() -> int:
         module, baseline = ours.models[key], google.models[key]
         x = torch.rand(1, *module.input_shapes[0][1:])
         with torch.inference_mode():
-            t_ours = median_seconds(lambda m=module, x=x: m(x.to(ours.device)), args.runs * 5)
-        t_google = median_seconds(lambda b=baseline, x=x: b(x), args.runs * 5)
+            t_ours, t_google = interleaved_medians(
+                [lambda m=module, x=x: m(x.to(ours.device)), lambda b=baseline, x=x: b(x)],
+                args.runs * 5,
+            )
         print(f"{ours.files[key].name:<36} {t_ours * 1e3:10.2f} {t_google * 1e3:10.2f}")
     return 0
 

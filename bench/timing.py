@@ -21,6 +21,23 @@ def median_seconds(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: list[Callable[[], object]], runs: int) -> list[float]:
+    """Median wall time of each function over `runs` rounds, one call of each per round in
+    turn (the order reversed every other round), after one warm-up call of each: a burst of
+    load elsewhere on the machine then slows every function alike instead of whichever
+    happened to be running, which on a shared host decides a comparison."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for k in range(runs):
+        order = list(enumerate(fns))
+        for i, fn in order if k % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 @contextlib.contextmanager
 def quiet_output(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
     """Silence what C code prints on these file descriptors (the ncnn engines' progress
