@@ -302,8 +302,14 @@ def _compact_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     for layer in self.body[:-1]:
         out = layer(out)
     s = self.upscale
+    lead = x
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # the last convolution's add runs in autocast's dtype: cast the 3 channels here, not
+        # the s*s times as many repeated ones there (a 53 MB fp32 copy and a cast of it on a
+        # whole 512 px image)
+        lead = x.to(torch.get_autocast_dtype("cpu"))
     # built in NHWC, so that a channels-last run gets it in its own layout without a copy
-    base = x.permute(0, 2, 3, 1).repeat_interleave(s * s, dim=3).permute(0, 3, 1, 2)
+    base = lead.permute(0, 2, 3, 1).repeat_interleave(s * s, dim=3).permute(0, 3, 1, 2)
     return nn.functional.pixel_shuffle(self.body[-1](out, base), s)
 
 
