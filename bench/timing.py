@@ -12,13 +12,7 @@ from collections.abc import Callable, Iterator
 
 def median_seconds(fn: Callable[[], object], runs: int) -> float:
     """Median wall time of `runs` calls, after one warm-up call (kernel selection, allocation)."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_medians([fn], runs)[0]
 
 
 def interleaved_medians(fns: list[Callable[[], object]], runs: int) -> list[float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -941,7 +942,11 @@ def _adds_alike(add: _Step, value: int, module: TFLiteModule) -> bool:
 
 
 def _widened_add(
-    add: _Step, value: int, module: TFLiteModule, producer: dict[int, int], only_user: Any
+    add: _Step,
+    value: int,
+    module: TFLiteModule,
+    producer: dict[int, int],
+    only_user: Callable[[int, str], _Step | None],
 ) -> tuple[int, tuple[int, int]] | None:
     """Where `add` adds to `value` the output of a PAD that only appends zero channels to
     another computed value, and nothing else reads that output: the PAD's index, and its
@@ -954,8 +959,9 @@ def _widened_add(
     if pad.op != "PAD" or not pad.rank4 or len(pad.options.get("arg", ())) != 8:
         return None
     source, shapes = pad.inputs[0], module._shapes
-    *others, (before, after) = np.array(pad.options["arg"]).reshape(4, 2).tolist()
-    if any(others[0] + others[1] + others[2]) or before or after < 1:
+    pairs = np.array(pad.options["arg"]).reshape(4, 2)  # NHWC: (before, after) per axis
+    before, after = (int(v) for v in pairs[3])
+    if pairs[:3].any() or before or after < 1:
         return None
     if source in module._consts or len(shapes[source]) != 4 or source == value:
         return None
