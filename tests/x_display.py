@@ -1,6 +1,6 @@
-"""A virtual X display (Xvfb) for the tests that run a whole editor: Krita's GUI test, and the
-GIMP tests through tests/gimp/harness.py (a chroot shares the host's network namespace, so
-GIMP in its root reaches the server's abstract socket).
+"""A virtual X display (Xvfb) for the tests that run a whole editor (Krita's GUI test; the GIMP
+tests still start theirs in tests/gimp/harness.py, and could share this one: a chroot shares
+the host's network namespace, so GIMP in its root reaches the server's abstract socket).
 
 Xvfb picks its own free display number (-displayfd), so runs beside other X users never race
 for one, and the display is opened from here before it is handed out: a display number that

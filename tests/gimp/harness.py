@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests import x_display
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EDITORS = REPO / "tests" / "editors"
@@ -101,15 +100,29 @@ class GimpHome:
 
 @contextmanager
 def virtual_display(size: tuple[int, int]) -> Iterator[str]:
-    """An Xvfb display of `size` from the shared launcher (tests/x_display.py: a display it
-    has connected to, started again if it could not), whose name it yields, e.g. ":90". GIMP
-    in its root reaches the server's abstract socket: a chroot shares the host's network
-    namespace."""
-    if ctypes.util.find_library("Xtst") is None:
-        pytest.fail("libXtst is missing (apt-get install libxtst6; tests/run.sh installs it): "
-                    "tests press keys in GIMP through XTEST", pytrace=False)
-    with x_display.virtual_display(size) as display:
-        yield display.name
+    """An Xvfb display of `size` (the chroot reaches its abstract socket: a chroot shares the
+    host's network namespace); its name, e.g. ":90"."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None or ctypes.util.find_library("Xtst") is None:
+        pytest.fail("Xvfb or libXtst is missing (apt-get install xvfb libxtst6; tests/run.sh "
+                    "installs them): GIMP's windows need a display, and tests press keys "
+                    "through XTEST", pytrace=False)
+    number = next(n for n in range(90, 200)
+                  if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock")
+                  .exists())
+    server = subprocess.Popen([xvfb, f":{number}", "-screen", "0", f"{size[0]}x{size[1]}x24",
+                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("Xvfb did not start")
+            time.sleep(0.05)
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 @contextmanager
