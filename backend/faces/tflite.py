@@ -9,6 +9,7 @@ returns the file's layout. Anything else in a file is refused with a typed error
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 from collections.abc import Callable
@@ -23,8 +24,10 @@ from torch import nn
 
 from backend import cpu_fusion
 from backend.errors import ModelFormatError, UnsupportedOperatorError
+from backend.faces import native
 
 FILE_IDENTIFIER = b"TFL3"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -393,6 +396,10 @@ class TFLiteModule(nn.Module):
         #: unfused path stays for other devices and dtypes, and for `verify`
         self.fuse = True
         self._plan: list[_ConvNode | _StepNode] | None = None  # built on first use
+        #: run the fused plan's nodes as one call of the compiled kernels (backend.faces.native)
+        #: where they can be had; the fused PyTorch path otherwise
+        self.native = True
+        self._program: native.Program | None = None
         self._cut = 0  # the plan's first stage ends here (_first_stage_end); 0: no cut
         if any(i in consts for i in graph.inputs):
             raise ModelFormatError("A graph input is a constant tensor.")
@@ -444,6 +451,7 @@ class TFLiteModule(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> TFLiteModule:
         self._plan = None  # the plan holds the buffers of the device and dtype it was made for
+        self._program = None
         return super()._apply(fn, recurse)
 
     def _fused(self) -> list[_ConvNode | _StepNode]:
@@ -456,6 +464,8 @@ class TFLiteModule(nn.Module):
             )
             self._plan = _fused_plan(self) if usable else []
             self._cut = _first_stage_end(self._plan, self)
+            self._program = native.build_program(self, self._plan) if self._plan else None
+            self._check_native()
         return self._plan
 
     def _fits(self, inputs: tuple[torch.Tensor, ...]) -> bool:
@@ -475,6 +485,8 @@ class TFLiteModule(nn.Module):
     def _execute_fused(
         self, plan: list[_ConvNode | _StepNode], inputs: tuple[torch.Tensor, ...]
     ) -> list[torch.Tensor]:
+        if self.native and self._program is not None:
+            return self._execute_native(plan, self._program, inputs)
         env: dict[int, torch.Tensor] = {}
         for index, x in zip(self.input_ids, inputs):
             x = x.to(torch.float32)
@@ -493,24 +505,67 @@ class TFLiteModule(nn.Module):
             env[i].permute(0, 2, 3, 1) if self._rank[i] == 4 else env[i] for i in self.output_ids
         ]
 
+    def _execute_native(
+        self,
+        plan: list[_ConvNode | _StepNode],
+        program: native.Program,
+        inputs: tuple[torch.Tensor, ...],
+    ) -> list[torch.Tensor]:
+        """The program's nodes in one native call, then the nodes it does not run (the
+        detectors' reshapes and concatenations of their heads) as the fused path runs them."""
+        env = program(inputs[0])
+        for index, x in zip(self.input_ids, inputs):
+            env[index] = x.to(torch.float32).permute(0, 3, 1, 2)
+        _run_nodes([n for k, n in enumerate(plan) if k not in program.covered], env)
+        return [
+            env[i].permute(0, 2, 3, 1) if self._rank[i] == 4 else env[i] for i in self.output_ids
+        ]
+
+    def _check_native(self) -> None:
+        """Compare the native program with the unfused path on a fixed random batch of two;
+        where the shapes or values differ (a compiler's or a CPU's fault), it is not used."""
+        program = self._program
+        if program is None:
+            return
+        gen = torch.Generator().manual_seed(0)
+        x = tuple(torch.rand((2, *s[1:]), generator=gen) * 2 - 1 for s in self.input_shapes)
+        expected = self._execute(x, check=False)
+        try:
+            got = self._execute_native(self._plan or [], program, x)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            got, reason = [], str(exc)
+        else:
+            reason = "its output differs from PyTorch's"
+        same = [a.shape for a in got] == [b.shape for b in expected] and all(
+            (a - b).abs().max() <= 2e-4 * max(1.0, float(b.abs().max()))
+            for a, b in zip(got, expected)
+        )
+        if not same:
+            log.warning("native face kernels not used: %s", reason)
+            self._program = None
+
     def verify(self) -> None:
         """Run once on zeros of the file's input shapes, checking every value's shape against
         the file's: ModelFormatError names the first operator that does not fit. The fused
         CPU path runs them too; where it fails or makes other shapes it is off for this
-        module."""
+        module. (The native program is checked where it is made: _check_native.)"""
         if any(len(s) == 0 or min(s) < 1 or math.prod(s) > MAX_ELEMENTS for s in self.input_shapes):
             raise ModelFormatError(f"The model declares inputs of shapes {self.input_shapes}.")
         zeros = tuple(torch.zeros(s) for s in self.input_shapes)
         with torch.inference_mode():
             expected = self._execute(zeros, check=True)
             if self.fuse and self._fits(zeros):
+                wanted, self.native = self.native, False  # the PyTorch nodes first
                 try:
                     plan = self._fused()
                     got = self._execute_fused(plan, zeros) if plan else expected
                 except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError):
                     got = []  # oneDNN refused it: the unfused path runs this module
+                finally:
+                    self.native = wanted
                 if [y.shape for y in got] != [y.shape for y in expected]:
                     self._plan = []
+                    self._program = None
 
     def _execute(self, inputs: tuple[torch.Tensor, ...], check: bool) -> list[torch.Tensor]:
         if len(inputs) != len(self.input_ids):

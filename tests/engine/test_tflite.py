@@ -16,7 +16,7 @@ import torch
 from ai_edge_litert.interpreter import Interpreter
 
 from backend.errors import ModelFormatError, UnsupportedOperatorError
-from backend.faces import tflite
+from backend.faces import native, tflite
 from backend.faces.detect import FACE_MESH, FULL_RANGE, SHORT_RANGE, model_file
 from backend.faces.tflite import (
     _ConvNode,
@@ -84,16 +84,23 @@ def test_batch_runs_as_separate_images(astronaut: np.ndarray) -> None:
         torch.testing.assert_close(y_both[1:], y_one, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("kernels", ["native", "pytorch"])
 @pytest.mark.parametrize(("name", "size", "value_range", "crop"), MODELS)
 def test_fused_cpu_path_matches_the_unfused_one(
-    astronaut: np.ndarray, name: str, size: int, value_range, crop
+    astronaut: np.ndarray, name: str, size: int, value_range, crop, kernels: str
 ) -> None:
-    """The fused CPU path (oneDNN convolutions with their ADD / RELU folded in, small 1x1
-    convolutions as matrix products) against the operator-by-operator one, on the photo and on
-    noise, at batch 1 and at the detector's largest batch: both oneDNN and the matrix-product
-    branch run."""
+    """The fused CPU path against the operator-by-operator one, on the photo and on noise, at
+    batch 1 and at the detector's largest batch, both ways it runs: the compiled kernels
+    (backend.faces.native; the test machine has a C compiler, so they must be there) and
+    PyTorch's (oneDNN convolutions with their ADD / RELU folded in, small 1x1 convolutions as
+    matrix products: at these two batches both its branches run)."""
     module = load_tflite(model_file(name, []))
     assert module._fused(), "the fused path does not apply on this CPU"
+    if kernels == "native":
+        assert module._program is not None, native.library_status()
+        # all but the heads' reshapes and concatenations
+        assert len(module._program.covered) >= len(module._plan) - 6
+    module.native = kernels == "native"
     photo = torch.from_numpy(_model_input(astronaut, size, value_range, crop))
     low, high = value_range
     noise = torch.rand(15, size, size, 3, generator=torch.Generator().manual_seed(3))
@@ -288,3 +295,81 @@ def test_an_unsupported_operator_is_named() -> None:
         read_tflite(bytes(data))
     assert isinstance(info.value, ModelFormatError)
     assert info.value.code == "unsupported_operator" and "CONV_2D" in info.value.hint
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """backend.faces.native as in a new process, its cache in an empty home."""
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_status", "")
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    return tmp_path / "home" / "cache" / "native"
+
+
+def test_native_kernels_are_built_once_per_compiler_and_cpu(fresh_kernels: Path) -> None:
+    lib = native.library()
+    assert lib is not None, native.library_status()
+    assert native.library_status() == "compiled for this CPU"
+    (built,) = fresh_kernels.glob("face_kernels-*.so")
+    assert not [p for p in fresh_kernels.iterdir() if p != built]  # no build folder left
+    stamp = built.stat().st_mtime_ns
+    native._library, native._status = None, ""  # a new process: the built file is loaded
+    assert native.library() is not None
+    assert built.stat().st_mtime_ns == stamp
+    assert list(fresh_kernels.glob("face_kernels-*.so")) == [built]
+
+
+@pytest.mark.parametrize("how", ["switched off", "no compiler", "compiler fails"])
+def test_without_native_kernels_pytorch_runs_the_models(
+    fresh_kernels: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str
+) -> None:
+    if how == "switched off":
+        monkeypatch.setenv("RESTORA_NATIVE_KERNELS", "0")
+        reason = "RESTORA_NATIVE_KERNELS=0"
+    elif how == "no compiler":
+        monkeypatch.setenv("CC", "")
+        monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no cc, gcc or clang
+        reason = "no C compiler found"
+    else:
+        broken = tmp_path / "broken-cc"
+        broken.write_text("#!/bin/sh\necho 'cc: internal error' >&2\nexit 1\n")
+        broken.chmod(0o755)
+        monkeypatch.setenv("CC", str(broken))
+        reason = "the C compiler failed on face_kernels.c: cc: internal error"
+    assert native.library() is None
+    assert reason in native.library_status()
+    module = load_tflite(model_file(SHORT_RANGE, []))
+    assert module._fused() and module._program is None
+    x = torch.rand(2, 128, 128, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        got = module(x)
+        module.fuse = False
+        want = module(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+    assert not fresh_kernels.exists() or not list(fresh_kernels.glob("*.so"))
+
+
+def test_a_native_program_that_disagrees_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check made when the program is built: kernels that compute something else (a
+    miscompiled build, a CPU fault) are dropped with a warning, and PyTorch runs the model."""
+    real = native.Program.__call__
+
+    def wrong(self: native.Program, x: torch.Tensor, seconds=None):
+        return {i: v + 0.5 for i, v in real(self, x, seconds).items()}
+
+    monkeypatch.setattr(native.Program, "__call__", wrong)
+    with caplog.at_level("WARNING", logger="backend.faces.tflite"):
+        module = load_tflite(model_file(FULL_RANGE, []))  # its plan is made as it loads
+        assert module._fused()
+    assert module._program is None
+    assert "native face kernels not used: its output differs" in caplog.text
+    x = torch.rand(1, 192, 192, 3, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.inference_mode():
+        got = module(x)
+        module.fuse = False
+        want = module(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
