@@ -69,6 +69,9 @@ def test_setup_installs_restora_from_the_clone_not_editable(readme_setup) -> Non
     where, direct_url = json.loads(_run([python, "-c", probe], Path(env["HOME"]), env).stdout)
     assert Path(where).is_relative_to(clone / ".venv"), where
     assert '"editable": true' not in (direct_url or "")
+    # the installed package carries the face detector's C source and builds it from there
+    doctor = _run([clone / ".venv" / "bin" / "restora", "doctor"], Path(env["HOME"]), env)
+    assert "face detector kernels: compiled for this CPU" in doctor.stdout, doctor.stdout
 
 
 def test_quick_start_and_listing(readme_setup) -> None:
