@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Face detection benchmark: seconds per megapixel of the whole detector, PyTorch vs LiteRT.
+"""Face detection benchmark: seconds per megapixel of the whole detector, Restora vs LiteRT.
 
     .venv/bin/python bench/face_detect.py [--runs 3] [--sizes 512,1024,2048,3000] [--threads N]
 
 The same pipeline (BlazeFace on the whole image and the pyramid's windows, weighted NMS, the
-face mesh) runs twice on each image: with Restora's PyTorch port of the three .tflite models,
+face mesh) runs three times on each image: with Restora's port of the three .tflite models as
+it runs by default (its compiled kernels, backend/faces/native.py, where the machine has a C
+compiler), with the same port on PyTorch's kernels only (as with RESTORA_NATIVE_KERNELS=0),
 and with Google's interpreter (ai-edge-litert, XNNPACK, the same number of threads) running
 the files themselves, the baseline, measured in the same run. Images: scikit-image's astronaut
 at 512 and enlarged to 1024, then pasted at half size into larger noisy canvases (3:2) where
 the pyramid's windows must find her. A second table times each model alone. Figures are
-medians of runs that alternate between the two.
+medians of runs that alternate between the three.
 """
 
 from __future__ import annotations
@@ -83,45 +85,66 @@ def main() -> int:
 
     threads = torch.get_num_threads()
     ours = FaceDetector(args.device)
+    torch_only = FaceDetector(args.device)
+    for module in torch_only.models.values():
+        module.native = False
     google = FaceDetector("cpu")
     google.models = {
         key: LiteRTModel(path, ours.models[key].output_names, threads)
         for key, path in ours.files.items()
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    from backend.faces import native
+
     print(
         f"device {ours.device.type}, {threads} threads (LiteRT: {threads}), "
-        f"load average {load:.1f}; median of {args.runs}"
+        f"load average {load:.1f}; median of {args.runs}; "
+        f"compiled kernels: {native.library_status()}"
     )
 
     rows = []
     for width in (int(s) for s in args.sizes.split(",")):
         img = photo(width)
         mp = img.shape[0] * img.shape[1] / 1e6
-        found = [len(d.detect(img)) for d in (ours, google)]
-        t_ours, t_google = interleaved_medians(
-            [lambda img=img: ours.detect(img), lambda img=img: google.detect(img)], args.runs
+        detectors = (ours, torch_only, google)
+        found = [len(d.detect(img)) for d in detectors]
+        times = interleaved_medians(
+            [lambda d=d, img=img: d.detect(img) for d in detectors], args.runs
         )
-        rows.append((f"{img.shape[1]}x{img.shape[0]}", mp, found, t_ours, t_google))
-        print(f"  {rows[-1][0]}: {t_ours:.3f} s vs {t_google:.3f} s", file=sys.stderr, flush=True)
+        rows.append((f"{img.shape[1]}x{img.shape[0]}", mp, found, *times))
+        figures = " / ".join(f"{t:.3f}" for t in times)
+        print(f"  {rows[-1][0]}: {figures} s", file=sys.stderr, flush=True)
 
-    print(f"\n{'image':>10} {'MP':>5} faces  {'PyTorch s/MP':>12} {'LiteRT s/MP':>12}  ratio")
-    for name, mp, found, t_ours, t_google in rows:
+    print(
+        f"\n{'image':>10} {'MP':>5} faces   {'Restora s/MP':>12} {'ratio':>6}  "
+        f"{'PyTorch-only s/MP':>17} {'ratio':>6}  {'LiteRT s/MP':>11}"
+    )
+    for name, mp, found, t_ours, t_torch, t_google in rows:
         print(
-            f"{name:>10} {mp:5.2f} {found[0]}/{found[1]:<3} {t_ours / mp:12.3f} "
-            f"{t_google / mp:12.3f}  {t_ours / t_google:5.2f}x"
+            f"{name:>10} {mp:5.2f} {'/'.join(map(str, found)):<7} {t_ours / mp:12.3f} "
+            f"{t_ours / t_google:5.2f}x  {t_torch / mp:17.3f} {t_torch / t_google:5.2f}x  "
+            f"{t_google / mp:11.3f}"
         )
 
-    print(f"\n{'model (one inference)':<36} {'PyTorch ms':>10} {'LiteRT ms':>10}")
+    print(
+        f"\n{'model (one inference)':<36} {'Restora ms':>10} {'PyTorch-only':>12} {'LiteRT ms':>10}"
+    )
     for key in ("full", "short", "mesh"):
-        module, baseline = ours.models[key], google.models[key]
+        module, slow, baseline = ours.models[key], torch_only.models[key], google.models[key]
         x = torch.rand(1, *module.input_shapes[0][1:])
         with torch.inference_mode():
-            t_ours, t_google = interleaved_medians(
-                [lambda m=module, x=x: m(x.to(ours.device)), lambda b=baseline, x=x: b(x)],
+            t_ours, t_torch, t_google = interleaved_medians(
+                [
+                    lambda m=module, x=x: m(x.to(ours.device)),
+                    lambda m=slow, x=x: m(x.to(ours.device)),
+                    lambda b=baseline, x=x: b(x),
+                ],
                 args.runs * 5,
             )
-        print(f"{ours.files[key].name:<36} {t_ours * 1e3:10.2f} {t_google * 1e3:10.2f}")
+        print(
+            f"{ours.files[key].name:<36} {t_ours * 1e3:10.2f} {t_torch * 1e3:12.2f} "
+            f"{t_google * 1e3:10.2f}"
+        )
     return 0
 
 
