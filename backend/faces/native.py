@@ -2,23 +2,15 @@
 
 Through PyTorch every oneDNN call of the small face models costs some 40 us of dispatch, and
 a pass makes about a hundred of them. face_kernels.c runs the operators of a pass, NHWC with
-channels padded to 16, in one call, splitting each operator over the threads. It is compiled
-with the machine's C compiler (CC, else cc, gcc or clang) on first use into the cache folder,
-keyed by the source, the compiler and the CPU, and loaded with ctypes. Where there is no
-compiler, the build fails, or RESTORA_NATIVE_KERNELS=0, `library()` is None with the reason
-in `library_status()` and the models run through PyTorch as before.
+channels padded to 16, in one call, splitting each operator over the threads. It is built on
+first use by backend.native_build; where it cannot be (no compiler, a failed build,
+RESTORA_NATIVE_KERNELS=0), `library()` is None with the reason in `library_status()` and the
+models run through PyTorch as before.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import re
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend import paths
+from backend import native_build
 
 SOURCE = Path(__file__).with_name("face_kernels.c")
 LANES = 16
@@ -52,9 +44,17 @@ class OpStruct(ctypes.Structure):
     ]
 
 
-_lock = threading.Lock()
-_library: ctypes.CDLL | None = None
-_status = ""
+def _prepare(lib: ctypes.CDLL) -> None:
+    lib.restora_run.restype = ctypes.c_int
+    lib.restora_run.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_int, ctypes.c_void_p,
+    ]  # fmt: skip
+    if lib.restora_op_size() != ctypes.sizeof(OpStruct):
+        raise RuntimeError("the compiled kernels' Op layout differs from native.py's")
+
+
+KERNELS = native_build.Kernels(SOURCE, _prepare)
 
 
 def padded(channels: int) -> int:
@@ -63,111 +63,12 @@ def padded(channels: int) -> int:
 
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, built on first use; None where they cannot be had here."""
-    global _library, _status
-    with _lock:
-        if _library is None and not _status:
-            try:
-                _library = _load()
-                _status = "compiled for this CPU"
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                _status = str(exc)
-        return _library
+    return KERNELS.library()
 
 
 def library_status() -> str:
     """Why `library()` is what it is, in words (for `restora doctor`)."""
-    library()
-    return _status
-
-
-def _compiler() -> str:
-    for name in (os.environ.get("CC", ""), "cc", "gcc", "clang"):
-        found = shutil.which(name) if name else None
-        if found:
-            return found
-    raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
-
-
-def _cpu_identity() -> str:
-    """What -march=native depends on: the CPU's feature flags where the OS lists them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def openmp_library() -> str | None:
-    """The OpenMP runtime PyTorch has loaded into this process (Linux), or None."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    found = re.findall(r"(/\S*/lib(?:gomp|iomp5|omp)\b[^/\s]*\.so[^/\s]*)$", maps, re.M)
-    return found[0] if found else None
-
-
-def _load() -> ctypes.CDLL:
-    if os.environ.get("RESTORA_NATIVE_KERNELS", "1") == "0":
-        raise RuntimeError("switched off by RESTORA_NATIVE_KERNELS=0")
-    cc = _compiler()
-    version = subprocess.run(
-        [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
-    openmp = openmp_library()
-    key = hashlib.sha256(
-        b"\0".join(
-            x.encode() for x in (version, _cpu_identity(), platform.machine(), openmp or "")
-        )
-        + SOURCE.read_bytes()
-    ).hexdigest()[:20]
-    folder = paths.cache_dir() / "native"
-    target = folder / f"face_kernels-{key}.so"
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        _build(cc, target, openmp)
-    lib = ctypes.CDLL(str(target))
-    lib.restora_run.restype = ctypes.c_int
-    lib.restora_run.argtypes = [
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_int, ctypes.c_void_p,
-    ]  # fmt: skip
-    if lib.restora_op_size() != ctypes.sizeof(OpStruct):
-        raise RuntimeError("the compiled kernels' Op layout differs from native.py's")
-    return lib
-
-
-def _build(cc: str, target: Path, openmp: str | None) -> None:
-    """Compile into a temporary folder beside the target, then rename: a concurrent build or
-    an interrupted one never leaves a half-written library under the target's name. With
-    PyTorch's OpenMP runtime the kernels link to that very file, so that they share its
-    threads (face_kernels.c); without one they start threads of their own."""
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        obj, lib = Path(tmp) / "kernels.o", Path(tmp) / "kernels.so"
-        errors = ""
-        # -march=native for the vector width this CPU has; without it where it is refused
-        for arch in (["-march=native"], []):
-            for threads in ([openmp] if openmp else []) + [None]:
-                # gnu11, not c11: under a strict standard GCC contracts no a*b+c into FMAs
-                compile_ = [cc, *arch, "-O3", "-std=gnu11", "-ffp-contract=fast", "-fPIC",
-                            "-c", str(SOURCE), "-o", str(obj)]  # fmt: skip
-                link = [cc, "-shared", str(obj), "-o", str(lib), "-lpthread", "-lm"]
-                if threads:
-                    compile_.insert(1, "-fopenmp")
-                    link[3:3] = [threads, f"-Wl,-rpath,{Path(threads).parent}"]
-                for command in (compile_, link):
-                    done = subprocess.run(
-                        command, capture_output=True, text=True, timeout=120, check=False
-                    )
-                    if done.returncode:
-                        errors = done.stderr.strip()[-400:]
-                        break
-                else:
-                    os.replace(lib, target)
-                    return
-        raise RuntimeError(f"the C compiler failed on {SOURCE.name}: {errors}")
+    return KERNELS.status()
 
 
 class Value:

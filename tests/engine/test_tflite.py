@@ -5,6 +5,7 @@ errors."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -298,12 +299,12 @@ def test_an_unsupported_operator_is_named() -> None:
 
 
 @pytest.fixture
-def fresh_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def fresh_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """backend.faces.native as in a new process, its cache in an empty home."""
-    monkeypatch.setattr(native, "_library", None)
-    monkeypatch.setattr(native, "_status", "")
+    native.KERNELS.forget()
     monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "cache" / "native"
+    yield tmp_path / "home" / "cache" / "native"
+    native.KERNELS.forget()  # the next test loads them again, from its own home's cache
 
 
 def test_native_kernels_are_built_once_per_compiler_and_cpu(fresh_kernels: Path) -> None:
@@ -313,7 +314,7 @@ def test_native_kernels_are_built_once_per_compiler_and_cpu(fresh_kernels: Path)
     (built,) = fresh_kernels.glob("face_kernels-*.so")
     assert not [p for p in fresh_kernels.iterdir() if p != built]  # no build folder left
     stamp = built.stat().st_mtime_ns
-    native._library, native._status = None, ""  # a new process: the built file is loaded
+    native.KERNELS.forget()  # a new process: the built file is loaded
     assert native.library() is not None
     assert built.stat().st_mtime_ns == stamp
     assert list(fresh_kernels.glob("face_kernels-*.so")) == [built]
