@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from backend import cpu_kernels
+
 _state = threading.local()
 
 #: activation modules oneDNN applies inside the convolution: module type -> (attr, scalars of
@@ -175,7 +177,9 @@ class FusedConv2d(_OneDNNCall):
 
 class FusedConvPReLU(_OneDNNCall):
     """conv followed by a PReLU: oneDNN fuses no per-channel slope into a convolution, so the
-    PReLU stays a pass of its own after the convolution on packed weights. (Writing both into
+    PReLU stays a pass of its own after the convolution on packed weights, in place over the
+    convolution's output in Restora's compiled kernel where it can be had: PyTorch's
+    out-of-place bf16 PReLU cost 2-3x a ReLU and a fresh large map each. (Writing both into
     two reused buffers, to spare the kernel mapping each large map afresh, was tried: over a
     whole 512 px image the extra zeroing and in-place PReLU passes cost as much as the saved
     page faults, 1-5% slower in alternating processes.)"""
@@ -183,6 +187,20 @@ class FusedConvPReLU(_OneDNNCall):
     def __init__(self, conv: nn.Conv2d, act: nn.PReLU) -> None:
         super().__init__(conv)
         self.act = act
+        self._slope_key: Any = None
+        self._slope: torch.Tensor | None = None
+
+    def _slopes(self, dtype: torch.dtype) -> torch.Tensor:
+        """The slopes as PyTorch's PReLU in `dtype` uses them (rounded to it), in float32 for
+        the compiled kernel; made once per weight version and dtype."""
+        a = self.act.weight
+        key = (a.data_ptr(), a._version, dtype)
+        if self._slope_key != key:
+            channels = self.conv.out_channels
+            self._slope = a.detach().to(dtype).float().expand(channels).contiguous()
+            self._slope_key = key
+        assert self._slope is not None
+        return self._slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv.weight
@@ -192,6 +210,9 @@ class FusedConvPReLU(_OneDNNCall):
                 y = torch.ops.mkldnn._convolution_pointwise(
                     xin, self._packed(xin), self.conv.bias, *self.geometry, "none", [], ""
                 )
+                # in place in the compiled kernels (backend.cpu_kernels), PyTorch's otherwise
+                if cpu_kernels.prelu_(y, self._slopes(y.dtype)):
+                    return y
                 return nn.functional.prelu(y, self.act.weight.to(xin.dtype))
             except RuntimeError as exc:
                 self._failed(exc, xin.dtype)

@@ -393,13 +393,16 @@ def main() -> int:
 
     import torch
 
+    from backend import cpu_kernels
     from backend.devices import configure_threads, cpu_model
     from backend.models.registry import Registry
 
     configure_threads()
     print(
         f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"load average at start {os.getloadavg()[0]:.1f}; medians of {args.runs}",
+        f"load average at start {os.getloadavg()[0]:.1f}; medians of {args.runs}; "
+        f"compiled PReLU kernel: {cpu_kernels.KERNELS.status()} (RESTORA_NATIVE_KERNELS=0: "
+        "PyTorch's)",
         flush=True,
     )
     registry = Registry()

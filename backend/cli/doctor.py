@@ -57,10 +57,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     device = resolve_device("auto")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"device: {device.type}" + (f" ({gpu})" if gpu else ""))
+    from backend import cpu_kernels
     from backend.faces import native
 
-    # built here on first use, so a missing compiler shows now rather than as a slow detector
+    # built here on first use, so a missing compiler shows now rather than as slow runs
     print(f"face detector kernels: {native.library_status()}")
+    print(f"element-wise kernels (PReLU): {cpu_kernels.KERNELS.status()}")
     if args.remeasure:
         forgotten = forget_measurements(cache_file)
         print(f"forgot {forgotten} measurement{'s' if forgotten != 1 else ''} in {cache_file}")

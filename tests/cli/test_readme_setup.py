@@ -72,6 +72,7 @@ def test_setup_installs_restora_from_the_clone_not_editable(readme_setup) -> Non
     # the installed package carries the face detector's C source and builds it from there
     doctor = _run([clone / ".venv" / "bin" / "restora", "doctor"], Path(env["HOME"]), env)
     assert "face detector kernels: compiled for this CPU" in doctor.stdout, doctor.stdout
+    assert "element-wise kernels (PReLU): compiled for this CPU" in doctor.stdout
 
 
 def test_quick_start_and_listing(readme_setup) -> None:

@@ -74,6 +74,7 @@ def test_doctor_remeasure_forgets_and_measures_again(models_root: Path) -> None:
     assert shown.returncode == 0 and "measuring" not in shown.stderr
     assert "measured: " in shown.stdout
     assert "face detector kernels: compiled for this CPU" in shown.stdout
+    assert "element-wise kernels (PReLU): compiled for this CPU" in shown.stdout
 
 
 def test_cpu_bf16_weights_cast_once_give_the_same_bits(models_root: Path) -> None:
