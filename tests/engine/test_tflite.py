@@ -298,6 +298,19 @@ def test_an_unsupported_operator_is_named() -> None:
     assert info.value.code == "unsupported_operator" and "CONV_2D" in info.value.hint
 
 
+def _runs_as_unfused(module: tflite.TFLiteModule, batch: int) -> None:
+    """The module's default path gives the operator-by-operator path's outputs."""
+    shape = (batch, *module.input_shapes[0][1:])
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(batch)) * 2 - 1
+    with torch.inference_mode():
+        got = module(x)
+        module.fuse = False
+        want = module(x)
+        module.fuse = True
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+
+
 @pytest.fixture
 def fresh_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """backend.faces.native as in a new process, its cache in an empty home."""
@@ -341,13 +354,7 @@ def test_without_native_kernels_pytorch_runs_the_models(
     assert reason in native.library_status()
     module = load_tflite(model_file(SHORT_RANGE, []))
     assert module._fused() and module._program is None
-    x = torch.rand(2, 128, 128, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    with torch.inference_mode():
-        got = module(x)
-        module.fuse = False
-        want = module(x)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+    _runs_as_unfused(module, batch=2)
     assert not fresh_kernels.exists() or not list(fresh_kernels.glob("*.so"))
 
 
@@ -367,10 +374,4 @@ def test_a_native_program_that_disagrees_is_not_used(
         assert module._fused()
     assert module._program is None
     assert "native face kernels not used: its output differs" in caplog.text
-    x = torch.rand(1, 192, 192, 3, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    with torch.inference_mode():
-        got = module(x)
-        module.fuse = False
-        want = module(x)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+    _runs_as_unfused(module, batch=1)
