@@ -82,11 +82,60 @@ def test_real_esrgan_blocks_fold_their_residual_scales(real_models: Path, face_c
     model = fp32.descriptor.model
     assert sum(isinstance(m, cpu_fusion.FusedRRDB) for m in model.modules()) == 23
     assert sum(isinstance(m, cpu_fusion.FusedDenseBlock) for m in model.modules()) == 69
+    assert sum(isinstance(m, cpu_fusion.FusedNearestUpConv) for m in model.modules()) == 2
     assert np.abs(fused.astype(int) - reference.astype(int)).max() <= 1
     bf16 = upscale.run(img, load_model(entry, "cpu", "bf16"), upscale.UpscaleParams(tile=0))
     value = psnr(reference, bf16)
     print(f"fused bf16 vs layer-by-layer fp32: {value:.1f} dB")
     assert value > 40.0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("with_act", [True, False])
+def test_nearest_upsample_and_conv_run_as_a_small_convolution(
+    channels_last: bool, with_act: bool
+) -> None:
+    """ESRGAN's upsampling block (nearest 2x, 3x3 convolution, activation) as one 2x2
+    convolution with four sets of outputs on the small map: the layers' result on an odd-sized
+    map (the borders' zero padding included), in fp32 to float rounding and in bf16 within its
+    precision, in either memory format."""
+    gen = torch.Generator().manual_seed(6)
+    layers = [
+        torch.nn.Upsample(scale_factor=2, mode="nearest"),
+        torch.nn.Conv2d(16, 8, 3, padding=1),
+    ] + ([torch.nn.LeakyReLU(0.2, inplace=True)] if with_act else [])
+    net = torch.nn.Sequential(*layers).eval()
+    with torch.no_grad():
+        for prm in net.parameters():
+            prm.copy_(torch.randn(prm.shape, generator=gen) * 0.2)
+    x = torch.randn(2, 16, 13, 10, generator=gen)
+    with torch.inference_mode():
+        want = net(x)
+    assert cpu_fusion.fuse(net) == 1
+    assert isinstance(net[0], cpu_fusion.FusedNearestUpConv)
+    assert all(isinstance(m, torch.nn.Identity) for m in list(net)[1:])
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for dtype, tolerance in ((torch.float32, 2e-6), (torch.bfloat16, 0.05)):
+        net = net.to(dtype)
+        with torch.inference_mode():
+            got = net(x.to(dtype).contiguous(memory_format=fmt))
+        assert got.shape == want.shape == (2, 8, 26, 20)
+        err = float((got.float() - want).abs().max())
+        assert err <= tolerance * float(want.abs().max()), (dtype, err)
+    with cpu_fusion.unfused(), torch.inference_mode():  # the original layers still run
+        assert net(x.to(torch.bfloat16)).shape == want.shape
+
+
+def test_other_upsamples_are_left_to_their_layers() -> None:
+    for up, conv in (
+        (torch.nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Conv2d(4, 4, 3, padding=1)),
+        (torch.nn.Upsample(scale_factor=3, mode="nearest"), torch.nn.Conv2d(4, 4, 3, padding=1)),
+        (torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(4, 4, 3, padding=0)),
+        (torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(4, 4, 5, padding=2)),
+    ):
+        net = torch.nn.Sequential(up, conv).eval()
+        cpu_fusion.fuse(net)
+        assert not any(isinstance(m, cpu_fusion.FusedNearestUpConv) for m in net)
 
 
 def test_progress_and_cancel_reach_inside_fused_layers(models_root: Path) -> None:
