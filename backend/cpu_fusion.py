@@ -374,6 +374,47 @@ def _is_nhwc(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+#: per thread, the memory that the dense blocks' concatenations are written into
+_scratch: dict[int, torch.Tensor] = {}
+_scratch_lock = threading.Lock()
+
+
+def _concat(tensors: tuple[torch.Tensor, ...], widest: int) -> torch.Tensor:
+    """torch.cat along the channels, into memory this thread reuses for every concatenation
+    of every dense block. Each is read only by the convolution right after it, so one buffer,
+    sized for the block's widest (`widest` channels), serves them all; fresh, the 128- to
+    192-channel results of a 281 px tile (20-30 MB, above the heap's limit, backend/allocator.py)
+    were each mapped and faulted in anew, 207 a pass. Off where the layers run unfused
+    (hooks may keep what a layer reads) or the maps are in neither dense layout."""
+    first = tensors[0]
+    n, _, h, w = first.shape
+    channels = sum(t.shape[1] for t in tensors)
+    channels_last = all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
+    if not _enabled() or first.device.type != "cpu" or torch.is_grad_enabled():
+        return torch.cat(tensors, 1)
+    if not channels_last and not all(t.is_contiguous() for t in tensors):
+        return torch.cat(tensors, 1)
+    key = threading.get_ident()
+    need = n * widest * h * w
+    with _scratch_lock:
+        buf = _scratch.get(key)
+        if buf is None or buf.numel() < need or buf.dtype != first.dtype:
+            buf = _scratch[key] = torch.empty(need, dtype=first.dtype)
+    flat = buf[: n * channels * h * w]
+    if channels_last:
+        out = flat.view(n, h, w, channels).permute(0, 3, 1, 2)
+    else:
+        out = flat.view(n, channels, h, w)
+    return torch.cat(tensors, 1, out=out)
+
+
+def release_scratch() -> None:
+    """Drop every thread's concatenation buffer (the server's queue is idle, or a model was
+    unloaded): a later pass makes a new one."""
+    with _scratch_lock:
+        _scratch.clear()
+
+
 class FusedDenseBlock(nn.Module):
     """ESRGAN's ResidualDenseBlock_5C (without ESRGAN+'s extra paths) with its last step,
     `x5 * 0.2 + x`, done by the last convolution. Children keep the block's names."""
@@ -391,10 +432,11 @@ class FusedDenseBlock(nn.Module):
     def forward(self, x: torch.Tensor, outer: torch.Tensor | None = None) -> torch.Tensor:
         """x5 * 0.2 + x; with `outer` (the RRDB's input), (x5 * 0.2 + x) * 0.2 + outer."""
         x1 = self.conv1(x)
-        x2 = self.conv2(torch.cat((x, x1), 1))
-        x3 = self.conv3(torch.cat((x, x1, x2), 1))
-        x4 = self.conv4(torch.cat((x, x1, x2, x3), 1))
-        z = torch.cat((x, x1, x2, x3, x4), 1)
+        widest = x.shape[1] + 4 * x1.shape[1]
+        x2 = self.conv2(_concat((x, x1), widest))
+        x3 = self.conv3(_concat((x, x1, x2), widest))
+        x4 = self.conv4(_concat((x, x1, x2, x3), widest))
+        z = _concat((x, x1, x2, x3, x4), widest)
         if outer is None:
             return self.conv5(z, x)
         return self.conv5_outer(z, torch.add(outer, x, alpha=0.2))

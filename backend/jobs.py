@@ -517,6 +517,9 @@ class JobManager:
                 self._sweep()
                 idle = not self._queue
             if idle:  # the heap kept the job's freed layers for its next tile; idle, the
+                from backend.cpu_fusion import release_scratch
+
+                release_scratch()  # and the dense blocks' reused concatenation buffer
                 release_free_memory()  # process holds what it uses (backend/allocator.py)
 
     def _start_device(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,26 @@ def test_nearest_upsample_and_conv_run_as_a_small_convolution(
         assert err <= tolerance * float(want.abs().max()), (dtype, err)
     with cpu_fusion.unfused(), torch.inference_mode():  # the original layers still run
         assert net(x.to(torch.bfloat16)).shape == want.shape
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_dense_blocks_concatenate_into_one_reused_buffer(
+    models_root: Path, monkeypatch: pytest.MonkeyPatch, channels_last: bool
+) -> None:
+    """Every concatenation of every dense block is written into one buffer per thread, sized
+    for the widest: the same bits as fresh concatenations, and nothing held once released."""
+    descriptor = load_descriptor(save_tiny("esrgan", models_root))
+    cpu_fusion.release_scratch()
+    x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(8))
+    got = run_tensor(descriptor, x, "fp32", channels_last=channels_last)
+    (buf,) = cpu_fusion._scratch.values()  # one, for this thread, made once
+    again = run_tensor(descriptor, x, "fp32", channels_last=channels_last)
+    assert cpu_fusion._scratch[threading.get_ident()] is buf  # reused, not made anew
+    monkeypatch.setattr(cpu_fusion, "_concat", lambda tensors, widest: torch.cat(tensors, 1))
+    fresh = run_tensor(descriptor, x, "fp32", channels_last=channels_last)
+    assert torch.equal(got, fresh) and torch.equal(again, fresh)
+    cpu_fusion.release_scratch()
+    assert not cpu_fusion._scratch
 
 
 def test_other_upsamples_are_left_to_their_layers() -> None:

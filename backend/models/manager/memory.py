@@ -92,7 +92,10 @@ def torch_nbytes(obj: Any) -> int:
 def release_memory(device: Any) -> None:
     """Collect what was dropped, then hand the allocator's cached blocks back to the driver
     (without it, freed CUDA or MPS memory stays reserved by this process)."""
+    from backend.cpu_fusion import release_scratch
+
     gc.collect()
+    release_scratch()
     release_free_memory()
     kind = getattr(device, "type", str(device).split(":")[0])
     if kind in ("cuda", "mps"):
