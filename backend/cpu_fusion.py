@@ -303,13 +303,16 @@ class FusedNearestUpConv(_OneDNNCall):
 
 def _interleave_phases(y4: torch.Tensor, channels: int) -> torch.Tensor:
     """(N, 4C, H+1, W+1), phase k = 2 dy + dx in channels k*C..(k+1)*C -> (N, C, 2H, 2W) with
-    out[n, c, 2i + dy, 2j + dx] = y4[n, k*C + c, i + dy, j + dx], in y4's memory format: one
-    copy between two strided views."""
+    out[n, c, 2i + dy, 2j + dx] = y4[n, k*C + c, i + dy, j + dx], in y4's memory format: in
+    the compiled kernel where it can be had (channels-last), else one copy between two strided
+    views (half a nearest upsample's speed)."""
     n, _, h1, w1 = y4.shape
     h, w = h1 - 1, w1 - 1
     channels_last = y4.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((n, channels, 2 * h, 2 * w), dtype=y4.dtype, memory_format=fmt)
+    if channels_last and cpu_kernels.interleave_phases(y4, out):
+        return out
     sn, sc, sh, sw = y4.stride()
     on, oc, oh, ow = out.stride()
     size = (n, channels, h, 2, w, 2)  # n, c, i, dy, j, dx

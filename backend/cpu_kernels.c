@@ -8,6 +8,11 @@
  * torch.nn.functional.prelu for every finite value. The pixels are split over PyTorch's own
  * OpenMP threads where it has them (see face_kernels.c for why its threads, not our own).
  *
+ * restora_interleave_phases_: the last step of ESRGAN's folded upsampling blocks
+ * (backend/cpu_fusion.py, FusedNearestUpConv): four maps held side by side in the channels of
+ * one channels-last map, interleaved into one of twice the size. PyTorch's strided copy of the
+ * same took 2x a nearest upsample of that size.
+ *
  * GCC / Clang vector extensions: -march=native lowers them to AVX-512, AVX2 or NEON. */
 
 #include <stdint.h>
@@ -108,7 +113,7 @@ static void prelu_planes(void *x, int dtype, int64_t p0, int64_t p1, int channel
     }
 }
 
-int restora_cpu_kernels_version(void) { return 1; }
+int restora_cpu_kernels_version(void) { return 2; }
 
 /* x: a contiguous map of `count` rows of `channels` values (channels-last: a row a pixel;
  * planes != 0: NCHW, `count` planes of `plane` values each, plane k of channel k % channels),
@@ -138,6 +143,45 @@ int restora_prelu_(void *x, int64_t count, int channels, int64_t plane, const fl
             prelu_bf16_rows((uint16_t *)x, p0, p1, channels, slope);
         else
             prelu_f32_rows((float *)x, p0, p1, channels, slope);
+    }
+    return 0;
+}
+
+typedef char chunk64 __attribute__((vector_size(64), aligned(1)));
+
+static inline void copy_pixel(char *dst, const char *src, int64_t bytes) {
+    if (bytes % 64 == 0) {
+        for (int64_t k = 0; k < bytes; k += 64) {
+            chunk64 v;
+            memcpy(&v, src + k, 64);
+            memcpy(dst + k, &v, 64);
+        }
+    } else {
+        memcpy(dst, src, (size_t)bytes);
+    }
+}
+
+/* src: n x (h+1) x (w+1) pixels of 4c values, `elem` bytes each; dst: n x 2h x 2w pixels of c
+ * values, dst[b][2i+dy][2j+dx] = src[b][i+dy][j+dx][(2 dy + dx) c .. (2 dy + dx + 1) c].
+ * Returns 0, or -1 for arguments it does not take (nothing is written then). */
+int restora_interleave_phases_(const void *src, void *dst, int64_t n, int64_t h, int64_t w,
+                               int64_t c, int elem, int threads) {
+    if (!src || !dst || n < 0 || h < 0 || w < 0 || c < 1 || elem < 1 || elem > 8) return -1;
+    const int64_t bytes = c * elem, rows = n * 2 * h;
+    if (threads < 1) threads = 1;
+    if (rows * 2 * w * bytes < (1 << 18)) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t b = r / (2 * h), o = r % (2 * h), i = o / 2, dy = o % 2;
+        const char *row = (const char *)src + ((b * (h + 1) + i + dy) * (w + 1)) * 4 * bytes;
+        char *out = (char *)dst + r * 2 * w * bytes;
+        for (int64_t j = 0; j < w; j++) {
+            copy_pixel(out + (2 * j) * bytes, row + j * 4 * bytes + (2 * dy) * bytes, bytes);
+            copy_pixel(out + (2 * j + 1) * bytes, row + (j + 1) * 4 * bytes + (2 * dy + 1) * bytes,
+                       bytes);
+        }
     }
     return 0;
 }

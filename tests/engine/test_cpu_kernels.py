@@ -1,5 +1,6 @@
 """Restora's compiled element-wise kernels (backend/cpu_kernels.c): the PReLU after each
-convolution of the Compact networks, against PyTorch's own, bit for bit."""
+convolution of the Compact networks, against PyTorch's own, bit for bit, and the gather that
+ends ESRGAN's folded upsampling blocks."""
 
 from __future__ import annotations
 
@@ -90,6 +91,27 @@ def test_compact_runs_its_prelus_in_the_kernel(
     want = run_tensor(descriptor, x, "bf16", channels_last=True)
     assert len(calls) == len(fused)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(("batch", "channels", "h", "w"), [(1, 64, 7, 5), (2, 3, 4, 9)])
+def test_interleave_phases_is_the_gather_it_names(
+    dtype: torch.dtype, batch: int, channels: int, h: int, w: int
+) -> None:
+    cl = torch.channels_last
+    y4 = torch.randn(batch, 4 * channels, h + 1, w + 1).to(dtype).contiguous(memory_format=cl)
+    out = torch.empty(batch, channels, 2 * h, 2 * w, dtype=dtype, memory_format=cl)
+    assert cpu_kernels.interleave_phases(y4, out), cpu_kernels.KERNELS.status()
+    for dy in (0, 1):
+        for dx in (0, 1):
+            k = 2 * dy + dx
+            want = y4[:, k * channels : (k + 1) * channels, dy : dy + h, dx : dx + w]
+            assert torch.equal(out[:, :, dy::2, dx::2], want)
+    # not channels-last, or shapes that do not match: left to PyTorch, nothing written
+    plain = torch.zeros(batch, channels, 2 * h, 2 * w, dtype=dtype)
+    assert not cpu_kernels.interleave_phases(y4.contiguous(), plain)
+    assert not cpu_kernels.interleave_phases(y4, plain[:, :, :-2].contiguous(memory_format=cl))
+    assert not plain.any()
 
 
 def test_without_a_compiler_pytorch_runs_the_prelu(kernels_off: None) -> None:
