@@ -239,7 +239,7 @@ class FusedNearestUpConv(_OneDNNCall):
     """A nearest 2x upsample, then a 3x3 convolution (padding 1) and its activation (ESRGAN's
     upsampling blocks), as one 2x2 convolution on the small map with four times the output
     channels (_phase_weights; padding 1, so phase (dy, dx) of small pixel (i, j) is output
-    (i + dy, j + dx)) and one strided copy that interleaves the phases: the same result with 16
+    (i + dy, j + dx)) and one gather that interleaves the phases: the same result with 16
     instead of 36 multiply-adds per small pixel and output channel per input channel, and no
     upsampled copy of the input."""
 
