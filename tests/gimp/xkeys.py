@@ -28,9 +28,25 @@ class _Attributes(ctypes.Structure):
                 ("map_state", ctypes.c_int), ("rest", ctypes.c_byte * 128)]
 
 
+#: Xlib's error handler: int (*)(Display *, XErrorEvent *)
+_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+@_ERROR_HANDLER
+def _ignore_x_error(display: int, event: int) -> int:
+    """A window that closes between XQueryTree and the calls that read it (a dialog going
+    away) makes a BadWindow error; Xlib's default handler would print it and call exit(1),
+    ending the whole test run without a word. The calls report the failure in their return
+    value instead, and the window is skipped."""
+    return 0
+
+
 class XDisplay:
     def __init__(self, name: str) -> None:
         self.x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+        self.x11.XSetErrorHandler.argtypes = [_ERROR_HANDLER]
+        self.x11.XSetErrorHandler.restype = ctypes.c_void_p
+        self.x11.XSetErrorHandler(_ignore_x_error)
         self.xtst = ctypes.CDLL(ctypes.util.find_library("Xtst") or "libXtst.so.6")
         self.x11.XOpenDisplay.restype = ctypes.c_void_p
         self.x11.XDefaultRootWindow.restype = ctypes.c_ulong
@@ -74,7 +90,8 @@ class XDisplay:
         for i in range(count.value):
             window = children[i]
             attributes = _Attributes()
-            self.x11.XGetWindowAttributes(self.display, window, ctypes.byref(attributes))
+            if not self.x11.XGetWindowAttributes(self.display, window, ctypes.byref(attributes)):
+                continue  # gone since XQueryTree (_ignore_x_error)
             if attributes.map_state != _IS_VIEWABLE:
                 continue
             name = ctypes.c_char_p()
