@@ -45,7 +45,14 @@ class Kernels:
         with self._lock:
             if self._library is None and not self._status:
                 try:
-                    lib = ctypes.CDLL(str(build(self.source)))
+                    path = build(self.source)
+                    try:
+                        lib = ctypes.CDLL(str(path))
+                    except OSError:
+                        # a damaged file in the cache (a full disk, an interrupted copy of the
+                        # folder): built anew, once
+                        path.unlink(missing_ok=True)
+                        lib = ctypes.CDLL(str(build(self.source)))
                     self.prepare(lib)
                     self._library, self._status = lib, COMPILED
                 except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:

@@ -5,6 +5,8 @@ errors."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -331,6 +333,23 @@ def test_native_kernels_are_built_once_per_compiler_and_cpu(fresh_kernels: Path)
     assert native.library() is not None
     assert built.stat().st_mtime_ns == stamp
     assert list(fresh_kernels.glob("face_kernels-*.so")) == [built]
+
+
+def test_a_damaged_library_in_the_cache_is_built_anew(fresh_kernels: Path) -> None:
+    """A new process that finds a damaged file under the library's name (what a full disk
+    can leave) builds it again instead of running without the kernels from then on. (A new
+    process: this one would get its already-loaded library back for that name.)"""
+    assert native.library() is not None, native.library_status()
+    (built,) = fresh_kernels.glob("face_kernels-*.so")
+    built.unlink()  # a new file: this process still maps the old one
+    built.write_bytes(b"\0" * 100)
+    probe = "from backend.faces import native; print(native.library_status())"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[2], check=False,
+    )  # fmt: skip
+    assert done.stdout.strip() == "compiled for this CPU", done.stdout + done.stderr
+    assert built.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("how", ["switched off", "no compiler", "compiler fails"])
