@@ -90,13 +90,19 @@ def _cpu_identity() -> str:
 
 
 def openmp_library() -> str | None:
-    """The OpenMP runtime PyTorch has loaded into this process (Linux), or None."""
+    """The OpenMP runtime PyTorch has loaded into this process (Linux), or None. Other
+    packages (OpenCV, scikit-learn) may bring runtimes of their own: PyTorch's, from its own
+    folder, comes first, since sharing its threads is the point."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return None
     found = re.findall(r"(/\S*/lib(?:gomp|iomp5|omp)\b[^/\s]*\.so[^/\s]*)$", maps, re.M)
-    return found[0] if found else None
+    import torch
+
+    home = str(Path(torch.__file__).resolve().parent.parent)
+    ours = [f for f in found if str(Path(f).resolve()).startswith(home)]
+    return (ours or found or [None])[0]
 
 
 def build(source: Path) -> Path:
