@@ -61,8 +61,10 @@ def prelu_(x: torch.Tensor, slope: torch.Tensor) -> bool:
     else:
         return False
     lib = KERNELS.library()
-    if lib is None or x.numel() == 0:
-        return lib is not None
+    if lib is None:
+        return False
+    if x.numel() == 0:
+        return True  # nothing to change
     threads = max(1, torch.get_num_threads())
     return lib.restora_prelu_(x.data_ptr(), count, c, plane, slope.data_ptr(), dtype, threads) == 0
 

@@ -7,12 +7,10 @@
  * of dispatch, about a hundred calls a pass, more than the arithmetic of most of them.
  * Here a pass is one call: the batch runs image by image (a 192x192 window's maps stay in
  * the core's cache), each operator split by output rows over the threads, with a barrier
- * between operators. `seconds`, where given, receives each operator's time (for profiling).
+ * between operators.
  *
  * GCC / Clang vector extensions, not intrinsics: -march=native lowers them to AVX-512, AVX2
  * or NEON as the machine has them. */
-
-#define _POSIX_C_SOURCE 200809L /* clock_gettime under a strict -std */
 
 #include <math.h>
 #include <pthread.h>
@@ -20,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i16v __attribute__((vector_size(64), aligned(4)));
@@ -311,15 +308,7 @@ typedef struct {
     const int64_t *stride;
     Barrier *barrier;
     atomic_int *gate; /* 0: wait, 1: run, -1: return at once */
-    double *seconds;  /* where not null, thread 0 adds each operator's time here */
 } Work;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void run_op(const Work *wk, const Op *op, int item)
 {
@@ -352,10 +341,8 @@ static void *worker(void *arg)
     if (wk->gate && atomic_load_explicit(wk->gate, memory_order_acquire) < 0) return 0;
     for (int item = 0; item < wk->batch; item++) {
         for (int k = 0; k < wk->nops; k++) {
-            double start = wk->seconds ? now() : 0;
             run_op(wk, &wk->ops[k], item);
             if (wk->threads > 1) sync_threads(wk->barrier);
-            if (wk->seconds) wk->seconds[k] += now() - start;
         }
     }
     return 0;
@@ -373,21 +360,20 @@ int restora_op_size(void) { return (int)sizeof(Op); }
  * threads: they are awake (spinning) right after PyTorch's last operator, where threads of
  * our own would first wait for the CPU those spinning threads hold. */
 int restora_run(const Op *ops, int nops, float *const *bufs, const int64_t *stride, int batch,
-                int threads, double *seconds)
+                int threads)
 {
     if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads)
     {
-        int t = omp_get_thread_num();
-        Work wk = {ops, nops, batch, omp_get_num_threads(), t, bufs, stride, 0, 0,
-                   t == 0 ? seconds : 0};
+        Work wk = {ops, nops, batch, omp_get_num_threads(), omp_get_thread_num(), bufs, stride,
+                   0, 0};
         worker(&wk);
     }
     return 0;
 }
 #else
 int restora_run(const Op *ops, int nops, float *const *bufs, const int64_t *stride, int batch,
-                int threads, double *seconds)
+                int threads)
 {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -396,8 +382,7 @@ int restora_run(const Op *ops, int nops, float *const *bufs, const int64_t *stri
     Work work[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
     for (int t = 0; t < threads; t++)
-        work[t] = (Work){ops, nops, batch, threads, t, bufs, stride, &barrier, &gate,
-                         t == 0 ? seconds : 0};
+        work[t] = (Work){ops, nops, batch, threads, t, bufs, stride, &barrier, &gate};
     int started = 1;
     for (; started < threads; started++) {
         if (pthread_create(&ids[started], 0, worker, &work[started])) break;

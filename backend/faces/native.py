@@ -48,7 +48,7 @@ def _prepare(lib: ctypes.CDLL) -> None:
     lib.restora_run.restype = ctypes.c_int
     lib.restora_run.argtypes = [
         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_int, ctypes.c_void_p,
+        ctypes.c_int,
     ]  # fmt: skip
     if lib.restora_op_size() != ctypes.sizeof(OpStruct):
         raise RuntimeError("the compiled kernels' Op layout differs from native.py's")
@@ -132,10 +132,10 @@ class Program:
             kind = self.ops[k][0]["kind"]
             if not value.batched:
                 # an add or an element-wise operator may write over an input of its size
-                # that dies here: it reads each position before it writes it
-                inplace = [other] if kind == OP_CONV else [x, other] if kind != OP_RESIZE else []
-                if kind in (OP_DEPTHWISE, OP_MAXPOOL):
-                    inplace = []
+                # that dies here (a convolution over the value it adds): it reads each
+                # position before it writes it
+                inplace = {OP_CONV: [other], OP_ADD: [x, other], OP_PRELU: [x, other],
+                           OP_WIDEN: [x, other]}.get(kind, [])  # fmt: skip
                 reuse = next(
                     (
                         i for i in inplace
@@ -172,9 +172,8 @@ class Program:
         self._order = order
         self._tensors = [t for _, ts in self.ops for t in ts if t is not None]  # kept alive
 
-    def __call__(self, x: torch.Tensor, seconds: Any = None) -> dict[int, torch.Tensor]:
-        """Run on an NHWC float32 batch: the exported values, as NCHW views. `seconds`, a
-        ctypes array of doubles, one per operator, receives their times."""
+    def __call__(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Run on an NHWC float32 batch: the exported values, as NCHW views."""
         x = x.to(torch.float32).contiguous()
         n = x.shape[0]
         out = {i: torch.empty(n * self.values[i].size) for i in self.exports}
@@ -195,9 +194,9 @@ class Program:
         threads = max(1, torch.get_num_threads())
         with self._lock:  # the arena is one per module
             args = (self._table, len(self.ops), ptrs, strides, n)
-            code = self.lib.restora_run(*args, threads, seconds)
+            code = self.lib.restora_run(*args, threads)
             if code != 0:
-                code = self.lib.restora_run(*args, 1, seconds)
+                code = self.lib.restora_run(*args, 1)
         if code != 0:
             raise RuntimeError("the native face kernels could not run")
         views = {}

@@ -393,8 +393,8 @@ def test_a_native_program_that_disagrees_is_not_used(
     miscompiled build, a CPU fault) are dropped with a warning, and PyTorch runs the model."""
     real = native.Program.__call__
 
-    def wrong(self: native.Program, x: torch.Tensor, seconds=None):
-        return {i: v + 0.5 for i, v in real(self, x, seconds).items()}
+    def wrong(self: native.Program, x: torch.Tensor):
+        return {i: v + 0.5 for i, v in real(self, x).items()}
 
     monkeypatch.setattr(native.Program, "__call__", wrong)
     with caplog.at_level("WARNING", logger="backend.faces.tflite"):
