@@ -60,7 +60,7 @@ def prelu_(x: torch.Tensor, slope: torch.Tensor) -> bool:
         count, plane = n * c, h * w
     else:
         return False
-    lib = KERNELS.library()
+    lib = KERNELS.load()
     if lib is None:
         return False
     if x.numel() == 0:
@@ -81,7 +81,7 @@ def interleave_phases(y4: torch.Tensor, out: torch.Tensor) -> bool:
     cl = torch.channels_last
     if not (y4.is_contiguous(memory_format=cl) and out.is_contiguous(memory_format=cl)):
         return False
-    lib = KERNELS.library()
+    lib = KERNELS.load()
     if lib is None:
         return False
     threads = max(1, torch.get_num_threads())

@@ -6,7 +6,7 @@ Compiled with the machine's C compiler (CC, else cc, gcc or clang), -O3 -march=n
 the cache folder, one file per source, compiler and CPU (a new compiler, CPU or source builds
 anew). Where PyTorch has loaded an OpenMP runtime the kernels link to that very file and run
 on its threads: threads of their own would compete with PyTorch's spinning workers. Where
-there is no compiler, the build fails, or RESTORA_NATIVE_KERNELS=0, `Kernels.library()` is
+there is no compiler, the build fails, or RESTORA_NATIVE_KERNELS=0, `Kernels.load()` is
 None with the reason in `Kernels.status()`, and the callers run PyTorch's operators instead.
 """
 
@@ -30,20 +30,20 @@ COMPILED = "compiled for this CPU"
 
 
 class Kernels:
-    """One C source's library, built and loaded once per process on first use. `prepare`
-    declares its functions' signatures and checks the library (raising RuntimeError where it
+    """One C source's compiled kernels, built and loaded once per process on first use. `prepare`
+    declares its functions' signatures and checks what was loaded (raising RuntimeError where it
     does not fit the Python side)."""
 
     def __init__(self, source: Path, prepare: Callable[[ctypes.CDLL], None]) -> None:
         self.source = source
         self.prepare = prepare
         self._lock = threading.Lock()
-        self._library: ctypes.CDLL | None = None
+        self._lib: ctypes.CDLL | None = None
         self._status = ""
 
-    def library(self) -> ctypes.CDLL | None:
+    def load(self) -> ctypes.CDLL | None:
         with self._lock:
-            if self._library is None and not self._status:
+            if self._lib is None and not self._status:
                 try:
                     path = build(self.source)
                     try:
@@ -54,20 +54,20 @@ class Kernels:
                         path.unlink(missing_ok=True)
                         lib = ctypes.CDLL(str(build(self.source)))
                     self.prepare(lib)
-                    self._library, self._status = lib, COMPILED
+                    self._lib, self._status = lib, COMPILED
                 except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
                     self._status = str(exc) or type(exc).__name__
-            return self._library
+            return self._lib
 
     def status(self) -> str:
-        """Why `library()` is what it is, in words (for `restora doctor`)."""
-        self.library()
+        """Why `load()` is what it is, in words (for `restora doctor`)."""
+        self.load()
         return self._status
 
     def forget(self) -> None:
-        """As in a new process: the next `library()` looks again (tests)."""
+        """As in a new process: the next `load()` looks again (tests)."""
         with self._lock:
-            self._library, self._status = None, ""
+            self._lib, self._status = None, ""
 
 
 def compiler() -> str:
@@ -89,7 +89,7 @@ def _cpu_identity() -> str:
     return platform.processor() or platform.machine()
 
 
-def openmp_library() -> str | None:
+def openmp_runtime() -> str | None:
     """The OpenMP runtime PyTorch has loaded into this process (Linux), or None. Other
     packages (OpenCV, scikit-learn) may bring runtimes of their own: PyTorch's, from its own
     folder, comes first, since sharing its threads is the point."""
@@ -106,7 +106,7 @@ def openmp_library() -> str | None:
 
 
 def build(source: Path) -> Path:
-    """The compiled library of `source` for this compiler and CPU, built where it is not in
+    """The compiled shared object of `source` for this compiler and CPU, built where it is not in
     the cache folder yet."""
     if os.environ.get("RESTORA_NATIVE_KERNELS", "1") == "0":
         raise RuntimeError("switched off by RESTORA_NATIVE_KERNELS=0")
@@ -116,7 +116,7 @@ def build(source: Path) -> Path:
     version = subprocess.run(
         [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
     ).stdout
-    openmp = openmp_library()
+    openmp = openmp_runtime()
     key = hashlib.sha256(
         b"\0".join(
             x.encode() for x in (version, _cpu_identity(), platform.machine(), openmp or "")
@@ -133,7 +133,7 @@ def build(source: Path) -> Path:
 
 def _compile(cc: str, source: Path, target: Path, openmp: str | None) -> None:
     """Compile into a temporary folder beside the target, then rename: a concurrent build or
-    an interrupted one never leaves a half-written library under the target's name."""
+    an interrupted one never leaves a half-written file under the target's name."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         obj, lib = Path(tmp) / "kernels.o", Path(tmp) / "kernels.so"
         errors = ""

@@ -99,7 +99,7 @@ def main() -> int:
     print(
         f"device {ours.device.type}, {threads} threads (LiteRT: {threads}), "
         f"load average {load:.1f}; median of {args.runs}; "
-        f"compiled kernels: {native.library_status()}"
+        f"compiled kernels: {native.status()}"
     )
 
     rows = []

@@ -61,7 +61,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from backend.faces import native
 
     # built here on first use, so a missing compiler shows now rather than as slow runs
-    print(f"face detector kernels: {native.library_status()}")
+    print(f"face detector kernels: {native.status()}")
     print(f"element-wise kernels (PReLU): {cpu_kernels.KERNELS.status()}")
     if args.remeasure:
         forgotten = forget_measurements(cache_file)

@@ -4,7 +4,7 @@ Through PyTorch every oneDNN call of the small face models costs some 40 us of d
 a pass makes about a hundred of them. face_kernels.c runs the operators of a pass, NHWC with
 channels padded to 16, in one call, splitting each operator over the threads. It is built on
 first use by backend.native_build; where it cannot be (no compiler, a failed build,
-RESTORA_NATIVE_KERNELS=0), `library()` is None with the reason in `library_status()` and the
+RESTORA_NATIVE_KERNELS=0), `load()` is None with the reason in `status()` and the
 models run through PyTorch as before.
 """
 
@@ -61,13 +61,13 @@ def padded(channels: int) -> int:
     return -(-channels // LANES) * LANES
 
 
-def library() -> ctypes.CDLL | None:
+def load() -> ctypes.CDLL | None:
     """The compiled kernels, built on first use; None where they cannot be had here."""
-    return KERNELS.library()
+    return KERNELS.load()
 
 
-def library_status() -> str:
-    """Why `library()` is what it is, in words (for `restora doctor`)."""
+def status() -> str:
+    """Why `load()` is what it is, in words (for `restora doctor`)."""
     return KERNELS.status()
 
 
@@ -247,7 +247,7 @@ def build_program(module: Any, plan: list[Any]) -> Program | None:
     the kernels cannot be had."""
     if len(module.input_ids) != 1 or len(module.input_shapes[0]) != 4:
         return None
-    lib = library()
+    lib = load()
     if lib is None:
         return None
     program = Program(lib, module.input_ids[0], tuple(module.input_shapes[0]))

@@ -115,7 +115,7 @@ def test_interleave_phases_is_the_gather_it_names(
 
 
 def test_without_a_compiler_pytorch_runs_the_prelu(kernels_off: None) -> None:
-    assert cpu_kernels.KERNELS.library() is None
+    assert cpu_kernels.KERNELS.load() is None
     assert "RESTORA_NATIVE_KERNELS=0" in cpu_kernels.KERNELS.status()
     x = torch.randn(1, 4, 5, 5)
     before = x.clone()

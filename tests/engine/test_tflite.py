@@ -100,7 +100,7 @@ def test_fused_cpu_path_matches_the_unfused_one(
     module = load_tflite(model_file(name, []))
     assert module._fused(), "the fused path does not apply on this CPU"
     if kernels == "native":
-        assert module._program is not None, native.library_status()
+        assert module._program is not None, native.status()
         # all but the heads' reshapes and concatenations
         assert len(module._program.covered) >= len(module._plan) - 6
     module.native = kernels == "native"
@@ -323,26 +323,26 @@ def fresh_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[P
 
 
 def test_native_kernels_are_built_once_per_compiler_and_cpu(fresh_kernels: Path) -> None:
-    lib = native.library()
-    assert lib is not None, native.library_status()
-    assert native.library_status() == "compiled for this CPU"
+    lib = native.load()
+    assert lib is not None, native.status()
+    assert native.status() == "compiled for this CPU"
     (built,) = fresh_kernels.glob("face_kernels-*.so")
     assert not [p for p in fresh_kernels.iterdir() if p != built]  # no build folder left
     stamp = built.stat().st_mtime_ns
     native.KERNELS.forget()  # a new process: the built file is loaded
-    assert native.library() is not None
+    assert native.load() is not None
     assert built.stat().st_mtime_ns == stamp
     assert list(fresh_kernels.glob("face_kernels-*.so")) == [built]
 
 
-def test_a_damaged_library_in_the_cache_is_built_anew(fresh_kernels: Path) -> None:
-    """A new process that finds a damaged file under the library's name (what a full disk
+def test_a_damaged_build_in_the_cache_is_made_anew(fresh_kernels: Path) -> None:
+    """A new process that finds a damaged file under the build's name (what a full disk
     can leave) builds it again instead of running without the kernels from then on. (New
-    processes: this one would get its already-loaded library back for that name, and may
+    processes: this one would get its already-loaded build back for that name, and may
     hold other OpenMP runtimes that give another file name.)"""
     probe = (
         "from backend import native_build; from backend.faces import native; "
-        "print(native.library_status()); print(native_build.build(native.SOURCE))"
+        "print(native.status()); print(native_build.build(native.SOURCE))"
     )
 
     def run() -> tuple[str, Path]:
@@ -378,8 +378,8 @@ def test_without_native_kernels_pytorch_runs_the_models(
         broken.chmod(0o755)
         monkeypatch.setenv("CC", str(broken))
         reason = "the C compiler failed on face_kernels.c: cc: internal error"
-    assert native.library() is None
-    assert reason in native.library_status()
+    assert native.load() is None
+    assert reason in native.status()
     module = load_tflite(model_file(SHORT_RANGE, []))
     assert module._fused() and module._program is None
     _runs_as_unfused(module, batch=2)
